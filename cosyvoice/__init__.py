@@ -1,0 +1,2 @@
+"""CosyVoice2 fine-tuning toolkit: modules that load official CosyVoice2-0.5B checkpoints strictly."""
+__version__ = "0.1.0"

@@ -1,0 +1,114 @@
+"""The one config loader: every entry point reads a cosyvoice2.yaml through here.
+
+It loads an official CosyVoice2 yaml unchanged and our own conf/cosyvoice2.yaml the same way:
+
+* names the official yaml takes from Matcha-TTS or omegaconf are mapped onto this package's own code;
+* the yaml's ``__set_seed*: !apply:...seed`` lines are dropped, so building a model never reseeds the
+  caller's random number generators (seed explicitly where you mean to);
+* overrides are checked: an override for a key the yaml does not define is an error.
+"""
+from __future__ import annotations
+
+import io
+import os
+import re
+from typing import Any, Dict, Mapping, Optional
+
+# Official dotted names that point outside the cosyvoice package, and where they live here.
+NAME_MAP = {
+    "matcha.utils.audio.mel_spectrogram": "cosyvoice.audio.features.mel_spectrogram",
+    "matcha.hifigan.models.MultiPeriodDiscriminator": "cosyvoice.hifigan.discriminator.MultiPeriodDiscriminator",
+    "omegaconf.DictConfig": "cosyvoice.utils.config.DictConfig",
+}
+
+_SEED_FUNCS = ("random.seed", "numpy.random.seed", "torch.manual_seed", "torch.cuda.manual_seed_all")
+_SEED_LINE = re.compile(
+    r"^[A-Za-z_][\w]*\s*:\s*!apply:(?:" + "|".join(re.escape(f) for f in _SEED_FUNCS) + r")\s.*$",
+    re.MULTILINE,
+)
+_TOP_KEY = re.compile(r"^([A-Za-z_][\w]*)\s*:", re.MULTILINE)
+_TAG_NAME = re.compile(r"!(?:new|name|apply):([A-Za-z_][\w.]*)")
+
+
+class ConfigError(ValueError):
+    """A config file or an override that cannot be used; the message names the file and the fix."""
+
+
+class DictConfig(dict):
+    """Attribute-access dict standing in for ``omegaconf.DictConfig`` (the yaml builds ``cfm_params`` with it)."""
+
+    def __init__(self, content: Optional[Mapping[str, Any]] = None, **kwargs: Any):
+        super().__init__(content or {}, **kwargs)
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+
+def _read(path: str) -> str:
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path} (pass the path of a cosyvoice2.yaml)")
+    with open(path, "r", encoding="utf-8") as f:
+        return f.read()
+
+
+def translate_config_text(text: str) -> str:
+    """Map foreign dotted names onto ours and drop the global-seed lines."""
+    text = _SEED_LINE.sub("", text)
+    for old, new in NAME_MAP.items():
+        text = re.sub(r"(!(?:new|name|apply):)" + re.escape(old) + r"\b", r"\g<1>" + new, text)
+    return text
+
+
+def top_level_keys(text: str) -> list:
+    return _TOP_KEY.findall(text)
+
+
+def _check_overrides(path: str, text: str, overrides: Mapping[str, Any]) -> None:
+    known = set(top_level_keys(text))
+    for key in overrides:
+        if key not in known:
+            raise ConfigError(
+                f"{path}: override '{key}' is not a key of this config "
+                f"(known top-level keys: {', '.join(sorted(known))})"
+            )
+
+
+def _check_names(path: str, text: str) -> None:
+    for name in _TAG_NAME.findall(text):
+        root = name.split(".")[0]
+        if root in ("matcha", "whisper", "torchaudio", "omegaconf"):
+            raise ConfigError(
+                f"{path}: '{name}' is not provided by this toolkit; use a name under cosyvoice. "
+                f"(known mappings: {', '.join(NAME_MAP)})"
+            )
+
+
+def resolve_config_text(path: str, overrides: Optional[Mapping[str, Any]] = None) -> str:
+    """The yaml with our names, no seed lines and the overrides applied, references resolved, nothing built.
+
+    This is what an experiment dir records as its resolved config.
+    """
+    from hyperpyyaml import resolve_references
+
+    text = translate_config_text(_read(path))
+    overrides = dict(overrides or {})
+    _check_overrides(path, text, overrides)
+    _check_names(path, text)
+    return resolve_references(io.StringIO(text), overrides=overrides).getvalue()
+
+
+def load_config(path: str, overrides: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """Build every object the yaml declares (official or ours) and return the dict of top-level keys."""
+    from hyperpyyaml import load_hyperpyyaml
+
+    text = translate_config_text(_read(path))
+    overrides = dict(overrides or {})
+    _check_overrides(path, text, overrides)
+    _check_names(path, text)
+    try:
+        return load_hyperpyyaml(text, overrides=overrides)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"{path}: cannot build this config: {e}") from e

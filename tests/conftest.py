@@ -1,0 +1,34 @@
+"""Shared pytest fixtures: where the golden CosyVoice2 data lives, and a tiny Qwen2 pretrain dir."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT.parent / "shared" / "fixtures" / "cosyvoice2"
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    if not (FIXTURES / "README.md").is_file():
+        pytest.fail(f"golden fixtures not found at {FIXTURES} (they ship beside the repo as ../shared)")
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_dir(tmp_path_factory, fixtures_dir) -> Path:
+    """A qwen_pretrain_path dir holding only config.json (the tiny fixture config)."""
+    d = tmp_path_factory.mktemp("tiny_qwen")
+    shutil.copy(fixtures_dir / "tiny_qwen2_config.json", d / "config.json")
+    return d
+
+
+@pytest.fixture(scope="session")
+def full_qwen_dir(tmp_path_factory) -> Path:
+    """A qwen_pretrain_path dir with the Qwen2.5-0.5B / CosyVoice-BlankEN config (no weights)."""
+    d = tmp_path_factory.mktemp("full_qwen")
+    shutil.copy(ROOT / "conf" / "qwen2_0.5b_config.json", d / "config.json")
+    return d
