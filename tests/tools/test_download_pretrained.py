@@ -1,0 +1,122 @@
+"""tools/download_pretrained.py and the required-files check: offline it fails fast and clearly, never hangs."""
+from __future__ import annotations
+
+import importlib.util
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from cosyvoice.utils.pretrained import REQUIRED_FILES, PretrainedDirError, check_pretrained_dir, main as check_main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location("download_pretrained", ROOT / "tools" / "download_pretrained.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up here
+    spec.loader.exec_module(mod)
+    return mod
+
+
+dl = _load_tool()
+
+
+def _fill(d: Path, skip=()):
+    for rel in REQUIRED_FILES:
+        if rel not in skip:
+            (d / rel).parent.mkdir(parents=True, exist_ok=True)
+            (d / rel).write_bytes(b"x")
+
+
+def test_check_names_every_missing_file(tmp_path):
+    _fill(tmp_path, skip=("campplus.onnx", "CosyVoice-BlankEN/merges.txt"))
+    with pytest.raises(PretrainedDirError) as e:
+        check_pretrained_dir(str(tmp_path))
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert "missing 2 file(s): campplus.onnx, CosyVoice-BlankEN/merges.txt;" in msg
+    assert "tools/make_tiny_pretrained.py" in msg and "tools/download_pretrained.py" in msg
+
+
+def test_check_passes_on_complete_dir_and_cli_status(tmp_path, capsys):
+    _fill(tmp_path)
+    assert check_pretrained_dir(str(tmp_path)) == str(tmp_path)
+    assert check_main([str(tmp_path)]) == 0
+    (tmp_path / "hift.pt").unlink()
+    assert check_main([str(tmp_path)]) == 1
+    assert "missing 1 file(s): hift.pt;" in capsys.readouterr().err
+    assert check_main([str(tmp_path / "nope")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def _closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_unreachable_hub_fails_fast_with_one_line(tmp_path):
+    backends = [dl.Backend("json", "x/y", "127.0.0.1", "raise SystemExit(0)", port=_closed_port()),
+                dl.Backend("json", "x/y", "no-such-host.invalid", "raise SystemExit(0)")]
+    start = time.monotonic()
+    with pytest.raises(RuntimeError) as e:
+        dl.download(str(tmp_path / "m"), backends, connect_timeout=3, stall_timeout=3, timeout=10)
+    assert time.monotonic() - start < 8
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert msg.count("cannot reach") == 2 and "127.0.0.1" in msg and "no-such-host.invalid" in msg
+    assert not (tmp_path / "m").exists()  # nothing created when no hub answered
+
+
+def test_no_backend_installed_says_how_to_install(tmp_path):
+    with pytest.raises(RuntimeError, match=r"none of no_such_module_a is installed \(pip install modelscope"):
+        dl.download(str(tmp_path), [dl.Backend("no_such_module_a", "x/y", "h", "")], 1, 1, 1)
+
+
+def test_server_that_never_answers_is_cut_off_by_the_stall_watchdog(tmp_path):
+    """A hub that accepts connections but never sends (huggingface_hub would hang) is abandoned after stall_timeout."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(server.accept()), daemon=True).start()
+    hang = ("import socket, sys\n"
+            f"s = socket.create_connection(('127.0.0.1', {port}))\n"
+            "s.recv(1)\n")  # blocks forever: the server never writes
+    start = time.monotonic()
+    with pytest.raises(RuntimeError) as e:
+        dl.download(str(tmp_path / "m"), [dl.Backend("json", "x/y", "127.0.0.1", hang, port=port)],
+                    connect_timeout=3, stall_timeout=2, timeout=30)
+    assert time.monotonic() - start < 10
+    assert "json: download of x/y no bytes arrived for 2 s" in str(e.value)
+    server.close()
+
+
+def test_completed_download_is_checked(tmp_path):
+    """A child that exits 0 but leaves files out is reported with the missing names."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    write_some = ("import pathlib, sys\n"
+                  "d = pathlib.Path(sys.argv[2])\n"
+                  "(d / 'llm.pt').write_bytes(b'x')\n")
+    with pytest.raises(RuntimeError, match=r"json: downloaded, but pretrained model dir .* is missing 9 file\(s\)"):
+        dl.download(str(tmp_path / "m"), [dl.Backend("json", "x/y", "127.0.0.1", write_some,
+                                                     port=server.getsockname()[1])], 3, 5, 30)
+    server.close()
+
+
+def test_cli_offline_exits_1_within_seconds(tmp_path, monkeypatch):
+    monkeypatch.setattr(dl, "default_backends",
+                        lambda: [dl.Backend("json", "x/y", "no-such-host.invalid", "raise SystemExit(0)")])
+    start = time.monotonic()
+    assert dl.main(["--model_dir", str(tmp_path / "m"), "--connect_timeout", "3"]) == 1
+    assert time.monotonic() - start < 8

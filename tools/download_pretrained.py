@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""Download the real CosyVoice2-0.5B model dir with modelscope or huggingface_hub, without ever hanging.
+
+    python tools/download_pretrained.py --model_dir pretrained_models/CosyVoice2-0.5B
+
+Tries modelscope, then huggingface_hub (whichever is installed; neither is a requirement of this toolkit). Each hub
+is first probed with a short TCP connect; the download itself runs in a child process that is killed when no bytes
+arrive for --stall_timeout seconds or when --timeout is reached. Offline, it fails within seconds with one line.
+On success the dir is checked with cosyvoice.utils.pretrained.check_pretrained_dir.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from cosyvoice.utils.pretrained import PretrainedDirError, check_pretrained_dir  # noqa: E402
+
+# Child-process programs: argv[1] = repo id, argv[2] = target dir.
+_MODELSCOPE_SCRIPT = (
+    "import sys\n"
+    "from modelscope import snapshot_download\n"
+    "snapshot_download(sys.argv[1], local_dir=sys.argv[2])\n"
+)
+_HF_SCRIPT = (
+    "import sys\n"
+    "from huggingface_hub import snapshot_download\n"
+    "snapshot_download(repo_id=sys.argv[1], local_dir=sys.argv[2])\n"
+)
+
+
+@dataclass
+class Backend:
+    name: str        # python module that must be importable
+    repo: str        # model id on that hub
+    host: str        # probed with a TCP connect before downloading
+    script: str      # run as `python -c script repo model_dir`
+    port: int = 443
+
+
+def default_backends() -> List[Backend]:
+    hf_host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    return [
+        Backend("modelscope", "iic/CosyVoice2-0.5B", "www.modelscope.cn", _MODELSCOPE_SCRIPT),
+        Backend("huggingface_hub", "FunAudioLLM/CosyVoice2-0.5B", hf_host, _HF_SCRIPT),
+    ]
+
+
+def reachable(host: str, port: int, timeout: float) -> Optional[str]:
+    """None if a TCP connection to host:port opens within ``timeout`` seconds, else the reason (DNS included)."""
+    result: List[Optional[str]] = ["timed out"]
+
+    def probe():
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                result[0] = None
+        except OSError as e:
+            result[0] = str(e) or type(e).__name__
+
+    worker = threading.Thread(target=probe, daemon=True)  # getaddrinfo itself has no timeout: bound it here
+    worker.start()
+    worker.join(timeout)
+    return "timed out" if worker.is_alive() else result[0]
+
+
+def _tree_bytes(path: str) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(root, f))
+            except OSError:
+                pass
+    return total
+
+
+def run_watched(cmd: List[str], watch_dir: str, stall_timeout: float, timeout: float, poll: float = 1.0) -> Optional[str]:
+    """Run ``cmd``; kill it when ``watch_dir`` stops growing for ``stall_timeout`` s or after ``timeout`` s.
+
+    Returns None on exit status 0, else why it failed.
+    """
+    start = last_change = time.monotonic()
+    last_size = _tree_bytes(watch_dir)
+    proc = subprocess.Popen(cmd)
+    try:
+        while True:
+            try:
+                rc = proc.wait(timeout=poll)
+                return None if rc == 0 else f"exited with status {rc}"
+            except subprocess.TimeoutExpired:
+                pass
+            now = time.monotonic()
+            size = _tree_bytes(watch_dir)
+            if size != last_size:
+                last_size, last_change = size, now
+            if now - last_change > stall_timeout:
+                return f"no bytes arrived for {stall_timeout:g} s"
+            if now - start > timeout:
+                return f"not finished after {timeout:g} s"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def download(model_dir: str, backends: List[Backend], connect_timeout: float, stall_timeout: float,
+             timeout: float) -> None:
+    """Fill ``model_dir`` from the first backend that is installed, reachable and completes; raise RuntimeError."""
+    installed = [b for b in backends if importlib.util.find_spec(b.name) is not None]
+    if not installed:
+        raise RuntimeError(
+            f"cannot download CosyVoice2-0.5B: none of {', '.join(b.name for b in backends)} is installed "
+            f"(pip install modelscope, or pip install huggingface_hub)")
+    failures = []
+    for b in installed:
+        why = reachable(b.host, b.port, connect_timeout)
+        if why is not None:
+            failures.append(f"{b.name}: cannot reach {b.host}:{b.port} within {connect_timeout:g} s ({why})")
+            continue
+        logging.info("downloading %s from %s (%s) into %s", b.repo, b.host, b.name, model_dir)
+        os.makedirs(model_dir, exist_ok=True)
+        why = run_watched([sys.executable, "-c", b.script, b.repo, model_dir], model_dir, stall_timeout, timeout)
+        if why is not None:
+            failures.append(f"{b.name}: download of {b.repo} {why}")
+            continue
+        try:
+            check_pretrained_dir(model_dir)
+            return
+        except PretrainedDirError as e:
+            failures.append(f"{b.name}: downloaded, but {e}")
+    raise RuntimeError(
+        f"could not download CosyVoice2-0.5B into {model_dir}: {'; '.join(failures)}. Offline? Copy the model dir "
+        f"there by hand, or use the stand-in: python tools/make_tiny_pretrained.py --out_dir <dir>")
+
+
+def get_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_dir", required=True, help="where the CosyVoice2-0.5B files go")
+    p.add_argument("--connect_timeout", type=float, default=10.0, help="seconds to wait for a hub to answer a connect")
+    p.add_argument("--stall_timeout", type=float, default=300.0, help="kill the download after this many s without bytes")
+    p.add_argument("--timeout", type=float, default=4 * 3600.0, help="kill the download after this many s in all")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s")
+    args = get_args(argv)
+    try:
+        check_pretrained_dir(args.model_dir)
+        logging.info("%s already holds every required file; nothing to download", args.model_dir)
+        return 0
+    except PretrainedDirError:
+        pass
+    try:
+        download(args.model_dir, default_backends(), args.connect_timeout, args.stall_timeout, args.timeout)
+    except RuntimeError as e:
+        print(f"ERROR: {e}", file=sys.stderr)
+        return 1
+    logging.info("CosyVoice2-0.5B is complete in %s", args.model_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
