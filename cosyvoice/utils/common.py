@@ -1,8 +1,9 @@
 """Small helpers shared by the models (the names match the official cosyvoice.utils.common)."""
 from __future__ import annotations
 
+import os
 import random
-from typing import List
+from typing import List, Mapping
 
 import numpy as np
 import torch
@@ -50,3 +51,136 @@ def mask_to_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     if mask.dtype != torch.bool:
         raise TypeError(f"mask_to_bias wants a bool mask, got {mask.dtype}")
     return (1.0 - mask.to(dtype)) * -1.0e10
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Token sampling for the speech-token LLM (same signatures and random draws as the official sampler functions).
+# ``weighted_scores`` is a 1-D tensor of log-probabilities (or logits) over the speech-token vocabulary.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def nucleus_sampling(weighted_scores: torch.Tensor, top_p: float = 0.8, top_k: int = 25) -> int:
+    """Sample one id from the smallest head of the distribution holding ``top_p`` of the mass, at most ``top_k`` ids.
+
+    Candidates are taken in descending probability (stable sort, so ties keep the lower id first). A candidate is
+    admitted while the mass admitted *before* it is still below ``top_p`` and fewer than ``top_k`` are admitted;
+    so the first candidate is always admitted and ``top_k=1`` returns the arg-max. The running mass is summed in
+    the scores' dtype one candidate at a time, the way the reference does, so the cut-off matches it exactly.
+    """
+    probs, order = weighted_scores.softmax(dim=0).sort(descending=True, stable=True)
+    head = probs[: max(int(top_k), 0)].tolist()
+    acc_dtype = np.float64 if probs.dtype == torch.float64 else np.float32
+    mass, limit = acc_dtype(0.0), acc_dtype(top_p)
+    keep = 0
+    for p in head:
+        if not mass < limit:
+            break
+        mass = acc_dtype(mass + acc_dtype(p))
+        keep += 1
+    if keep == 0:
+        raise ValueError(f"nucleus_sampling: nothing to sample from (top_k={top_k}, top_p={top_p})")
+    choice = probs[:keep].clone().multinomial(1, replacement=True)
+    return int(order[:keep][choice].item())
+
+
+def random_sampling(weighted_scores: torch.Tensor, decoded_tokens: List[int], sampling: int) -> int:
+    """Sample one id from the full softmax distribution (``decoded_tokens`` and ``sampling`` are unused)."""
+    return int(weighted_scores.softmax(dim=0).multinomial(1, replacement=True).item())
+
+
+def ras_sampling(weighted_scores: torch.Tensor, decoded_tokens: List[int], sampling: int, top_p: float = 0.8,
+                 top_k: int = 25, win_size: int = 10, tau_r: float = 0.1) -> int:
+    """Repetition-aware sampling (VALL-E 2).
+
+    Draw with :func:`nucleus_sampling`; if the drawn id occurs at least ``win_size * tau_r`` times among the last
+    ``win_size`` decoded tokens, ban it (``weighted_scores`` is modified in place, as in the reference) and draw
+    again from the whole distribution with :func:`random_sampling`.
+    """
+    top_id = nucleus_sampling(weighted_scores, top_p=top_p, top_k=top_k)
+    window = decoded_tokens[-win_size:] if win_size > 0 else []
+    repeats = sum(1 for t in window if int(t) == top_id)
+    if repeats >= win_size * tau_r:
+        weighted_scores[top_id] = -float("inf")
+        top_id = random_sampling(weighted_scores, decoded_tokens, sampling)
+    return top_id
+
+
+def fade_in_out(fade_in_mel: torch.Tensor, fade_out_mel: torch.Tensor, window) -> torch.Tensor:
+    """Cross-fade the head of ``fade_in_mel`` with the tail of ``fade_out_mel`` over ``len(window) // 2`` samples.
+
+    ``window`` (a torch tensor or numpy array of even length, e.g. a Hamming window) rises over its first half and
+    falls over its second: out[..., :n] = fade_in[..., :n] * window[:n] + fade_out[..., -n:] * window[n:].
+    Works on the last axis (mel frames or waveform samples). Returns a new tensor; the inputs are left unchanged.
+    The products are formed in the promoted dtype of window and data (float64 for a numpy window) and stored back
+    in the data's dtype, as the reference does.
+    """
+    window = torch.as_tensor(window).to(fade_in_mel.device)
+    n = int(window.shape[0] // 2)
+    out = fade_in_mel.clone()
+    if n > 0:
+        out[..., :n] = fade_in_mel[..., :n] * window[:n] + fade_out_mel[..., -n:] * window[n:]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Strict checkpoint loading shared by llm / flow / hift.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit the module it is loaded into; the message names the file and the keys."""
+
+
+def _first(keys, limit: int = 5) -> str:
+    keys = list(keys)
+    shown = ", ".join(keys[:limit])
+    return shown + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def load_checkpoint_strict(module: torch.nn.Module, path, strip_prefix: str = None, map_location="cpu") -> None:
+    """Load a ``torch.save``'d state_dict into ``module`` with every key and shape checked.
+
+    ``path``: a checkpoint file, or a state_dict already in memory (then reported as ``<state_dict>``).
+    ``strip_prefix``: remove every occurrence of this string from each key first (plain ``str.replace``; the
+    official HiFT loader does this with ``'generator.'`` so that GAN-wrapper checkpoints load too).
+    Raises :class:`CheckpointError` (one line naming the file and the first offending keys) on a missing file,
+    a file that is not a state_dict, missing keys, unexpected keys or wrongly shaped tensors.
+    """
+    if isinstance(path, Mapping):
+        name, state = "<state_dict>", dict(path)
+    else:
+        name = os.fspath(path)
+        if not os.path.isfile(name):
+            raise CheckpointError(f"checkpoint not found: {name} (check the model directory / --checkpoint path)")
+        try:
+            state = torch.load(name, map_location=map_location, weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line report
+            raise CheckpointError(f"{name}: cannot read as a torch checkpoint: {type(e).__name__}: {e}") from e
+        if not isinstance(state, Mapping):
+            raise CheckpointError(f"{name}: expected a state_dict (mapping of name -> tensor), got {type(state).__name__}")
+    if strip_prefix:
+        state = {k.replace(strip_prefix, ""): v for k, v in state.items()}
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [
+        f"{k} (checkpoint {list(state[k].shape)} vs model {list(v.shape)})"
+        for k, v in expected.items()
+        if k in state and isinstance(state[k], torch.Tensor) and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    not_tensor = [k for k in expected if k in state and not isinstance(state[k], torch.Tensor)]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_first(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_first(unexpected)}")
+    if wrong:
+        problems.append(f"wrong shapes: {_first(wrong, 3)}")
+    if not_tensor:
+        problems.append(f"not tensors: {_first(not_tensor)}")
+    if problems:
+        raise CheckpointError(
+            f"{name}: does not fit {type(module).__name__}: " + "; ".join(problems)
+            + " (is this the checkpoint for this module and config?)"
+        )
+    module.load_state_dict(state, strict=True)
