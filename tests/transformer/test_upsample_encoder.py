@@ -1,0 +1,77 @@
+"""UpsampleConformerEncoder against the official outputs recorded in flow_encoder.safetensors."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cosyvoice.transformer.upsample_encoder import PreLookaheadLayer, UpsampleConformerEncoder
+
+ATOL = 1e-5
+
+
+@pytest.mark.parametrize("mode", ["nonstream", "stream"])
+def test_encoder_matches_official(tiny_encoder, encoder_io, flow_state_dict, mode):
+    with torch.no_grad():
+        h, h_mask = tiny_encoder(encoder_io["xs"], encoder_io["token_len"], streaming=mode == "stream")
+        h_proj = torch.nn.functional.linear(h, flow_state_dict["encoder_proj.weight"],
+                                            flow_state_dict["encoder_proj.bias"])
+    assert h.shape == (2, 60, 64)
+    torch.testing.assert_close(h, encoder_io[f"h_{mode}"], atol=ATOL, rtol=0)
+    assert h_mask.dtype == torch.bool and torch.equal(h_mask, encoder_io[f"h_mask_{mode}"])
+    torch.testing.assert_close(h_proj, encoder_io[f"h_proj_{mode}"], atol=ATOL, rtol=0)
+
+
+def test_streaming_differs_from_full_context(encoder_io):
+    """The recorded streaming and full-context outputs differ, so the chunk masks are being exercised."""
+    assert (encoder_io["h_stream"] - encoder_io["h_nonstream"]).abs().max() > 1e-3
+
+
+def test_streaming_output_is_chunk_causal(tiny_encoder):
+    """With chunk masks, frames of the first 25-token chunk ignore every later token (beyond the
+    3-token look-ahead, which only reaches into the next chunk's first tokens at the chunk edge)."""
+    torch.manual_seed(0)
+    xs = torch.randn(1, 60, 64)
+    lens = torch.tensor([60], dtype=torch.int32)
+    xs2 = xs.clone()
+    xs2[:, 25 + 3:] += torch.randn_like(xs2[:, 25 + 3:])
+    with torch.no_grad():
+        a, _ = tiny_encoder(xs, lens, streaming=True)
+        b, _ = tiny_encoder(xs2, lens, streaming=True)
+        c, _ = tiny_encoder(xs2, lens, streaming=False)
+    torch.testing.assert_close(a[:, :50], b[:, :50], atol=1e-5, rtol=0)
+    assert (a[:, :50] - c[:, :50]).abs().max() > 1e-3
+
+
+def test_context_equals_lookahead_on_the_full_input(tiny_encoder):
+    """Encoding T tokens with the next 3 as ``context`` gives the first 2T frames of encoding all T+3
+    (streaming chunk masks make the tail invisible to the head)."""
+    torch.manual_seed(1)
+    xs = torch.randn(1, 53, 64)
+    with torch.no_grad():
+        full, _ = tiny_encoder(xs, torch.tensor([53]), streaming=True)
+        part, mask = tiny_encoder(xs[:, :50], torch.tensor([53]), context=xs[:, 50:], streaming=True)
+    assert part.shape == (1, 100, 64) and bool(mask.all())
+    torch.testing.assert_close(part, full[:, :100], atol=1e-5, rtol=0)
+
+
+def test_widths_follow_output_size(tiny_encoder_args):
+    enc = UpsampleConformerEncoder(**{**tiny_encoder_args, "output_size": 32, "input_size": 32})
+    sd = enc.state_dict()
+    assert sd["pre_lookahead_layer.conv1.weight"].shape == (32, 32, 4)
+    assert sd["up_layer.conv.weight"].shape == (32, 32, 5)
+    assert enc.output_size() == 32
+    assert not any("pos_enc" in k for k in sd)  # the tables are plain attributes
+    assert enc.embed.pos_enc.pe.shape == (1, 9999, 32)
+
+
+def test_lookahead_context_rejected_in_training():
+    layer = PreLookaheadLayer(8, 8, pre_lookahead_len=3).train()
+    with pytest.raises(RuntimeError, match="call .eval"):
+        layer(torch.zeros(1, 5, 8), context=torch.zeros(1, 3, 8))
+    with pytest.raises(ValueError, match="context has 2 steps, expected 3"):
+        layer.eval()(torch.zeros(1, 5, 8), context=torch.zeros(1, 2, 8))
+
+
+def test_unknown_layer_type_is_named(tiny_encoder_args):
+    with pytest.raises(ValueError, match="unknown pos_enc_layer_type 'bogus'"):
+        UpsampleConformerEncoder(**{**tiny_encoder_args, "pos_enc_layer_type": "bogus"})
