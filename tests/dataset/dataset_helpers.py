@@ -73,8 +73,10 @@ class FakeTokenizer:
         return [ord(c) % 95 + 1 for c in text]
 
 
-def fake_mel(speech: torch.Tensor, hop: int = 480, n_mels: int = 80) -> torch.Tensor:
-    """(1, T) -> (1, n_mels, T // hop): frame means, so values depend on the waveform."""
+def fake_mel(speech: torch.Tensor, n_fft=1920, num_mels=80, sampling_rate=24000, hop_size=480, win_size=1920,
+             fmin=0, fmax=8000, center=False) -> torch.Tensor:
+    """(1, T) -> (1, num_mels, T // hop_size): frame means, so values depend on the waveform (matcha's signature)."""
+    hop, n_mels = hop_size, num_mels
     frames = speech.size(1) // hop
     means = speech[:, : frames * hop].reshape(1, frames, hop).mean(-1)
     return means.unsqueeze(1).expand(1, n_mels, frames).clone() + torch.arange(n_mels).view(1, n_mels, 1)
