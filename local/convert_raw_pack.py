@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""Stage -1: a raw character voice pack -> train/test folders of `<spk>_<n>.wav` + `<spk>_<n>.normalized.txt`.
+
+A raw pack is a folder, possibly nested, of `<name>.wav` clips with same-stem `<name>.lab` transcripts (one UTF-8
+line), as in the public game voice datasets. Clips whose transcript is missing or empty, is not UTF-8, or holds a
+template variable (`{NICKNAME}`) or markup (`{F#...}{M#...}`, `<color=...>`, a literal `\\n`) are dropped and
+counted per reason. The kept clips are numbered in byte order of their path and split, seeded and deterministic,
+into the two sets. Source files are only read: each kept wav is copied byte for byte.
+
+Besides the two set folders, the output holds sources.tsv (new utterance id -> set, source path) and dropped.tsv
+(source path -> reason), so every clip can be traced.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import sys
+from collections import Counter
+from pathlib import Path
+
+from prepare_data import TEXT_SUFFIX, byte_key, split_test
+
+REASONS = {
+    "no_lab": "wav without .lab transcript",
+    "empty_lab": ".lab is empty or whitespace",
+    "lab_not_utf8": ".lab is not UTF-8",
+    "template_variable": "text holds a template variable such as {NICKNAME}",
+    "markup": "text holds markup such as {F#..}{M#..} or <color=..>",
+    "no_wav": ".lab without wav (not a clip; only counted)",
+}
+TEMPLATE_RE = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
+MARKUP_RE = re.compile(r"\{[^{}]*\}|[{}]|<[A-Za-z/][^<>]*>|\\n|^#")
+MANIFESTS = ("sources.tsv", "dropped.tsv")
+OWNER_MARK = ".converted_raw_pack"  # marks a folder this script writes, so a rerun may overwrite it
+
+
+def get_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--pack_dir", required=True, help="raw pack: nested folders of <name>.wav + <name>.lab (only read)")
+    p.add_argument("--out_dir", required=True, help="where the <train_set>/ and <test_set>/ pair folders go")
+    p.add_argument("--spk_id", default="", help="speaker id for the new names (default: the pack folder's name)")
+    p.add_argument("--train_set", default="train")
+    p.add_argument("--test_set", default="test")
+    p.add_argument("--num_test", type=int, default=0, help="clips held out for the test set (0: use --test_ratio)")
+    p.add_argument("--test_ratio", type=float, default=0.05, help="share of clips held out for the test set")
+    p.add_argument("--seed", type=int, default=1234, help="seed of the train/test split")
+    return p.parse_args(argv)
+
+
+def speaker_from_name(name: str) -> str:
+    """A speaker id usable as the `<spk>_` prefix: no '_', no whitespace, no path characters."""
+    spk = re.sub(r"[\W_]+", "-", name).strip("-")
+    return spk or "spk"
+
+
+def classify_text(raw: bytes) -> tuple[str | None, str]:
+    """Return (reason, detail) for a dropped transcript, or (None, text) for a usable one."""
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        return "lab_not_utf8", f"invalid byte at offset {e.start}"
+    text = " ".join(text.split())
+    if not text:
+        return "empty_lab", ""
+    m = TEMPLATE_RE.search(text)
+    if m:
+        return "template_variable", m.group(0)
+    m = MARKUP_RE.search(text)
+    if m:
+        return "markup", m.group(0) or "#"
+    return None, text
+
+
+def scan_pack(pack: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """Map each clip's relative stem (posix, no suffix) to its .wav and its .lab file."""
+    wavs: dict[str, Path] = {}
+    labs: dict[str, Path] = {}
+    for dirpath, dirnames, filenames in os.walk(pack):
+        dirnames.sort()
+        for name in filenames:
+            path = Path(dirpath) / name
+            stem, suffix = os.path.splitext(path.relative_to(pack).as_posix())
+            if suffix.lower() == ".wav":
+                wavs[stem] = path
+            elif suffix.lower() == ".lab":
+                labs[stem] = path
+    return wavs, labs
+
+
+def check_dirs(pack: Path, out: Path) -> str:
+    """Return an error message when the output could touch the pack or someone else's files."""
+    p, o = pack.resolve(), out.resolve()
+    if p == o or p in o.parents or o in p.parents:
+        return f"--out_dir {out} and --pack_dir {pack} overlap; write the pairs somewhere outside the pack"
+    if o.exists() and any(o.iterdir()) and not (o / OWNER_MARK).is_file():
+        return f"--out_dir {out} is not empty and was not written by this script; choose another folder"
+    return ""
+
+
+def tsv_field(s: str) -> str:
+    return s.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+
+
+def main(argv=None) -> int:
+    args = get_args(argv)
+    prog = "convert_raw_pack.py"
+    pack, out = Path(args.pack_dir), Path(args.out_dir)
+    if not pack.is_dir():
+        print(f"{prog}: error: raw pack folder not found: {pack}", file=sys.stderr)
+        return 1
+    problem = check_dirs(pack, out)
+    if problem:
+        print(f"{prog}: error: {problem}", file=sys.stderr)
+        return 1
+    spk = args.spk_id or speaker_from_name(pack.resolve().name)
+    if speaker_from_name(spk) != spk:
+        print(f"{prog}: error: --spk_id {spk!r} must be letters, digits and '-' only", file=sys.stderr)
+        return 1
+
+    wavs, labs = scan_pack(pack)
+    kept: list[tuple[str, str]] = []  # (relative stem, text)
+    dropped: dict[str, tuple[str, str]] = {}
+    for stem in sorted(wavs, key=byte_key):
+        if stem not in labs:
+            dropped[stem] = ("no_lab", "")
+            continue
+        reason, detail = classify_text(labs[stem].read_bytes())
+        if reason:
+            dropped[stem] = (reason, detail)
+        else:
+            kept.append((stem, detail))
+    for stem in sorted(set(labs) - set(wavs), key=byte_key):
+        dropped[stem] = ("no_wav", "")
+
+    counts = Counter(reason for reason, _ in dropped.values())
+    print(f"{prog}: {pack}: {len(wavs)} clips, kept {len(kept)}, dropped {len(wavs) - len(kept)}")
+    for reason in REASONS:
+        if counts[reason]:
+            print(f"{prog}:   {reason:18s} {counts[reason]:6d}  {REASONS[reason]}")
+    if not kept:
+        print(f"{prog}: error: no usable clip in {pack}", file=sys.stderr)
+        return 1
+
+    width = max(4, len(str(len(kept))))
+    ids = {stem: f"{spk}_{i:0{width}d}" for i, (stem, _) in enumerate(kept, start=1)}
+    try:
+        train, test = split_test(list(ids.values()), args.num_test, args.test_ratio, args.seed)
+    except ValueError as e:
+        print(f"{prog}: error: {pack}: {e}", file=sys.stderr)
+        return 1
+    set_of = {u: args.train_set for u in train} | {u: args.test_set for u in test}
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / OWNER_MARK).write_text(f"{pack.resolve()}\n", encoding="utf-8", errors="backslashreplace")
+    for name in (args.train_set, args.test_set):
+        shutil.rmtree(out / name, ignore_errors=True)
+        (out / name).mkdir()
+    for name in MANIFESTS:
+        (out / name).unlink(missing_ok=True)
+    for stem, text in kept:
+        utt = ids[stem]
+        dest = out / set_of[utt]
+        shutil.copyfile(wavs[stem], dest / f"{utt}.wav")
+        (dest / f"{utt}{TEXT_SUFFIX}").write_text(text + "\n", encoding="utf-8")
+    with open(out / "dropped.tsv", "w", encoding="utf-8", errors="backslashreplace", newline="\n") as f:
+        f.write("source\treason\tdetail\n")
+        for stem, (reason, detail) in dropped.items():
+            src = wavs.get(stem) or labs[stem]
+            f.write(f"{tsv_field(src.relative_to(pack).as_posix())}\t{reason}\t{tsv_field(detail)}\n")
+    with open(out / "sources.tsv", "w", encoding="utf-8", errors="backslashreplace", newline="\n") as f:
+        f.write("utt\tset\tsource\n")
+        for stem, _ in kept:
+            f.write(f"{ids[stem]}\t{set_of[ids[stem]]}\t{tsv_field(wavs[stem].relative_to(pack).as_posix())}\n")
+    print(f"{prog}: wrote {out}/{{{args.train_set},{args.test_set}}}: {len(train)} train, {len(test)} test clips "
+          f"of speaker {spk!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

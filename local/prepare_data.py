@@ -1,0 +1,245 @@
+#!/usr/bin/env python3
+"""Stage 0: a folder of `<utt>.wav` + `<utt>.normalized.txt` pairs -> a Kaldi data dir.
+
+Writes wav.scp, text, utt2spk, spk2utt and utt2dur (byte-sorted, checked by tools/validate_data_dir.py) and
+rejected.tsv, which lists every utterance that cannot be used with one reason. The source folder is only read.
+With --test_des_dir, the kept utterances are split (seeded, deterministic) between --des_dir and --test_des_dir.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import soundfile as sf
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from validate_data_dir import byte_key, validate_data_dir, write_table  # noqa: E402
+
+WAV_SUFFIX = ".wav"
+TEXT_SUFFIX = ".normalized.txt"
+OUTPUTS = ("wav.scp", "text", "utt2spk", "spk2utt", "utt2dur", "rejected.tsv")
+# Every reason an utterance can be rejected for, in the order they are checked.
+REASONS = {
+    "bad_name": "file name is not a usable utterance id",
+    "no_transcript": "wav without transcript",
+    "no_wav": "transcript without wav",
+    "text_not_utf8": "transcript is not UTF-8",
+    "empty_text": "transcript is empty or whitespace",
+    "unreadable_audio": "audio cannot be read",
+    "empty_audio": "audio has no samples",
+    "too_short": "shorter than --min_dur",
+    "too_long": "longer than --max_dur",
+}
+
+
+@dataclass
+class Utterance:
+    utt: str
+    wav: Path
+    text: str
+    duration: float
+
+
+def get_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--src_dir", required=True, help="folder of <utt>.wav + <utt>.normalized.txt pairs (only read)")
+    p.add_argument("--des_dir", required=True, help="data dir to write")
+    p.add_argument("--spk_id", default="", help="speaker id of every utterance (default: file-name prefix before '_')")
+    p.add_argument("--min_dur", type=float, default=0.5, help="shortest usable clip in seconds")
+    p.add_argument("--max_dur", type=float, default=30.0, help="longest usable clip in seconds")
+    p.add_argument("--test_des_dir", default="", help="also split the kept utterances into this test data dir")
+    p.add_argument("--num_test", type=int, default=0, help="utterances for the test dir (0: use --test_ratio)")
+    p.add_argument("--test_ratio", type=float, default=0.05, help="share of utterances for the test dir")
+    p.add_argument("--seed", type=int, default=1234, help="seed of the train/test split")
+    args = p.parse_args(argv)
+    if args.spk_id and any(c.isspace() for c in args.spk_id):
+        p.error(f"--spk_id must be one token without spaces, got {args.spk_id!r}")
+    if not 0 <= args.min_dur < args.max_dur:
+        p.error(f"need 0 <= --min_dur < --max_dur, got {args.min_dur} and {args.max_dur}")
+    return args
+
+
+def split_test(ids: list[str], num_test: int, test_ratio: float, seed: int) -> tuple[list[str], list[str]]:
+    """Deterministically hold out `num_test` ids (or a `test_ratio` share, at least one) -> (train, test)."""
+    n = len(ids)
+    if n < 2:
+        raise ValueError(f"need at least 2 usable utterances to split off a test set, have {n}")
+    if num_test < 0 or not 0 < test_ratio < 1:
+        raise ValueError(f"need --num_test >= 0 and 0 < --test_ratio < 1, got {num_test} and {test_ratio}")
+    k = num_test if num_test > 0 else max(1, round(n * test_ratio))
+    if k >= n:
+        raise ValueError(f"--num_test {k} leaves no training utterance (only {n} usable)")
+    order = sorted(ids, key=byte_key)
+    random.Random(seed).shuffle(order)
+    test = set(order[:k])
+    return [u for u in sorted(ids, key=byte_key) if u not in test], sorted(test, key=byte_key)
+
+
+def read_text(path: Path) -> tuple[str | None, str]:
+    """Return (reason, text): reason is None when the transcript is usable."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        return "text_not_utf8", f"invalid byte at offset {e.start}"
+    except OSError as e:
+        return "text_not_utf8", f"cannot read: {e.strerror}"
+    text = " ".join(text.split())
+    return (None, text) if text else ("empty_text", "no text")
+
+
+def audio_duration(path: Path) -> tuple[str | None, str, float]:
+    """Return (reason, detail, seconds) from the header, also checking that the last frame can be read."""
+    try:
+        if path.stat().st_size == 0:
+            return "empty_audio", "0-byte file", 0.0
+        with sf.SoundFile(path) as f:
+            frames, rate = f.frames, f.samplerate
+            if frames > 0:
+                f.seek(frames - 1)
+                if len(f.read(1)) != 1:
+                    return "unreadable_audio", "truncated file", 0.0
+    except (sf.LibsndfileError, RuntimeError, OSError) as e:
+        return "unreadable_audio", " ".join(str(e).split()), 0.0
+    if frames == 0:
+        return "empty_audio", "0 samples", 0.0
+    return None, "", frames / rate
+
+
+def scan_pairs(src_dir: Path) -> tuple[dict[str, dict[str, Path]], int]:
+    """Group the folder's files by utterance id -> {utt: {'wav': path, 'text': path}}, and count other files."""
+    pairs: dict[str, dict[str, Path]] = {}
+    ignored = 0
+    for entry in os.scandir(src_dir):
+        if not entry.is_file():
+            continue
+        name = entry.name
+        if name.endswith(TEXT_SUFFIX) and len(name) > len(TEXT_SUFFIX):
+            pairs.setdefault(name[: -len(TEXT_SUFFIX)], {})["text"] = Path(entry.path)
+        elif name.endswith(WAV_SUFFIX) and len(name) > len(WAV_SUFFIX):
+            pairs.setdefault(name[: -len(WAV_SUFFIX)], {})["wav"] = Path(entry.path)
+        else:
+            ignored += 1
+    return pairs, ignored
+
+
+def name_problem(utt: str) -> str:
+    try:
+        utt.encode("utf-8")
+    except UnicodeEncodeError:
+        return "file name is not valid UTF-8"
+    if any(c.isspace() for c in utt):
+        return "utterance id contains whitespace"
+    return ""
+
+
+def check_utterance(utt: str, files: dict[str, Path], min_dur: float, max_dur: float):
+    """Return (Utterance, None) or (None, (reason, detail))."""
+    problem = name_problem(utt)
+    if problem:
+        return None, ("bad_name", problem)
+    if "text" not in files:
+        return None, ("no_transcript", f"{utt}{TEXT_SUFFIX} not found")
+    if "wav" not in files:
+        return None, ("no_wav", f"{utt}{WAV_SUFFIX} not found")
+    reason, text = read_text(files["text"])
+    if reason:
+        return None, (reason, text)
+    reason, detail, dur = audio_duration(files["wav"])
+    if reason:
+        return None, (reason, detail)
+    if dur < min_dur:
+        return None, ("too_short", f"{dur:.3f} s < --min_dur {min_dur:g} s")
+    if dur > max_dur:
+        return None, ("too_long", f"{dur:.3f} s > --max_dur {max_dur:g} s")
+    return Utterance(utt, Path(os.path.abspath(files["wav"])), text, dur), None
+
+
+def clean_dir(d: Path) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUTS:
+        (d / name).unlink(missing_ok=True)
+
+
+def write_rejected(path: Path, rejected: dict[str, tuple[str, str]]) -> None:
+    def field(s: str) -> str:
+        return s.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+
+    with open(path, "w", encoding="utf-8", errors="backslashreplace", newline="\n") as f:
+        f.write("utt\treason\tdetail\n")
+        for utt in sorted(rejected, key=byte_key):
+            reason, detail = rejected[utt]
+            f.write(f"{field(utt)}\t{reason}\t{field(detail)}\n")
+
+
+def write_data_dir(d: Path, utts: list[Utterance], spk_id: str) -> None:
+    utt2spk = {u.utt: spk_id or (u.utt.split("_")[0] or u.utt) for u in utts}
+    spk2utt: dict[str, list[str]] = {}
+    for utt in sorted(utt2spk, key=byte_key):
+        spk2utt.setdefault(utt2spk[utt], []).append(utt)
+    write_table(d / "wav.scp", {u.utt: str(u.wav) for u in utts})
+    write_table(d / "text", {u.utt: u.text for u in utts})
+    write_table(d / "utt2dur", {u.utt: f"{u.duration:.3f}" for u in utts})
+    write_table(d / "utt2spk", utt2spk)
+    write_table(d / "spk2utt", {spk: " ".join(us) for spk, us in spk2utt.items()})
+
+
+def main(argv=None) -> int:
+    args = get_args(argv)
+    src, des = Path(args.src_dir), Path(args.des_dir)
+    prog = "prepare_data.py"
+    if not src.is_dir():
+        print(f"{prog}: error: source folder not found: {src}", file=sys.stderr)
+        return 1
+    pairs, ignored = scan_pairs(src)
+    kept: list[Utterance] = []
+    rejected: dict[str, tuple[str, str]] = {}
+    for utt in sorted(pairs, key=byte_key):
+        ok, bad = check_utterance(utt, pairs[utt], args.min_dur, args.max_dur)
+        if ok:
+            kept.append(ok)
+        else:
+            rejected[utt] = bad
+
+    sets = [des] + ([Path(args.test_des_dir)] if args.test_des_dir else [])
+    for d in sets:
+        clean_dir(d)
+    write_rejected(des / "rejected.tsv", rejected)
+    counts = Counter(reason for reason, _ in rejected.values())
+    hours = sum(u.duration for u in kept) / 3600
+    print(f"{prog}: {src}: kept {len(kept)} utterances ({hours:.3f} h), rejected {len(rejected)}"
+          + (f" (see {des / 'rejected.tsv'})" if rejected else ""))
+    for reason in REASONS:
+        if counts[reason]:
+            print(f"{prog}:   {reason:16s} {counts[reason]:6d}  {REASONS[reason]}")
+    if ignored:
+        print(f"{prog}:   ignored {ignored} other files (neither *{WAV_SUFFIX} nor *{TEXT_SUFFIX})")
+    if not kept:
+        print(f"{prog}: error: no usable utterance in {src} (reasons in {des / 'rejected.tsv'})", file=sys.stderr)
+        return 1
+
+    if args.test_des_dir:
+        try:
+            train_ids, test_ids = split_test([u.utt for u in kept], args.num_test, args.test_ratio, args.seed)
+        except ValueError as e:
+            print(f"{prog}: error: {src}: {e}", file=sys.stderr)
+            return 1
+        test_set = set(test_ids)
+        parts = [(des, [u for u in kept if u.utt not in test_set]), (sets[1], [u for u in kept if u.utt in test_set])]
+        write_rejected(sets[1] / "rejected.tsv", {})
+    else:
+        parts = [(des, kept)]
+    for d, utts in parts:
+        write_data_dir(d, utts, args.spk_id)
+        info = validate_data_dir(d)
+        print(f"{prog}: wrote {d} ({info['utterances']} utterances, {info['speakers']} speaker(s), "
+              f"{sum(u.duration for u in utts) / 3600:.3f} h)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
