@@ -122,8 +122,8 @@ def filter(data: Iterable[Sample],
         sample["speech"], sample["sample_rate"] = _decode_audio(sample)
         del sample["audio_data"]
         if sample.get("speech_token") is None:
-            raise KeyError(f"filter: {_where(sample)} has no speech_token; run the speech-token extraction "
-                           "stage before making the parquet lists")
+            raise KeyError(f"filter: {_where(sample)} has no speech_token; run the speech-token stage "
+                           "(tools/extract_speech_token.py) before making the parquet lists")
         num_frames = sample["speech"].size(1) / sample["sample_rate"] * 100
         n_text = len(sample["text_token"])
         if not min_length <= num_frames <= max_length:

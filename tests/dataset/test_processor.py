@@ -106,7 +106,7 @@ def test_filter_drops_empty_speech_token_and_names_a_missing_one(tmp_path):
     (tmp_path / "l").write_text(f"{tmp_path / 't.parquet'}\n")
     samples = P.filter(P.tokenize(iter(opened(tmp_path / "l")), FakeTokenizer, "all"), min_length=0)
     assert next(samples)["utt"] == "ok"
-    with pytest.raises(KeyError, match="utt 'gone' .*has no speech_token; run the speech-token extraction"):
+    with pytest.raises(KeyError, match="utt 'gone' .*has no speech_token; run the speech-token stage"):
         next(samples)
 
 
