@@ -1,0 +1,40 @@
+"""Fixtures for the LLM tests: the tiny Qwen2LM built from tiny.yaml with the fixture llm.pt loaded."""
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cosyvoice.utils.common import load_checkpoint_strict
+from cosyvoice.utils.config import load_config
+
+
+def build_tiny_llm(fixtures_dir, tiny_qwen_dir):
+    cfg = load_config(str(fixtures_dir / "tiny.yaml"), {"qwen_pretrain_path": str(tiny_qwen_dir)}, keys=["llm"])
+    return cfg["llm"]
+
+
+@pytest.fixture(scope="session")
+def tiny_llm(fixtures_dir, tiny_qwen_dir):
+    """Tiny Qwen2LM with the official-format fixture weights, eval mode. Tests must not change its weights."""
+    llm = build_tiny_llm(fixtures_dir, tiny_qwen_dir)
+    load_checkpoint_strict(llm, fixtures_dir / "llm.pt")
+    return llm.eval()
+
+
+@pytest.fixture(scope="session")
+def llm_fixture(fixtures_dir):
+    """Load one llm_*.safetensors fixture by stem name."""
+    cache = {}
+
+    def get(name: str):
+        if name not in cache:
+            cache[name] = load_file(str(fixtures_dir / f"{name}.safetensors"))
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def llm_state(fixtures_dir):
+    return torch.load(fixtures_dir / "llm.pt", map_location="cpu", weights_only=True)

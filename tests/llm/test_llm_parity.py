@@ -1,0 +1,152 @@
+"""Qwen2LM against the official golden data: checkpoint keys, training forward and greedy decoding."""
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+TRAIN_CASES = [("llm_train_unistream", 0, ["uni", "uni"]), ("llm_train_bistream", 4, ["bi", "bi"]),
+               ("llm_train_mixed", 1, ["bi", "uni"])]
+TOL = 1e-5
+
+
+def _batch(d):
+    return {k: d[k] for k in ("text_token", "text_token_len", "speech_token", "speech_token_len")}
+
+
+def _valid(lengths, width):
+    return torch.arange(width)[None, :] < lengths[:, None].long()
+
+
+def test_llm_pt_keys_in_order_and_tied(tiny_llm, llm_state):
+    sd = tiny_llm.state_dict()
+    assert list(sd) == list(llm_state)
+    assert len(sd) == 31
+    for k, v in llm_state.items():
+        assert torch.equal(sd[k], v), k
+    qwen = tiny_llm.llm.model
+    assert qwen.lm_head.weight is qwen.model.embed_tokens.weight
+    assert "llm.model.lm_head.weight" in sd and "llm.model.model.embed_tokens.weight" in sd
+    assert tiny_llm.llm_decoder.out_features == 6564 and tiny_llm.speech_embedding.num_embeddings == 6564
+    assert tiny_llm.stop_token_ids == [6561, 6562, 6563] and tiny_llm.fill_token == 6563
+
+
+@pytest.mark.parametrize("name,seed,paths", TRAIN_CASES)
+def test_training_forward_matches_official(tiny_llm, llm_fixture, name, seed, paths):
+    d = llm_fixture(name)
+    random.seed(seed)
+    with torch.no_grad():
+        out = tiny_llm(_batch(d), torch.device("cpu"))
+    next_draw = random.random()
+    # exactly one python draw per utterance, the recorded ones, and nothing else
+    ref = random.Random(seed)
+    draws = [ref.random(), ref.random()]
+    assert draws == d["py_random_draws"].tolist()
+    assert next_draw == ref.random()
+    assert [("bi" if x < 0.5 else "uni") for x in draws] == paths
+    assert abs(out["loss"].item() - d["loss"].item()) < TOL
+    assert abs(out["acc"].item() - d["acc"].item()) < TOL
+
+
+@pytest.mark.parametrize("name,seed,paths", TRAIN_CASES)
+def test_built_sequences_and_hidden_match(tiny_llm, llm_fixture, name, seed, paths):
+    d = llm_fixture(name)
+    b = _batch(d)
+    with torch.no_grad():
+        sos, task = tiny_llm.llm_embedding.weight[0].reshape(1, 1, -1), tiny_llm.llm_embedding.weight[1].reshape(1, 1, -1)
+        text_emb = tiny_llm.llm.model.model.embed_tokens(b["text_token"])
+        speech_emb = tiny_llm.speech_embedding(b["speech_token"])
+        random.seed(seed)
+        target, lm_input, lm_len = tiny_llm.prepare_lm_input_target(
+            sos, b["text_token"], text_emb, b["text_token_len"], task, b["speech_token"], speech_emb,
+            b["speech_token_len"])
+        hidden, mask = tiny_llm.llm(lm_input, lm_len)
+    assert torch.equal(target, d["lm_target"])
+    assert target.dtype == torch.int64
+    assert torch.equal(lm_len, d["lm_input_len"]) and lm_len.dtype == torch.int32
+    valid = _valid(lm_len, lm_input.size(1))
+    assert torch.equal(mask.squeeze(1), valid)
+    assert (lm_input - d["lm_input"])[valid].abs().max().item() < TOL
+    assert (hidden - d["hidden"])[valid].abs().max().item() < TOL
+    if "logits" in d:
+        logits = tiny_llm.llm_decoder(hidden)
+        assert (logits - d["logits"])[valid].abs().max().item() < TOL
+    # never a target: token 6562; fill tokens only in bi-stream rows
+    assert not (target == 6562).any()
+    for i, p in enumerate(paths):
+        assert bool((target[i] == 6563).any()) == (p == "bi")
+        assert (target[i] == 6561).sum().item() == 1
+
+
+def test_greedy_inference_matches_official(tiny_llm, llm_fixture):
+    d = llm_fixture("llm_inference")
+    seen = []
+    original = tiny_llm.sampling_ids
+
+    def spy(scores, decoded, sampling, ignore_eos=True):
+        seen.append(scores.clone())  # before the eos mask
+        return original(scores, decoded, sampling, ignore_eos)
+
+    text_len = d["text_len"].clone()
+    tiny_llm.sampling_ids = spy
+    try:
+        gen = tiny_llm.inference(d["text"], text_len, d["prompt_text"], d["prompt_text_len"],
+                                 d["prompt_speech_token"], d["prompt_speech_token_len"], d["embedding"],
+                                 sampling=25, max_token_text_ratio=20, min_token_text_ratio=2)
+        first = next(gen)  # a generator: tokens come one by one
+        tokens = [first] + list(gen)
+    finally:
+        del tiny_llm.sampling_ids
+    assert all(isinstance(t, int) for t in tokens)
+    assert tokens == d["tokens"].tolist()
+    assert len(tokens) == 120
+    logp = torch.stack(seen)
+    assert logp.shape == (120, 6564)
+    assert (logp[:8] - d["step_logp_first8"]).abs().max().item() < TOL
+    assert (logp.max(dim=1).values - d["step_max_logp"]).abs().max().item() < TOL
+    assert torch.equal(logp.argmax(dim=1), d["step_argmax"])
+    assert torch.equal(text_len, d["text_len"])  # not modified in place
+
+
+def test_kv_cache_steps_equal_full_forward(tiny_llm):
+    g = torch.Generator().manual_seed(3)
+    xs = torch.randn(1, 9, 64, generator=g)
+    with torch.no_grad():
+        full, _ = tiny_llm.llm(xs, torch.tensor([9]))
+        h1, cache = tiny_llm.llm.forward_one_step(xs[:, :6], torch.ones(1, 6, 6, dtype=torch.bool).tril())
+        steps = [h1]
+        for t in range(6, 9):
+            h, cache = tiny_llm.llm.forward_one_step(xs[:, t:t + 1], torch.ones(1, 1, 1, dtype=torch.bool), cache)
+            steps.append(h)
+    assert cache.get_seq_length() == 9
+    assert (torch.cat(steps, dim=1) - full).abs().max().item() < TOL
+
+
+def test_tuple_cache_is_rejected(tiny_llm):
+    xs = torch.zeros(1, 1, 64)
+    with pytest.raises(TypeError, match="transformers Cache"):
+        tiny_llm.llm.forward_one_step(xs, None, cache=((xs, xs),))
+
+
+def test_label_smoothing_and_batch_normalisation(tiny_llm, llm_fixture):
+    """lsm_weight > 0 gives KL to the smoothed target; length_normalized_loss=False divides by the batch size."""
+    import torch.nn.functional as F
+
+    d = llm_fixture("llm_train_unistream")
+    target, logits = d["lm_target"], d["logits"]
+    from cosyvoice.llm.llm import _label_smoothing_loss
+
+    eps, vocab = 0.1, logits.size(-1)
+    flat_t = target.reshape(-1)
+    keep = flat_t != -1
+    q = torch.full((flat_t.numel(), vocab), eps / (vocab - 1))
+    q.scatter_(1, flat_t.clamp(min=0)[:, None], 1 - eps)
+    kl = F.kl_div(torch.log_softmax(logits.reshape(-1, vocab), 1), q, reduction="none").sum(1)
+    want_len = kl[keep].sum() / keep.sum()
+    want_batch = kl[keep].sum() / target.size(0)
+    got_len = _label_smoothing_loss(logits, target, eps, True)
+    got_batch = _label_smoothing_loss(logits, target, eps, False)
+    assert abs(got_len.item() - want_len.item()) < 1e-4
+    assert abs(got_batch.item() - want_batch.item()) < 1e-3
+    assert abs(_label_smoothing_loss(logits, target, 0.0, True).item() - d["loss"].item()) < TOL
