@@ -26,6 +26,9 @@ _MONEY = re.compile(r"([$£€])\s?(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d{2}))?(?![\d.
                     r"(?!\s*(?:hundred|thousand|million|billion|trillion)\b)", re.IGNORECASE)
 _DECIMAL = re.compile(r"(\d+)\.(\d+)")
 _PERCENT = re.compile(r"(\d)\s?%")
+_ORDINAL = re.compile(r"\b(\d+)(?:st|nd|rd|th)\b", re.IGNORECASE)
+_ORDINAL_WORDS = {"one": "first", "two": "second", "three": "third", "five": "fifth", "eight": "eighth",
+                  "nine": "ninth", "twelve": "twelfth"}
 
 
 def _say_money(m: re.Match) -> str:
@@ -48,10 +51,25 @@ def verbalize_money(text: str) -> str:
     return _MONEY.sub(_say_money, text)
 
 
+def _say_ordinal(m: re.Match) -> str:
+    *head, last = number_to_words(m.group(1)).split()
+    if last in _ORDINAL_WORDS:
+        last = _ORDINAL_WORDS[last]
+    else:
+        last = last[:-1] + "ieth" if last.endswith("y") else last + "th"
+    return " ".join(head + [last])
+
+
 def english_rules(text: str) -> str:
-    """Rule-based English verbalization used when wetext is unavailable: decimals, percent, then digits."""
+    """Rule-based English verbalization used when wetext is unavailable.
+
+    Percent ('50%' -> 'fifty percent'), decimals ('3.14' -> 'three point one four'), ordinals ('21st' ->
+    'twenty first'), then every other digit run, set apart from the letters around it ('5kg' -> 'five kg').
+    """
     text = _PERCENT.sub(r"\1 percent", text)
     text = _DECIMAL.sub(lambda m: f"{m.group(1)} point {' '.join(m.group(2))}", text)
+    text = _ORDINAL.sub(_say_ordinal, text)
+    text = re.sub(r"(?<=[^\W\d_])(?=\d)|(?<=\d)(?=[^\W\d_])", " ", text)
     return spell_out_number(text)
 
 
@@ -102,10 +120,13 @@ class TextFrontend:
         if normalizer is None:
             return None
         try:
-            return normalizer.normalize(text)
+            out = normalizer.normalize(text)
         except Exception as e:
             logger.warning("wetext failed on %r (%s: %s); using rules for this text", text[:50], type(e).__name__, e)
             return None
+        if out == text.strip():
+            return out  # left untouched (wetext skips Chinese text without digits)
+        return re.sub(r'\\(["\\])', r"\1", out)  # its verbalizer escapes '"' and '\' in what it rewrites
 
     def normalize_zh(self, text: str) -> str:
         """Chinese (or mixed) text: wetext, then drop line breaks, blanks and brackets; '.' reads as '。'."""
