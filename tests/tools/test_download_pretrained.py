@@ -1,9 +1,7 @@
 """tools/download_pretrained.py and the required-files check: offline it fails fast and clearly, never hangs."""
 from __future__ import annotations
 
-import importlib.util
 import socket
-import sys
 import threading
 import time
 from pathlib import Path
@@ -11,19 +9,9 @@ from pathlib import Path
 import pytest
 
 from cosyvoice.utils.pretrained import REQUIRED_FILES, PretrainedDirError, check_pretrained_dir, main as check_main
+from stage_test_utils import load_tool
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("download_pretrained", ROOT / "tools" / "download_pretrained.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up here
-    spec.loader.exec_module(mod)
-    return mod
-
-
-dl = _load_tool()
+dl = load_tool("download_pretrained")
 
 
 def _fill(d: Path, skip=()):
