@@ -1,4 +1,4 @@
-"""Input layers of the conformer encoder (the flow uses the linear one: no subsampling)."""
+"""Input layer of the conformer encoder (the flow uses the linear one: no subsampling)."""
 from __future__ import annotations
 
 from typing import Tuple, Union
@@ -34,16 +34,3 @@ class LinearNoSubsampling(BaseSubsampling):
         x, pos_emb = self.pos_enc(self.out(x), offset)
         return x, pos_emb, x_mask
 
-
-class EmbedinigNoSubsampling(BaseSubsampling):
-    """Token embedding, then the positional encoding (official spelling of the name kept)."""
-
-    def __init__(self, idim: int, odim: int, dropout_rate: float, pos_enc_class: torch.nn.Module):
-        super().__init__()
-        self.embed = torch.nn.Embedding(idim, odim)
-        self.pos_enc = pos_enc_class
-
-    def forward(self, x: torch.Tensor, x_mask: torch.Tensor,
-                offset: Union[int, torch.Tensor] = 0) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x, pos_emb = self.pos_enc(self.embed(x), offset)
-        return x, pos_emb, x_mask

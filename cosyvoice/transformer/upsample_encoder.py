@@ -19,10 +19,10 @@ from cosyvoice.transformer.embedding import (EspnetRelPositionalEncoding, NoPosi
                                              PositionalEncoding, RelPositionalEncoding)
 from cosyvoice.transformer.encoder_layer import ConformerEncoderLayer
 from cosyvoice.transformer.positionwise_feed_forward import PositionwiseFeedForward
-from cosyvoice.transformer.subsampling import EmbedinigNoSubsampling, LinearNoSubsampling
+from cosyvoice.transformer.subsampling import LinearNoSubsampling
 from cosyvoice.utils.mask import add_optional_chunk_mask, make_pad_mask
 
-SUBSAMPLE_CLASSES = {"linear": LinearNoSubsampling, "embed": EmbedinigNoSubsampling}
+SUBSAMPLE_CLASSES = {"linear": LinearNoSubsampling}
 POS_ENC_CLASSES = {
     "abs_pos": PositionalEncoding,
     "embed": PositionalEncoding,

@@ -1,0 +1,62 @@
+"""CausalConditionalDecoder (the CFM estimator) against flow_estimator.safetensors."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cosyvoice.flow.decoder import CausalConditionalDecoder, ConditionalDecoder
+
+ATOL = 1e-5
+
+
+@pytest.mark.parametrize("mode", ["nonstream", "stream"])
+def test_estimator_matches_official(tiny_flow, load_io, mode):
+    io = load_io("flow_estimator")
+    with torch.no_grad():
+        out = tiny_flow.decoder.estimator(io["x"], io["mask"], io["mu"], io["t"], io["spks"], io["cond"],
+                                          streaming=mode == "stream")
+    assert out.shape == (2, 80, 120)
+    torch.testing.assert_close(out, io[f"out_{mode}"], atol=ATOL, rtol=0)
+    assert out[1, :, 95:].abs().max() == 0  # padded frames of utterance 1 are zero
+
+
+def test_recorded_modes_differ(load_io):
+    io = load_io("flow_estimator")
+    assert (io["out_stream"] - io["out_nonstream"]).abs().max() > 1e-3
+
+
+def test_streaming_estimator_is_chunk_causal(tiny_flow):
+    """With streaming masks the first 50-frame chunk does not depend on anything after it."""
+    est = tiny_flow.decoder.estimator
+    torch.manual_seed(0)
+    x, mu, cond = torch.randn(3, 1, 80, 120).unbind(0)
+    mask, t, spks = torch.ones(1, 1, 120), torch.tensor([0.4]), torch.randn(1, 80)
+    x2 = x.clone()
+    x2[:, :, 50:] = torch.randn(1, 80, 70)
+    with torch.no_grad():
+        a = est(x, mask, mu, t, spks, cond, streaming=True)
+        b = est(x2, mask, mu, t, spks, cond, streaming=True)
+        c = est(x2, mask, mu, t, spks, cond, streaming=False)
+    torch.testing.assert_close(a[:, :, :50], b[:, :, :50], atol=1e-5, rtol=0)
+    assert (a[:, :, :50] - c[:, :, :50]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("cls", [ConditionalDecoder, CausalConditionalDecoder])
+def test_widths_come_from_the_constructor(cls):
+    """Other mel counts and channel lists work (nothing is tied to 80 bins or 256 channels);
+    two down blocks exercise the stride-2 down/upsampling path."""
+    est = cls(in_channels=4 * 16, out_channels=16, channels=[32, 32], dropout=0.0, attention_head_dim=8,
+              n_blocks=1, num_mid_blocks=1, num_heads=2, act_fn="gelu").eval()
+    x = torch.randn(2, 16, 21)
+    mask = torch.ones(2, 1, 21)
+    mask[1, :, 15:] = 0
+    with torch.no_grad():
+        out = est(x, mask, torch.randn(2, 16, 21), torch.rand(2), torch.randn(2, 16), torch.randn(2, 16, 21))
+    assert out.shape == (2, 16, 21)
+    assert out[1, :, 15:].abs().max() == 0
+    assert est.state_dict()["time_mlp.linear_1.weight"].shape == (32 * 4, 64)
+
+
+def test_unknown_activation_is_named():
+    with pytest.raises(ValueError, match="unknown activation_fn 'snake'"):
+        CausalConditionalDecoder(in_channels=64, out_channels=16, channels=[32], act_fn="snake")
