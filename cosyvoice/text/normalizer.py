@@ -22,7 +22,7 @@ _CURRENCIES = {"$": ("dollar", "dollars", "cent", "cents"),
                "£": ("pound", "pounds", "penny", "pence"),
                "€": ("euro", "euros", "cent", "cents")}
 # '$3.50', '$1,000', '£ 20.75'; not '$3.5 million' (wetext reads that one well) nor '$3.505'
-_MONEY = re.compile(r"([$£€])\s?(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d{2}))?(?![\d.,]\d)"
+_MONEY = re.compile(r"([$£€])\s?(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d{2}))?(?!\d|[.,]\d)"
                     r"(?!\s*(?:hundred|thousand|million|billion|trillion)\b)", re.IGNORECASE)
 _DECIMAL = re.compile(r"(\d+)\.(\d+)")
 _PERCENT = re.compile(r"(\d)\s?%")
@@ -111,8 +111,8 @@ class TextFrontend:
                     # '1990' reads 'nineteen ninety' like '3.5' reads 'three point five'
                     self._wetext = {"zh": Normalizer(lang="auto", remove_erhua=False), "en": Normalizer(lang="en")}
                 except Exception as e:  # never let normalization stop synthesis
-                    logger.warning("wetext unavailable (%s: %s); text normalization falls back to rules "
-                                   "(pip install wetext for numbers, dates and units)", type(e).__name__, e)
+                    logger.warning("wetext unavailable (%s: %s); text normalization falls back to rules, which "
+                                   "leave digits in Chinese text as written", type(e).__name__, e)
         return self._wetext
 
     def _wetext_normalize(self, text: str, lang: str) -> Optional[str]:
