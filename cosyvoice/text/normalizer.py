@@ -171,3 +171,5 @@ class TextFrontend:
             return text
         pieces = split_paragraph(text, self.tokenize, lang, **self.split_args)
         return [p for p in pieces if not is_only_punctuation("".join(p.split()))]
+
+    text_normalize = normalize  # the official frontend's name for it

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Tuple
 
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 
