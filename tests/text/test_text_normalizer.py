@@ -58,6 +58,7 @@ def test_en_normalization(frontend, text, expected):
 def test_split_adds_terminator(frontend):
     assert frontend.normalize("2024年3月5日") == ["二零二四年三月五日。"]
     assert frontend.normalize("$3.50") == ["three dollars and fifty cents."]
+    assert frontend.text_normalize("$3.50", split=False) == "three dollars and fifty cents"  # official name
 
 
 def test_verbalize_money():
