@@ -59,7 +59,9 @@ def read_table(path: str | os.PathLike) -> list[tuple[str, str]]:
         if "\r" in line:
             raise DataDirError(f"{path} line {n}: carriage return (write the table with Unix line ends)")
         key, sep, value = line.partition(" ")
-        if not key or not sep or not value.strip() or line != line.strip() or any(c.isspace() for c in key):
+        if not key or not sep or not value.strip() or line != line.strip() or value[0].isspace() or any(
+            c.isspace() for c in key
+        ):
             raise DataDirError(f"{path} line {n}: expected '<key> <value>', got {line!r}")
         if prev is not None:
             if key == prev:

@@ -1,0 +1,174 @@
+"""run.sh as a user runs it: options, stage guards, stage -1 and stage 0, reruns."""
+from __future__ import annotations
+
+import csv
+import shutil
+
+from recipe_helpers import BAD_FOLDER_EXPECTED, ROOT, make_bad_folder, snapshot, write_text, write_wav
+from validate_data_dir import read_table, validate_data_dir
+
+
+def table_keys(path):
+    return [k for k, _ in read_table(path)]
+
+
+def rejected(path):
+    with open(path, encoding="utf-8", newline="") as f:
+        return {row[0]: row[1] for row in list(csv.reader(f, delimiter="\t"))[1:]}
+
+
+def test_help_lists_the_options(run_recipe):
+    r = run_recipe("--help")
+    assert r.returncode == 0
+    assert r.stdout.startswith("Usage: bash run.sh [options]")
+    for opt in ("--stage N", "--stop_stage N", "--data_dir DIR", "--raw_pack_dir DIR", "--spk_id ID",
+                "--pretrained_model_dir D", "--exp_dir DIR", "--gpus IDS", "--train_engine NAME", "--force BOOL"):
+        assert opt in r.stdout
+
+
+def test_unknown_option_fails_clearly(run_recipe):
+    r = run_recipe("--no_such_option", "1")
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.splitlines()[0] == "run.sh: unknown option --no_such_option"
+
+
+def test_bad_values_fail_clearly(run_recipe):
+    cases = {
+        ("--stage", "x"): "run.sh: error: --stage must be an integer, got 'x'",
+        ("--stage", "2", "--stop_stage", "1"): "run.sh: error: --stage 2 is after --stop_stage 1",
+        ("--train_engine", "horovod"): "run.sh: error: --train_engine must be torch_ddp or deepspeed, got 'horovod'",
+        ("extra",): "run.sh: error: unexpected argument 'extra' (options are --name value; see --help)",
+        ("--force", "1"): "run.sh: option --force takes true or false, got '1'",
+    }
+    for args, message in cases.items():
+        r = run_recipe(*args)
+        assert r.returncode == 1, args
+        assert r.stderr.splitlines()[0] == message
+
+
+def test_stage0_keeps_good_pairs_lists_bad_ones_and_leaves_data_dir_alone(run_recipe, tmp_path):
+    d = tmp_path / "D"
+    make_bad_folder(d / "train")
+    for utt in ("spk_t1", "spk_t2"):
+        write_wav(d / "test" / f"{utt}.wav", 1.0)
+        write_text(d / "test" / f"{utt}.normalized.txt", f"test {utt}")
+    before = snapshot(d)
+    data = tmp_path / "data"
+    r = run_recipe("--stage", "0", "--stop_stage", "0", "--data_dir", d, "--data_root", data)
+    assert r.returncode == 0, r.stderr
+
+    good = sorted((u for u, reason in BAD_FOLDER_EXPECTED.items() if reason is None), key=lambda u: u.encode())
+    assert table_keys(data / "train" / "wav.scp") == good
+    assert rejected(data / "train" / "rejected.tsv") == {u: r for u, r in BAD_FOLDER_EXPECTED.items() if r}
+    assert table_keys(data / "test" / "text") == ["spk_t1", "spk_t2"]
+    assert rejected(data / "test" / "rejected.tsv") == {}
+    assert validate_data_dir(data / "train")["utterances"] == 4
+    assert snapshot(d) == before
+    assert f"Stage 0: prepare data: {d} -> {data}/{{train,test}}" in r.stdout
+    assert "kept 4 utterances" in r.stdout and "rejected 10" in r.stdout
+
+
+def test_stage0_reruns_only_when_inputs_change_or_forced(run_recipe, tmp_path):
+    d = tmp_path / "D"
+    for s, n in (("train", 3), ("test", 1)):
+        for i in range(n):
+            write_wav(d / s / f"a_{s}{i}.wav", 0.7)
+            write_text(d / s / f"a_{s}{i}.normalized.txt", "x")
+    args = ("--data_dir", d, "--data_root", tmp_path / "data")
+    first = run_recipe(*args)
+    assert first.returncode == 0 and "prepare_data.py" in first.stdout
+    again = run_recipe(*args)
+    assert again.returncode == 0
+    assert "Stage 0: already done for these inputs; skipped" in again.stdout and "prepare_data.py" not in again.stdout
+    forced = run_recipe(*args, "--force", "true")
+    assert "prepare_data.py" in forced.stdout
+    write_text(d / "train" / "a_train9.normalized.txt", "new transcript without wav")
+    changed = run_recipe(*args)
+    assert "prepare_data.py" in changed.stdout
+    assert rejected(tmp_path / "data" / "train" / "rejected.tsv") == {"a_train9": "no_wav"}
+    other_opts = run_recipe(*args, "--spk_id", "bob")
+    assert "prepare_data.py" in other_opts.stdout
+    assert set(dict(read_table(tmp_path / "data" / "train" / "utt2spk")).values()) == {"bob"}
+    shutil.rmtree(tmp_path / "data" / "test")
+    rebuilt = run_recipe(*args, "--spk_id", "bob")
+    assert "prepare_data.py" in rebuilt.stdout and (tmp_path / "data" / "test" / "wav.scp").is_file()
+
+
+def test_stage0_flat_folder_is_split(run_recipe, tmp_path, bad_folder):
+    r = run_recipe("--data_dir", bad_folder, "--data_root", tmp_path / "data", "--num_test", "1")
+    assert r.returncode == 0, r.stderr
+    assert "is one flat folder: splitting off the test set" in r.stdout
+    train, test = table_keys(tmp_path / "data" / "train" / "text"), table_keys(tmp_path / "data" / "test" / "text")
+    assert len(train) == 3 and len(test) == 1
+    assert sorted(train + test) == sorted(u for u, reason in BAD_FOLDER_EXPECTED.items() if reason is None)
+
+
+def test_stage0_guards_name_what_is_missing(run_recipe, tmp_path):
+    r = run_recipe("--data_dir", tmp_path / "nope", "--data_root", tmp_path / "data")
+    assert r.returncode == 1
+    assert r.stderr.strip() == f"run.sh: error: stage 0: data folder {tmp_path / 'nope'} not found: give --data_dir"
+
+    (tmp_path / "only_train" / "train").mkdir(parents=True)
+    r = run_recipe("--data_dir", tmp_path / "only_train", "--data_root", tmp_path / "data")
+    assert r.returncode == 1
+    assert r.stderr.strip() == f"run.sh: error: stage 0: {tmp_path / 'only_train' / 'test'} not found: put the test pairs there"
+
+    r = run_recipe("--raw_pack_dir", tmp_path, "--stage", "0", "--data_root", tmp_path / "data")
+    assert r.returncode == 1
+    assert r.stderr.strip().endswith("not found: run stage -1 first (--stage -1)")
+
+
+def test_stage0_fails_with_one_line_when_nothing_is_usable(run_recipe, tmp_path):
+    for s in ("train", "test"):
+        write_wav(tmp_path / "D" / s / "a_1.wav", 0.1)
+        write_text(tmp_path / "D" / s / "a_1.normalized.txt", "too short")
+    r = run_recipe("--data_dir", tmp_path / "D", "--data_root", tmp_path / "data")
+    assert r.returncode == 1
+    assert r.stderr.strip() == (f"prepare_data.py: error: no usable utterance in {tmp_path / 'D' / 'train'} "
+                                f"(reasons in {tmp_path / 'data' / 'train' / 'rejected.tsv'})")
+    assert not (tmp_path / "data" / ".stage0.done").exists()
+
+
+def test_raw_pack_to_tables(run_recipe, tmp_path, raw_pack):
+    before = snapshot(raw_pack)
+    data = tmp_path / "data"
+    r = run_recipe("--raw_pack_dir", raw_pack, "--stage", "-1", "--stop_stage", "0", "--data_root", data,
+                   "--num_test", "2")
+    assert r.returncode == 0, r.stderr
+    assert f"Stage -1: convert raw character pack: {raw_pack} -> {data}/pack_pairs/{{train,test}}" in r.stdout
+    assert snapshot(raw_pack) == before
+    train, test = table_keys(data / "train" / "wav.scp"), table_keys(data / "test" / "wav.scp")
+    assert len(train) == 7 and len(test) == 2
+    assert sorted(train + test) == [f"Hu-Tao_{i:04d}" for i in range(1, 10)]
+    assert read_table(data / "train" / "spk2utt") == [("Hu-Tao", " ".join(train))]
+    assert dict(read_table(data / "train" / "text"))["Hu-Tao_0001"] == "顶层的一句。"
+
+    again = run_recipe("--raw_pack_dir", raw_pack, "--stage", "-1", "--stop_stage", "0", "--data_root", data,
+                       "--num_test", "2")
+    assert "Stage -1: already done for these inputs; skipped" in again.stdout
+    assert "Stage 0: already done for these inputs; skipped" in again.stdout
+
+
+def test_raw_pack_and_data_dir_exclude_each_other(run_recipe, tmp_path, raw_pack):
+    r = run_recipe("--raw_pack_dir", raw_pack, "--data_dir", tmp_path, "--stage", "-1")
+    assert r.returncode == 1
+    assert r.stderr.startswith("run.sh: error: give --raw_pack_dir or --data_dir, not both")
+
+
+def test_stage_minus1_without_pack_is_a_no_op(run_recipe, tmp_path):
+    r = run_recipe("--stage", "-1", "--stop_stage", "-1", "--data_root", tmp_path / "data")
+    assert r.returncode == 0
+    assert "Stage -1: nothing to convert (no --raw_pack_dir given)" in r.stdout
+    assert not (tmp_path / "data").exists()
+
+
+def test_demo_defaults_from_another_directory(run_recipe, tmp_path):
+    # The defaults point into the project, so run.sh works from any directory; outputs go to the cwd.
+    r = run_recipe(cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert table_keys(tmp_path / "data" / "train" / "wav.scp")[:2] == ["demo_0001", "demo_0002"]
+    assert validate_data_dir(tmp_path / "data" / "test") == {"utterances": 12, "speakers": 1}
+    assert dict(read_table(tmp_path / "data" / "train" / "wav.scp"))["demo_0001"] == str(
+        ROOT / "local" / "demo_voice" / "train" / "demo_0001.wav")
+    assert r.stdout.splitlines()[0].endswith("run.sh --setup_env false")
+    assert r.stdout.splitlines()[-1].split(") ", 1)[1].startswith("Done: stages 0..0 in ")
