@@ -64,7 +64,7 @@ def nucleus_sampling(weighted_scores: torch.Tensor, top_p: float = 0.8, top_k: i
 
     Candidates are taken in descending probability (stable sort, so ties keep the lower id first). A candidate is
     admitted while the mass admitted *before* it is still below ``top_p`` and fewer than ``top_k`` are admitted;
-    so the first candidate is always admitted and ``top_k=1`` returns the arg-max. The running mass is summed in
+    so with top_p > 0 and top_k >= 1 the first candidate is always admitted, and ``top_k=1`` returns the arg-max. The running mass is summed in
     the scores' dtype one candidate at a time, the way the reference does, so the cut-off matches it exactly.
     """
     probs, order = weighted_scores.softmax(dim=0).sort(descending=True, stable=True)

@@ -6,12 +6,7 @@ import torch
 from safetensors.torch import load_file
 
 from cosyvoice.utils.common import load_checkpoint_strict
-from cosyvoice.utils.config import load_config
-
-
-def build_tiny_llm(fixtures_dir, tiny_qwen_dir):
-    cfg = load_config(str(fixtures_dir / "tiny.yaml"), {"qwen_pretrain_path": str(tiny_qwen_dir)}, keys=["llm"])
-    return cfg["llm"]
+from llm_helpers import build_tiny_llm
 
 
 @pytest.fixture(scope="session")
