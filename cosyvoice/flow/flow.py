@@ -1,0 +1,142 @@
+"""Token-to-mel flow of CosyVoice2: speech tokens -> conformer encoder (2x upsample) -> conditional
+flow matching, conditioned on a speaker embedding and a mel prompt."""
+from __future__ import annotations
+
+import random
+from typing import Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cosyvoice.utils.mask import make_pad_mask
+
+
+class CausalMaskedDiffWithXvec(nn.Module):
+    """Chunk-aware flow (CosyVoice2), with the official constructor arguments and defaults.
+
+    ``input_size``: token embedding width; ``output_size``: mel bins; ``spk_embed_dim``: x-vector size;
+    ``encoder``: an ``UpsampleConformerEncoder``; ``decoder``: a ``CausalConditionalCFM``.
+    ``output_type``, ``input_frame_rate``, ``only_mask_loss``, ``decoder_conf`` are kept as attributes
+    for compatibility (the encoder's fixed 2x upsample sets the frame rate).
+    """
+
+    def __init__(self, input_size: int = 512, output_size: int = 80, spk_embed_dim: int = 192,
+                 output_type: str = "mel", vocab_size: int = 4096, input_frame_rate: int = 50,
+                 only_mask_loss: bool = True, token_mel_ratio: int = 2, pre_lookahead_len: int = 3,
+                 encoder: Optional[nn.Module] = None, decoder: Optional[nn.Module] = None,
+                 decoder_conf: Optional[Dict] = None):
+        super().__init__()
+        if encoder is None or decoder is None:
+            raise ValueError("CausalMaskedDiffWithXvec needs an encoder and a decoder (see conf/cosyvoice2.yaml)")
+        self.input_size = input_size
+        self.output_size = output_size
+        self.decoder_conf = decoder_conf
+        self.vocab_size = vocab_size
+        self.output_type = output_type
+        self.input_frame_rate = input_frame_rate
+        self.input_embedding = nn.Embedding(vocab_size, input_size)
+        self.spk_embed_affine_layer = nn.Linear(spk_embed_dim, output_size)
+        self.encoder = encoder
+        self.encoder_proj = nn.Linear(self.encoder.output_size(), output_size)
+        self.decoder = decoder
+        self.only_mask_loss = only_mask_loss
+        self.token_mel_ratio = token_mel_ratio
+        self.pre_lookahead_len = pre_lookahead_len
+
+    def _speaker(self, embedding: torch.Tensor) -> torch.Tensor:
+        """x-vector (B, spk_embed_dim) -> L2-normalised, projected to (B, output_size)."""
+        return self.spk_embed_affine_layer(F.normalize(embedding, dim=1))
+
+    def _embed_tokens(self, token: torch.Tensor, token_len: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """(B, T) ids -> (B, T, input_size) embeddings, zero on padding (negative pad ids allowed)."""
+        mask = (~make_pad_mask(token_len, token.size(1))).unsqueeze(-1).to(dtype)
+        return self.input_embedding(torch.clamp(token, min=0)) * mask
+
+    def forward(self, batch: Dict[str, torch.Tensor], device: torch.device) -> Dict[str, Optional[torch.Tensor]]:
+        """Training loss of one batch: {'loss': ...}.
+
+        batch: speech_token (B, T) and speech_token_len, speech_feat (B, token_mel_ratio*T, output_size)
+        and speech_feat_len, embedding (B, spk_embed_dim).
+        Python draws, in order: random() for streaming (< 0.5) or not; then per utterance random(),
+        and when it is >= 0.5 randint(0, int(0.3 * feat_len)) prompt frames become ``cond``.
+        Torch draws happen in the encoder (dropout, training only) and in ``decoder.compute_loss``.
+        """
+        if "speech_token" not in batch:
+            raise KeyError("CausalMaskedDiffWithXvec.forward: the batch has no 'speech_token'; extract speech "
+                           "tokens in data preparation (online token extraction is not supported)")
+        token = batch["speech_token"].to(device)
+        token_len = batch["speech_token_len"].to(device)
+        feat = batch["speech_feat"].to(device)
+        feat_len = batch["speech_feat_len"].to(device)
+        embedding = batch["embedding"].to(device)
+
+        streaming = random.random() < 0.5
+        embedding = self._speaker(embedding)
+        xs = self._embed_tokens(token, token_len, torch.float32)
+        h, h_mask = self.encoder(xs, token_len, streaming=streaming)
+        h = self.encoder_proj(h)
+        if h.size(1) != feat.size(1):
+            raise ValueError(f"speech_feat has {feat.size(1)} frames but the {token.size(1)} speech tokens give "
+                             f"{h.size(1)}; features must be {self.token_mel_ratio} frames per token")
+
+        conds = torch.zeros(feat.shape, device=feat.device)
+        for i, j in enumerate(feat_len):
+            if random.random() < 0.5:
+                continue
+            index = random.randint(0, int(0.3 * j))
+            conds[i, :index] = feat[i, :index]
+        conds = conds.transpose(1, 2)
+
+        h_len = h_mask.sum(dim=-1).squeeze(dim=1)
+        mask = (~make_pad_mask(h_len, h.size(1))).to(h)
+        loss, _ = self.decoder.compute_loss(
+            feat.transpose(1, 2).contiguous(),
+            mask.unsqueeze(1),
+            h.transpose(1, 2).contiguous(),
+            embedding,
+            cond=conds,
+            streaming=streaming,
+        )
+        return {"loss": loss}
+
+    @torch.inference_mode()
+    def inference(self, token: torch.Tensor, token_len: torch.Tensor, prompt_token: torch.Tensor,
+                  prompt_token_len: torch.Tensor, prompt_feat: torch.Tensor, prompt_feat_len: torch.Tensor,
+                  embedding: torch.Tensor, streaming: bool, finalize: bool) -> Tuple[torch.Tensor, None]:
+        """Mel frames (1, output_size, F) for ``token`` (1, T) given the prompt tokens and their mel
+        ``prompt_feat`` (1, token_mel_ratio * T_prompt, output_size) and the x-vector ``embedding``.
+
+        ``finalize=False`` (a streaming chunk that is not the last): the last ``pre_lookahead_len``
+        tokens only serve as look-ahead and produce no frames. ``streaming`` uses chunk masks.
+        Returns (feat, None) as the official code.
+        """
+        if token.size(0) != 1:
+            raise ValueError(f"flow.inference takes one utterance, got a batch of {token.size(0)}")
+        embedding = self._speaker(embedding)
+        token = torch.cat([prompt_token, token], dim=1)
+        token_len = prompt_token_len + token_len
+        xs = self._embed_tokens(token, token_len, embedding.dtype)
+        if finalize:
+            h, _ = self.encoder(xs, token_len, streaming=streaming)
+        else:
+            xs, context = xs[:, : -self.pre_lookahead_len], xs[:, -self.pre_lookahead_len:]
+            h, _ = self.encoder(xs, token_len, context=context, streaming=streaming)
+        mel_len1 = prompt_feat.size(1)
+        mel_len2 = h.size(1) - mel_len1
+        h = self.encoder_proj(h)
+
+        conds = torch.zeros([1, mel_len1 + mel_len2, self.output_size], device=h.device, dtype=h.dtype)
+        conds[:, :mel_len1] = prompt_feat
+        conds = conds.transpose(1, 2)
+        mask = torch.ones(1, 1, mel_len1 + mel_len2, device=h.device, dtype=h.dtype)
+        feat, _ = self.decoder(
+            mu=h.transpose(1, 2).contiguous(),
+            mask=mask,
+            spks=embedding,
+            cond=conds,
+            n_timesteps=10,
+            streaming=streaming,
+        )
+        feat = feat[:, :, mel_len1:]
+        return feat.float(), None
