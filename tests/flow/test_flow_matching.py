@@ -6,7 +6,7 @@ import random
 import pytest
 import torch
 
-from cosyvoice.flow.flow_matching import CausalConditionalCFM, fixed_noise
+from cosyvoice.flow.flow_matching import CausalConditionalCFM, ConditionalCFM, fixed_noise
 from cosyvoice.utils.config import DictConfig
 
 CFM_PARAMS = DictConfig({"sigma_min": 1e-06, "solver": "euler", "t_scheduler": "cosine",
@@ -97,3 +97,21 @@ def test_missing_cfm_param_is_named(tiny_flow):
     with pytest.raises(ValueError, match="cfm_params needs 'inference_cfg_rate'"):
         CausalConditionalCFM(240, {"solver": "euler", "t_scheduler": "cosine", "training_cfg_rate": 0.2},
                              estimator=tiny_flow.decoder.estimator)
+
+
+def test_conditional_cfm_noise_cache(tiny_flow):
+    """The non-causal CFM draws fresh noise and returns a cache of (noise, mu) for the prompt frames and
+    the last 34 frames; a cache passed back fixes the first frames' noise."""
+    cfm = ConditionalCFM(240, CFM_PARAMS, 1, 80, tiny_flow.decoder.estimator)
+    mu, mask = torch.randn(1, 80, 40), torch.ones(1, 1, 40)
+    spks, cond = torch.randn(1, 80), torch.zeros(1, 80, 40)
+    torch.manual_seed(0)
+    z = torch.randn_like(mu)
+    torch.manual_seed(0)
+    out, cache = cfm(mu, mask, 2, spks=spks, cond=cond, prompt_len=5)
+    assert out.shape == (1, 80, 40) and cache.shape == (1, 80, 5 + 34, 2)
+    assert torch.equal(cache[:, :, :5, 0], z[:, :, :5]) and torch.equal(cache[:, :, 5:, 0], z[:, :, -34:])
+    assert torch.equal(cache[:, :, :5, 1], mu[:, :, :5])
+    torch.manual_seed(1)
+    _, cache2 = cfm(mu, mask, 2, spks=spks, cond=cond, prompt_len=5, cache=cache)
+    assert torch.equal(cache2[:, :, :5, 0], z[:, :, :5])

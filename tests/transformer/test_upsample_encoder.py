@@ -75,3 +75,36 @@ def test_lookahead_context_rejected_in_training():
 def test_unknown_layer_type_is_named(tiny_encoder_args):
     with pytest.raises(ValueError, match="unknown pos_enc_layer_type 'bogus'"):
         UpsampleConformerEncoder(**{**tiny_encoder_args, "pos_enc_layer_type": "bogus"})
+
+
+def test_rel_shift_indexes_by_relative_offset():
+    from cosyvoice.transformer.attention import RelPositionMultiHeadedAttention
+
+    t1 = 5
+    scores = torch.randn(2, 3, t1, 2 * t1 - 1)
+    shifted = RelPositionMultiHeadedAttention.rel_shift(scores)
+    i = torch.arange(t1).view(-1, 1)
+    j = torch.arange(t1).view(1, -1)
+    expected = scores[:, :, i, t1 - 1 - i + j]
+    assert torch.equal(shifted, expected)
+
+
+@pytest.mark.parametrize("variant", [
+    dict(pos_enc_layer_type="abs_pos", selfattention_layer_type="selfattn"),
+    dict(pos_enc_layer_type="rel_pos", macaron_style=True, use_cnn_module=True, cnn_module_norm="layer_norm",
+         causal=True),
+    dict(pos_enc_layer_type="no_pos", selfattention_layer_type="selfattn", normalize_before=False,
+         use_cnn_module=True),
+])
+def test_encoder_variants_run(tiny_encoder_args, variant):
+    """The other layer types the constructor offers (absolute/no positions, plain attention, macaron FFN,
+    conformer convolution, post-norm) build and give (B, 2T, D) frames and the upsampled mask."""
+    torch.manual_seed(0)
+    enc = UpsampleConformerEncoder(**{**tiny_encoder_args, **variant}).eval()
+    with torch.no_grad():
+        h, mask = enc(torch.randn(2, 9, 64), torch.tensor([9, 6]), streaming=True)
+    assert h.shape == (2, 18, 64) and torch.isfinite(h).all()
+    assert mask[:, 0].sum(-1).tolist() == [18, 12]
+    names = "".join(enc.state_dict())
+    assert ("conv_module.depthwise_conv" in names) == bool(variant.get("use_cnn_module"))
+    assert ("feed_forward_macaron" in names) == bool(variant.get("macaron_style"))
