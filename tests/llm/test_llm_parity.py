@@ -150,3 +150,53 @@ def test_label_smoothing_and_batch_normalisation(tiny_llm, llm_fixture):
     assert abs(got_len.item() - want_len.item()) < 1e-4
     assert abs(got_batch.item() - want_batch.item()) < 1e-3
     assert abs(_label_smoothing_loss(logits, target, 0.0, True).item() - d["loss"].item()) < TOL
+
+
+def _one_utt_batch(t_len, s_len):
+    text = torch.arange(100, 100 + t_len, dtype=torch.int64)[None]
+    speech = torch.arange(1000, 1000 + s_len, dtype=torch.int64)[None]
+    return {"text_token": text, "text_token_len": torch.tensor([t_len], dtype=torch.int32),
+            "speech_token": speech, "speech_token_len": torch.tensor([s_len], dtype=torch.int32)}
+
+
+def _targets(tiny_llm, batch, seed=4):  # seed 4: first draw 0.236 < 0.5
+    sos, task = tiny_llm.llm_embedding.weight[0].reshape(1, 1, -1), tiny_llm.llm_embedding.weight[1].reshape(1, 1, -1)
+    random.seed(seed)
+    with torch.no_grad():
+        target, lm_input, lm_len = tiny_llm.prepare_lm_input_target(
+            sos, batch["text_token"], tiny_llm.llm.model.model.embed_tokens(batch["text_token"]),
+            batch["text_token_len"], task, batch["speech_token"], tiny_llm.speech_embedding(batch["speech_token"]),
+            batch["speech_token_len"])
+    return target[0].tolist(), lm_input[0], int(lm_len[0])
+
+
+def test_ratio_test_is_strict(tiny_llm):
+    # speech/text == 15/5 exactly: uni-stream even though the draw is < 0.5
+    target, _, n = _targets(tiny_llm, _one_utt_batch(5, 15))
+    assert target == [-1] * 6 + list(range(1000, 1015)) + [6561] and n == 22
+
+
+def test_bistream_layout_by_hand(tiny_llm):
+    target, lm_input, n = _targets(tiny_llm, _one_utt_batch(5, 16))
+    # block 0: 5 text + 15 speech (target: 4 ignored, 15 speech, fill); block 1: no text, task_id, 1 speech, eos
+    assert target == [-1] + [-1] * 4 + list(range(1000, 1015)) + [6563] + list(range(1015, 1016)) + [6561]
+    assert n == 1 + 5 + 1 + 16 == len(target)
+    emb = tiny_llm.llm.model.model.embed_tokens.weight
+    sp = tiny_llm.speech_embedding.weight
+    assert torch.equal(lm_input[1:6], emb[100:105])
+    assert torch.equal(lm_input[6:21], sp[1000:1015])
+    assert torch.equal(lm_input[21], tiny_llm.llm_embedding.weight[1])
+    assert torch.equal(lm_input[22], sp[1015])
+
+
+def test_training_backward_reaches_every_trained_part(tiny_llm, llm_fixture):
+    import copy
+
+    m = copy.deepcopy(tiny_llm).train()
+    random.seed(1)
+    out = m(_batch(llm_fixture("llm_train_mixed")), torch.device("cpu"))
+    out["loss"].backward()
+    for name in ("llm_embedding.weight", "llm_decoder.weight", "speech_embedding.weight",
+                 "llm.model.model.layers.0.self_attn.q_proj.weight", "llm.model.model.embed_tokens.weight"):
+        grad = dict(m.named_parameters())[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
