@@ -100,8 +100,8 @@ class Qwen2Encoder(nn.Module):
             cache = DynamicCache(config=self.model.config)
         elif not isinstance(cache, Cache):
             raise TypeError(
-                f"forward_one_step: cache must be a transformers Cache (e.g. DynamicCache), got {type(cache).__name__}; "
-                f"tuple past_key_values are not supported by transformers 5"
+                f"forward_one_step: cache must be a transformers Cache (e.g. DynamicCache), "
+                f"got {type(cache).__name__}; tuple past_key_values are not supported by transformers 5"
             )
         attention_mask = None
         if masks is not None:
@@ -187,7 +187,8 @@ class Qwen2LM(nn.Module):
         For each utterance one ``random.random()`` is drawn (always, before the length test); it takes the
         bi-stream layout when the draw is < 0.5 and speech_len / text_len > mix_ratio[1] / mix_ratio[0], else the
         uni-stream one. Optional instruct tokens (a CosyVoice3 feature) are placed right after sos and ignored in the
-        target; without them nothing is inserted. Returns (lm_target (B, L) int64, lm_input (B, L, D),
+        target; without them an empty block of the model's own width is joined in (the reference hard-codes
+        896 there), i.e. nothing. Returns (lm_target (B, L) int64, lm_input (B, L, D),
         lm_input_len (B,) int32).
         """
         n_text, n_speech = self.mix_ratio
@@ -358,6 +359,8 @@ class Qwen2LM(nn.Module):
             # interleave what is left of the prompt speech with whole text blocks
             while prompt_speech_emb.size(1) != 0 and text_cache.size(1) >= n_text:
                 lm_input = torch.concat([lm_input, text_cache[:, :n_text], prompt_speech_emb[:, :n_speech]], dim=1)
+                logger.debug("bi-stream: appended %d text + %d prompt speech embeddings", n_text,
+                             min(n_speech, prompt_speech_emb.size(1)))
                 text_cache, prompt_speech_emb = text_cache[:, n_text:], prompt_speech_emb[:, n_speech:]
             if prompt_speech_emb.size(1) != 0:
                 continue  # wait for more text
@@ -377,6 +380,7 @@ class Qwen2LM(nn.Module):
                     top_id = self.sampling_ids(logp, out_tokens, sampling, ignore_eos=True)
                 if top_id == self.fill_token:
                     next_fill = len(out_tokens) + n_speech + 1
+                    logger.debug("bi-stream: fill token at %d, next forced at %d", len(out_tokens), next_fill)
                 out_tokens.append(top_id)
                 if top_id >= self.speech_token_size:
                     if top_id == self.fill_token:
@@ -387,6 +391,7 @@ class Qwen2LM(nn.Module):
                 lm_input = self.speech_embedding.weight[top_id].reshape(1, 1, -1)
 
         lm_input = torch.concat([lm_input, text_cache, task_id_emb], dim=1)
+        logger.debug("bi-stream: text ended, %d text tokens left; decoding until eos", text_cache.size(1))
         max_total = int(n_new_text * max_token_text_ratio)
         while n_speech_out < max_total:
             logp, cache = self._step(lm_input, cache)

@@ -64,8 +64,9 @@ def nucleus_sampling(weighted_scores: torch.Tensor, top_p: float = 0.8, top_k: i
 
     Candidates are taken in descending probability (stable sort, so ties keep the lower id first). A candidate is
     admitted while the mass admitted *before* it is still below ``top_p`` and fewer than ``top_k`` are admitted;
-    so with top_p > 0 and top_k >= 1 the first candidate is always admitted, and ``top_k=1`` returns the arg-max. The running mass is summed in
-    the scores' dtype one candidate at a time, the way the reference does, so the cut-off matches it exactly.
+    so with top_p > 0 and top_k >= 1 the first candidate is always admitted, and ``top_k=1`` returns the arg-max.
+    The running mass is summed in the scores' dtype one candidate at a time, the way the reference does, so the
+    cut-off matches it exactly.
     """
     probs, order = weighted_scores.softmax(dim=0).sort(descending=True, stable=True)
     head = probs[: max(int(top_k), 0)].tolist()
@@ -157,7 +158,8 @@ def load_checkpoint_strict(module: torch.nn.Module, path, strip_prefix: str = No
         except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line report
             raise CheckpointError(f"{name}: cannot read as a torch checkpoint: {type(e).__name__}: {e}") from e
         if not isinstance(state, Mapping):
-            raise CheckpointError(f"{name}: expected a state_dict (mapping of name -> tensor), got {type(state).__name__}")
+            raise CheckpointError(
+                f"{name}: expected a state_dict (mapping of name -> tensor), got {type(state).__name__}")
     if strip_prefix:
         state = {k.replace(strip_prefix, ""): v for k, v in state.items()}
     expected = module.state_dict()

@@ -32,7 +32,8 @@ def test_full_size_keys_shapes_dtypes_in_order(full_llm, fixtures_dir):
 def test_full_size_parameter_counts_and_tying(full_llm, fixtures_dir):
     manifest = json.loads((fixtures_dir / "manifest_full.json").read_text())["modules"]["llm"]
     assert sum(p.numel() for p in full_llm.parameters()) == manifest["num_parameters_unique"]
-    assert sum(v.numel() for v in full_llm.state_dict().values()) == manifest["state_dict_numel_total_counting_tied_twice"]
+    total = sum(v.numel() for v in full_llm.state_dict().values())
+    assert total == manifest["state_dict_numel_total_counting_tied_twice"]
     qwen = full_llm.llm.model
     assert qwen.lm_head.weight is qwen.model.embed_tokens.weight
     buffers = dict(full_llm.named_buffers())

@@ -54,7 +54,8 @@ def test_built_sequences_and_hidden_match(tiny_llm, llm_fixture, name, seed, pat
     d = llm_fixture(name)
     b = _batch(d)
     with torch.no_grad():
-        sos, task = tiny_llm.llm_embedding.weight[0].reshape(1, 1, -1), tiny_llm.llm_embedding.weight[1].reshape(1, 1, -1)
+        sos = tiny_llm.llm_embedding.weight[0].reshape(1, 1, -1)
+        task = tiny_llm.llm_embedding.weight[1].reshape(1, 1, -1)
         text_emb = tiny_llm.llm.model.model.embed_tokens(b["text_token"])
         speech_emb = tiny_llm.speech_embedding(b["speech_token"])
         random.seed(seed)
