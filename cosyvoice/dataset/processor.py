@@ -25,10 +25,11 @@ from typing import Callable, Dict, Iterable, Iterator, List
 import numpy as np
 import pyarrow.parquet as pq
 import soundfile as sf
-import soxr
 import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
+
+from cosyvoice.audio.io import resample as resample_audio
 
 logger = logging.getLogger(__name__)
 
@@ -64,15 +65,11 @@ def _decode_audio(sample: Sample):
 
 
 def _resample(wav: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
-    """Resample (C, T) float audio with soxr; the output has ceil(T * new_sr / orig_sr) samples."""
+    """Resample (C, T) float audio with the package's one resampler (``cosyvoice.audio.io.resample``, soxr)."""
     if orig_sr == new_sr:
         return wav
-    out = soxr.resample(wav.numpy().T, orig_sr, new_sr)  # soxr works on (T, C)
-    out = torch.from_numpy(np.ascontiguousarray(out.T, dtype=np.float32))
-    want = math.ceil(wav.size(1) * new_sr / orig_sr)
-    if out.size(1) < want:
-        out = F.pad(out, (0, want - out.size(1)))
-    return out[:, :want]
+    rows = [resample_audio(row.numpy(), orig_sr, new_sr) for row in wav]
+    return torch.from_numpy(np.ascontiguousarray(np.stack(rows)))
 
 
 def parquet_opener(data: Iterable[Sample], mode: str = "train") -> Iterator[Sample]:

@@ -69,3 +69,45 @@ def test_yaml_gan_pipeline_with_stand_ins(parquet_lists, fake_features, fake_tok
     assert sorted(b["utts"]) == KEPT
     assert b["speech"].shape == (3, 24480) and b["speech_feat"].shape == (3, 51, 80)
     assert b["pitch_feat"].shape == (3, 51) and b["pitch_feat"].dtype == torch.float32
+
+
+@pytest.fixture(scope="module")
+def tiny_tokenizer_dir(tmp_path_factory):
+    from cosyvoice.tokenizer.tiny import build_tiny_qwen_tokenizer
+
+    d = tmp_path_factory.mktemp("tiny_tokenizer")
+    build_tiny_qwen_tokenizer(str(d))
+    return d
+
+
+def test_yaml_data_pipeline_with_the_real_tokenizer_and_features(parquet_lists, tiny_tokenizer_dir):
+    """The yaml's pipeline as training runs it: the Qwen tokenizer wrapper, matcha-style mel, whisper log-mel."""
+    from cosyvoice.audio.features import mel_spectrogram, whisper_log_mel_spectrogram
+    from cosyvoice.audio.io import resample
+    from cosyvoice.tokenizer.tokenizer import get_qwen_tokenizer
+
+    cfg = load_config(str(CONF), {"qwen_pretrain_path": str(tiny_tokenizer_dir)}, keys=["data_pipeline"])
+    ds = D.Dataset(str(parquet_lists), cfg["data_pipeline"], seed=0)
+    ds.set_epoch(0)
+    (b,) = list(ds)
+    assert b["utts"] == ["a3", "b2", "a2"]
+    assert b["speech_feat_len"].tolist() == [106, 86, 66] and b["speech_feat"].shape == (3, 106, 80)
+    assert b["whisper_feat_len"].tolist() == [212, 172, 132] and b["whisper_feat"].shape == (3, 212, 128)
+
+    tokenizer = get_qwen_tokenizer(str(tiny_tokenizer_dir), skip_special_tokens=True)
+    texts = [UTTS_A["a3"][2], UTTS_B["b2"][2], UTTS_A["a2"][2]]
+    for i, text in enumerate(texts):
+        ids = tokenizer.encode(text)
+        assert b["text_token_len"][i] == len(ids) and b["text_token"][i, :len(ids)].tolist() == ids
+        assert b["text_token"][i, len(ids):].eq(0).all()
+
+    # b2 is stored at 24 kHz: its features are those of the decoded wav zero-padded to 86 x 480 samples
+    row = next(r for r in P.parquet_opener(iter([{"src": parquet_lists.read_text().split()[1]}])) if r["utt"] == "b2")
+    wav, _ = P._decode_audio(row)
+    wav = torch.nn.functional.pad(wav, (0, 86 * 480 - wav.size(1)))
+    mel = mel_spectrogram(wav, n_fft=1920, num_mels=80, sampling_rate=24000, hop_size=480, win_size=1920,
+                          fmin=0, fmax=8000, center=False)
+    assert torch.allclose(b["speech_feat"][1, :86], mel[0].T, atol=1e-5)
+    assert b["speech_feat"][1, 86:].eq(0).all()
+    wav16 = torch.from_numpy(resample(wav[0].numpy(), 24000, 16000))[None]
+    assert torch.allclose(b["whisper_feat"][1, :172], whisper_log_mel_spectrogram(wav16, n_mels=128)[0].T, atol=1e-5)
