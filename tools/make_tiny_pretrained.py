@@ -267,3 +267,151 @@ def _replace_block(old: str, new: str) -> str:
         tail.insert(0, lines.pop())
     comments = [line for line in tail if line.strip()]
     return new.rstrip("\n") + "\n" + ("\n" + "".join(comments) if comments else ("\n" if tail else ""))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# CosyVoice-BlankEN/ and the weights.
+QWEN_CONFIG = {
+    "architectures": ["Qwen2ForCausalLM"],
+    "model_type": "qwen2",
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 32768,
+    "rope_theta": 1000000.0,
+    "rms_norm_eps": 1e-06,
+    "tie_word_embeddings": True,
+    "hidden_act": "silu",
+    "attention_dropout": 0.0,
+    "initializer_range": 0.02,
+    "use_sliding_window": False,
+    "sliding_window": 32768,
+    "max_window_layers": 2,
+    "use_cache": True,
+    "bos_token_id": None,
+    "eos_token_id": None,
+}
+VOCAB_MULTIPLE = 64  # the embedding table is padded past the tokenizer, as in the real model (151936 rows)
+
+
+def write_qwen_dir(qwen_dir: Path) -> int:
+    """Tiny byte-level BPE tokenizer + Qwen2 config.json whose vocab covers it and the wrapper's special tokens."""
+    import json
+
+    from cosyvoice.tokenizer.tiny import build_tiny_qwen_tokenizer
+    from cosyvoice.tokenizer.tokenizer import get_qwen_tokenizer
+
+    qwen_dir.mkdir(parents=True, exist_ok=True)
+    build_tiny_qwen_tokenizer(str(qwen_dir))
+    wrapper = get_qwen_tokenizer(str(qwen_dir), skip_special_tokens=True)
+    n_tokens = len(getattr(wrapper, "tokenizer", wrapper))
+    vocab = -(-n_tokens // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+    config = dict(QWEN_CONFIG, vocab_size=vocab)
+    eos = getattr(getattr(wrapper, "tokenizer", wrapper), "eos_token_id", None)
+    config["bos_token_id"] = config["eos_token_id"] = eos
+    (qwen_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return n_tokens
+
+
+def write_weights(out: Path, seed: int) -> dict:
+    """Build llm/flow/hift from the dir's own cosyvoice2.yaml under ``seed``; save their state_dicts.
+
+    Also writes CosyVoice-BlankEN/model.safetensors (the Qwen2 weights inside llm.pt), so code that loads the Qwen2
+    base with ``from_pretrained`` (the official Qwen2Encoder) finds it as in the real dir.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    from cosyvoice.utils.config import load_config
+
+    torch.manual_seed(seed)
+    cfg = load_config(str(out / "cosyvoice2.yaml"), {"qwen_pretrain_path": str(out / "CosyVoice-BlankEN")},
+                      keys=["llm", "flow", "hift"])
+    sizes = {}
+    for name in ("llm", "flow", "hift"):
+        state = cfg[name].state_dict()
+        torch.save(state, out / f"{name}.pt")
+        sizes[name] = sum(v.numel() for v in state.values())
+    qwen = cfg["llm"].llm.model
+    tied = {"lm_head.weight"} if qwen.config.tie_word_embeddings else set()
+    qwen_state = {k: v.detach().contiguous() for k, v in qwen.state_dict().items() if k not in tied}
+    save_file(qwen_state, str(out / "CosyVoice-BlankEN" / "model.safetensors"), metadata={"format": "pt"})
+    return sizes
+
+
+README = """\
+# Tiny stand-in for CosyVoice2-0.5B (NOT a real model)
+
+Written by `python tools/make_tiny_pretrained.py --out_dir <dir> --seed {seed}`. Same seed, same files.
+
+It has the file layout and the model signatures of the official CosyVoice2-0.5B download, with tiny random
+weights, so that every recipe stage runs the same code on it as on the real model, offline and fast. It cannot
+speak: fine-tuning and synthesis run, but the audio is noise. For real results use the real model
+(`python tools/download_pretrained.py --model_dir <dir>`, or `bash run.sh --download_model true`).
+
+| file | what it is here |
+|---|---|
+| cosyvoice2.yaml | conf/cosyvoice2.yaml with tiny widths: LLM 64 (Qwen2, 2 layers), flow 64, HiFT base channels 64 |
+| llm.pt, flow.pt, hift.pt | state_dicts of cosyvoice.llm / flow / hifigan modules built from that yaml under torch seed {seed} |
+| campplus.onnx | input 0 float32 (1, T, 80) mean-normalised fbank -> output 0 float32 (1, 192); random 2-layer net with mean+std pooling |
+| speech_tokenizer_v2.onnx | input 0 float32 (1, 128, T) whisper log-mel, input 1 int32 (1,) = [T] -> output 0 int64 (1, T // 4) ids in [0, 6560]: a fixed random-projection finite-scalar quantizer (4x average pool, 128 -> 8 projection, tanh, round to -1/0/1, id = sum((level+1) * 3^i)), so tokens follow the audio |
+| CosyVoice-BlankEN/ | a byte-level BPE tokenizer ({n_tokens} tokens with the special ones) and a tiny Qwen2 config.json (vocab {vocab}); model.safetensors holds the Qwen2 weights that are also in llm.pt |
+
+The front-end models are used by position (inputs 0/1, output 0) as the official front end uses them, so the real
+ONNX files work unchanged.
+"""
+
+
+def make_stand_in(out_dir: Path, seed: int) -> dict:
+    """Write the whole stand-in into ``out_dir`` (which must not exist yet); returns facts for the log."""
+    import json
+
+    out_dir.mkdir(parents=True)
+    (out_dir / "cosyvoice2.yaml").write_text(tiny_yaml_text(seed), encoding="utf-8")
+    write_onnx(build_campplus(seed), out_dir / "campplus.onnx")
+    write_onnx(build_speech_tokenizer(seed), out_dir / "speech_tokenizer_v2.onnx")
+    n_tokens = write_qwen_dir(out_dir / "CosyVoice-BlankEN")
+    sizes = write_weights(out_dir, seed)
+    vocab = json.loads((out_dir / "CosyVoice-BlankEN" / "config.json").read_text())["vocab_size"]
+    (out_dir / "README.md").write_text(README.format(seed=seed, n_tokens=n_tokens, vocab=vocab), encoding="utf-8")
+    for path in out_dir.rglob("*"):  # some writers create 0600 files; the dir is meant to be shared
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return {"parameters": sizes, "tokens": n_tokens, "vocab": vocab}
+
+
+def get_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out_dir", required=True, help="the stand-in model dir to write")
+    p.add_argument("--seed", type=int, default=1986, help="seed of every random weight")
+    p.add_argument("--force", action="store_true", help="replace an existing --out_dir")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s")
+    args = get_args(argv)
+    out = Path(args.out_dir)
+    if out.exists() and not args.force:
+        print(f"ERROR: {out} exists; pass --force to replace it", file=sys.stderr)
+        return 1
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        facts = make_stand_in(work / out.name, args.seed)
+        from cosyvoice.utils.pretrained import check_pretrained_dir
+
+        check_pretrained_dir(str(work / out.name))
+        if out.exists():  # --force: move the old dir into `work`, which is removed below
+            os.rename(out, work / "replaced")
+        os.rename(work / out.name, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    logging.info("wrote the tiny stand-in to %s (seed %d): parameters %s, %d text tokens, Qwen2 vocab %d",
+                 out, args.seed, facts["parameters"], facts["tokens"], facts["vocab"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

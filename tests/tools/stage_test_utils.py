@@ -63,3 +63,17 @@ def make_data_dir(root: Path, utts: dict, spk_of=lambda utt: utt.split("_")[0]) 
         for spk in sorted(spk2utt, key=lambda s: s.encode()):
             f.write(f"{spk} {' '.join(spk2utt[spk])}\n")
     return data
+
+
+def call_tool(name: str, *args) -> tuple:
+    """Run tools/<name>.py's main() in this process (no interpreter start-up); returns (exit status, stderr text).
+
+    Log records go to pytest's caplog, not to the returned text.
+    """
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = load_tool(name).main([str(a) for a in args])
+    return rc, err.getvalue()
