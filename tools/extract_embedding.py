@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Stage 1: CAM++ speaker embeddings of every utterance in a Kaldi data dir.
+
+    python tools/extract_embedding.py --data_dir data/train --onnx_path <pretrained>/campplus.onnx [--num_workers 2]
+
+Reads wav.scp and utt2spk; writes utt2embedding.pt ({utt: 192 floats}) and spk2embedding.pt ({spk: the mean of its
+utterances' embeddings}) into the data dir, both dicts of python lists as the official tool writes them. The fbank
+is the same code inference uses (cosyvoice.utils.onnx.EmbeddingExtractor).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+ROOT = Path(__file__).resolve().parents[1]
+for p in (str(ROOT), str(Path(__file__).resolve().parent)):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+import torch  # noqa: E402
+
+from stage_common import StageInputError, map_utts, read_table, require_file, save_pt  # noqa: E402
+
+TOOL = "extract_embedding"
+
+
+def get_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data_dir", "--dir", dest="data_dir", required=True, help="Kaldi data dir (wav.scp, utt2spk)")
+    p.add_argument("--onnx_path", required=True, help="campplus.onnx of the pretrained model dir")
+    p.add_argument("--num_workers", "--num_thread", dest="num_workers", type=int, default=2,
+                   help="parallel extraction threads")
+    return p.parse_args(argv)
+
+
+def speaker_means(utt2embedding: Dict[str, List[float]], utt2spk: Dict[str, str]) -> Dict[str, List[float]]:
+    """{spk: element-wise mean of its utterances' embeddings}, speakers in sorted order."""
+    by_spk: Dict[str, List[List[float]]] = {}
+    for utt in sorted(utt2embedding):
+        by_spk.setdefault(utt2spk[utt], []).append(utt2embedding[utt])
+    return {spk: torch.tensor(embs, dtype=torch.float32).mean(dim=0).tolist() for spk, embs in sorted(by_spk.items())}
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s")
+    args = get_args(argv)
+    try:
+        utt2wav = read_table(os.path.join(args.data_dir, "wav.scp"), TOOL)
+        utt2spk = read_table(os.path.join(args.data_dir, "utt2spk"), TOOL)
+        require_file(args.onnx_path, TOOL)
+        no_spk = sorted(set(utt2wav) - set(utt2spk))
+        if no_spk:
+            raise StageInputError(f"{TOOL}: {len(no_spk)} utterance(s) of {args.data_dir}/wav.scp have no speaker in "
+                                  f"utt2spk (e.g. {', '.join(no_spk[:5])}); fix the data dir (stage 0)")
+    except StageInputError as e:
+        print(f"ERROR: {e}", file=sys.stderr)
+        return 1
+
+    from cosyvoice.audio.io import load_wav
+    from cosyvoice.utils.onnx import EmbeddingExtractor
+
+    torch.set_num_threads(1)  # parallelism comes from the worker threads
+    extractor = EmbeddingExtractor(args.onnx_path)
+
+    def job(utt: str) -> List[float]:
+        try:
+            speech = load_wav(utt2wav[utt], 16000)
+        except Exception as e:
+            raise StageInputError(f"{TOOL}: cannot read audio of utt {utt} ({utt2wav[utt]}): {e}") from e
+        return extractor.embed(speech)
+
+    try:
+        results = map_utts(job, utt2wav, args.num_workers, "CAM++ embeddings")
+    except StageInputError as e:
+        print(f"ERROR: {e}", file=sys.stderr)
+        return 1
+    utt2embedding = {utt: results[utt] for utt in sorted(results)}
+    spk2embedding = speaker_means(utt2embedding, utt2spk)
+    save_pt(utt2embedding, os.path.join(args.data_dir, "utt2embedding.pt"))
+    save_pt(spk2embedding, os.path.join(args.data_dir, "spk2embedding.pt"))
+    logging.info("wrote embeddings of %d utterances and %d speakers into %s",
+                 len(utt2embedding), len(spk2embedding), args.data_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

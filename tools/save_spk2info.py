@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Stage 4: lay out the output model dir like the official one and write its spk2info.pt.
+
+    python tools/save_spk2info.py --data_dir data/train --pretrained_model_dir <pretrained> --model_dir <out>
+
+spk2info.pt is {spk: {'embedding': float32 tensor (1, 192)}}, the speaker's mean CAM++ embedding (from
+spk2embedding.pt, stage 1): the official format, which the official CosyVoice2 front end and ours read for
+`inference_sft`. The model dir gets, besides it, links (or copies, --copy) to the pretrained files the official
+CosyVoice2 class loads: cosyvoice2.yaml, llm.pt, flow.pt, hift.pt, campplus.onnx, speech_tokenizer_v2.onnx and
+CosyVoice-BlankEN/. An entry already there (e.g. a fine-tuned llm.pt) is kept, never overwritten; so writers of
+fine-tuned weights must replace a link (write a temp file, then rename), not write through it. Exported
+accelerations (flow.encoder.*.zip, flow.decoder.estimator.*.onnx) are not linked: they would not match
+fine-tuned weights.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import List
+
+ROOT = Path(__file__).resolve().parents[1]
+for p in (str(ROOT), str(Path(__file__).resolve().parent)):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+import torch  # noqa: E402
+
+from cosyvoice.utils.pretrained import (  # noqa: E402
+    CAMPPLUS_FILE, CONFIG_FILE, QWEN_DIR, SPEECH_TOKENIZER_FILE, SPK2INFO_FILE, PretrainedDirError,
+    check_pretrained_dir)
+from stage_common import StageInputError, load_pt_table, save_pt  # noqa: E402
+
+TOOL = "save_spk2info"
+# What the official CosyVoice2 class reads from a model dir, besides spk2info.pt.
+MODEL_DIR_ENTRIES = (CONFIG_FILE, "llm.pt", "flow.pt", "hift.pt", CAMPPLUS_FILE, SPEECH_TOKENIZER_FILE, QWEN_DIR)
+
+
+def get_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data_dir", required=True, help="data dir holding spk2embedding.pt (stage 1)")
+    p.add_argument("--pretrained_model_dir", required=True, help="CosyVoice2-0.5B dir (or the stand-in)")
+    p.add_argument("--model_dir", required=True, help="output model dir")
+    p.add_argument("--copy", action="store_true", help="copy the pretrained files instead of linking them")
+    return p.parse_args(argv)
+
+
+def make_spk2info(spk2embedding: dict) -> dict:
+    """{spk: {'embedding': (1, 192) float32}} from {spk: 192 values}."""
+    spk2info = {}
+    for spk in sorted(spk2embedding):
+        emb = torch.as_tensor(spk2embedding[spk], dtype=torch.float32).reshape(1, -1)
+        spk2info[spk] = {"embedding": emb}
+    return spk2info
+
+
+def populate_model_dir(pretrained_dir: str, model_dir: str, copy: bool) -> List[str]:
+    """Link (or copy) each pretrained entry that ``model_dir`` lacks; returns the entries added."""
+    os.makedirs(model_dir, exist_ok=True)
+    added = []
+    for name in MODEL_DIR_ENTRIES:
+        src, dst = os.path.abspath(os.path.join(pretrained_dir, name)), os.path.join(model_dir, name)
+        if os.path.lexists(dst):
+            continue
+        tmp = os.path.join(model_dir, f".{name}.tmp")
+        if os.path.lexists(tmp):
+            shutil.rmtree(tmp) if os.path.isdir(tmp) and not os.path.islink(tmp) else os.remove(tmp)
+        if copy:
+            (shutil.copytree if os.path.isdir(src) else shutil.copy2)(src, tmp)
+        else:
+            os.symlink(src, tmp)
+        os.replace(tmp, dst)
+        added.append(name)
+    return added
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s")
+    args = get_args(argv)
+    try:
+        check_pretrained_dir(args.pretrained_model_dir)
+        spk2embedding = load_pt_table(os.path.join(args.data_dir, "spk2embedding.pt"), TOOL)
+        if not spk2embedding:
+            raise StageInputError(f"{TOOL}: {args.data_dir}/spk2embedding.pt has no speaker; rerun stage 1")
+    except (PretrainedDirError, StageInputError) as e:
+        print(f"ERROR: {e}", file=sys.stderr)
+        return 1
+    if os.path.abspath(args.model_dir) == os.path.abspath(args.pretrained_model_dir):
+        print(f"ERROR: {TOOL}: --model_dir must differ from --pretrained_model_dir", file=sys.stderr)
+        return 1
+    spk2info = make_spk2info(spk2embedding)
+    added = populate_model_dir(args.pretrained_model_dir, args.model_dir, args.copy)
+    save_pt(spk2info, os.path.join(args.model_dir, SPK2INFO_FILE))
+    logging.info("wrote %s/%s (speakers: %s); %s from %s: %s", args.model_dir, SPK2INFO_FILE, ", ".join(spk2info),
+                 "copied" if args.copy else "linked", args.pretrained_model_dir, ", ".join(added) or "nothing new")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
