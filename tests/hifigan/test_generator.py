@@ -170,7 +170,7 @@ def test_cache_source_overwrites_start(loaded_hift, hift_ref):
 
 
 def test_generator_argument_determinism(loaded_hift, hift_ref):
-    mel = hift_ref["mel"]
+    mel = hift_ref["mel"][:, :, :12]
     state = torch.get_rng_state()
     a, sa = loaded_hift.inference(mel, generator=torch.Generator().manual_seed(7))
     b, sb = loaded_hift.inference(mel, generator=7)
