@@ -195,3 +195,27 @@ def test_training_forward_returns_speech_and_f0(loaded_hift, hift_ref):
     speech.pow(2).mean().backward()
     assert loaded_hift.m_source.l_linear.weight.grad is not None
     assert loaded_hift.conv_pre.parametrizations.weight.original1.grad is not None
+
+
+def test_22k_variant_uses_full_rate_sine_source():
+    """sampling_rate 22050 (CosyVoice 1 layout) takes the full-rate SineGen with uniform initial phases."""
+    from cosyvoice.hifigan.f0_predictor import ConvRNNF0Predictor
+    from cosyvoice.hifigan.generator import SineGen
+
+    torch.manual_seed(0)
+    hift = HiFTGenerator(base_channels=32, sampling_rate=22050, upsample_rates=[8, 8], upsample_kernel_sizes=[16, 16],
+                         source_resblock_kernel_sizes=[7, 11], source_resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5]],
+                         f0_predictor=ConvRNNF0Predictor(cond_channels=16)).eval()
+    assert isinstance(hift.m_source.l_sin_gen, SineGen) and hift.upsample_scale == 256
+    mel = torch.randn(1, 80, 6)
+    a, sa = hift.inference(mel, generator=5)
+    b, _ = hift.inference(mel, generator=5)
+    assert a.shape == (1, 6 * 256) and sa.shape == (1, 1, 6 * 256)
+    assert torch.equal(a, b)
+    f0 = torch.full((1, 512, 1), 100.0)
+    sine, uv, noise = hift.m_source.l_sin_gen(f0, generator=torch.Generator().manual_seed(1))
+    assert sine.shape == (1, 512, 9) and torch.equal(uv, torch.ones(1, 512, 1))
+    # voiced: 0.1 * sin(2 pi 100 k t + phase_k) plus N(0, 0.003^2) noise; the fundamental starts at phase 0
+    t = torch.arange(1, 513) / 22050
+    clean = 0.1 * torch.sin(2 * torch.pi * 100 * t)
+    assert (sine[0, :, 0] - noise[0, 0] - clean).abs().max().item() < 1e-4
