@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Environment for the recipe: source it (`. path.sh`) from any directory.
 # Finds the project root from this file's own location, activates the project's virtualenv (.venv, made by
 # tools/setup_env.sh) when there is one, and puts the project root on PYTHONPATH.

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Command-line options for recipe scripts, in the Kaldi convention.
 #
 # Source this file after declaring every option variable with its default and a `help_message`:
