@@ -1,0 +1,284 @@
+#!/usr/bin/env python3
+"""Synthesize the lines of a text json with a CosyVoice2 model dir: one wav per line and an index.
+
+    python -m cosyvoice.bin.inference --model_dir exp/cosyvoice2_sft/model --mode all \\
+        --text_json local/tts_text.json --prompt_wav p.wav --prompt_text "..." --result_dir out
+
+The text json maps a speaker to its lines, per mode::
+
+    {"demo": {"sft_inference": ["..."], "zero-shot": ["..."], "cross-lingual": ["..."],
+              "instruction-zero-shot": {"instruction": "用开心的语气说", "text": "..."}}}
+
+("instruction-zero-shot" may also be a list of such objects, and its "text" a list of lines.) Each line becomes
+``<result_dir>/<mode>_<NN>.wav`` (24 kHz, written atomically); ``<result_dir>/index.tsv`` lists file, mode, number
+of chunks, duration, real-time factor and text. Every input is checked before anything is synthesized.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+MODES = ("sft", "zero-shot", "cross-lingual", "instruct")
+JSON_KEYS = {"sft": "sft_inference", "zero-shot": "zero-shot", "cross-lingual": "cross-lingual",
+             "instruct": "instruction-zero-shot"}
+INDEX_FILE = "index.tsv"
+logger = logging.getLogger("inference")
+
+
+class InputError(ValueError):
+    """Bad command-line input; main() prints it as one line."""
+
+
+@dataclass
+class Job:
+    mode: str
+    index: int
+    text: str
+    instruction: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.mode}_{self.index:02d}.wav"
+
+
+def get_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_dir", required=True, help="CosyVoice2 model dir (pretrained, fine-tuned or stand-in)")
+    p.add_argument("--mode", default="all", choices=MODES + ("all",), help="inference mode")
+    p.add_argument("--text_json", required=True, help="json of lines to synthesize, per speaker and mode")
+    p.add_argument("--spk_id", default="", help="speaker: the json section and the SFT speaker of spk2info.pt "
+                                               "(empty: the json's only speaker)")
+    p.add_argument("--prompt_wav", default="", help="prompt audio for zero-shot / cross-lingual / instruct")
+    p.add_argument("--prompt_text", default="", help="transcript of --prompt_wav (zero-shot)")
+    p.add_argument("--test_data_dir", default="", help="Kaldi data dir or pair folder to take the prompt from "
+                                                       "when --prompt_wav is not given")
+    p.add_argument("--example_id", default="", help="utterance of --test_data_dir to use (empty: the first)")
+    p.add_argument("--result_dir", required=True, help="where the wavs and index.tsv go")
+    p.add_argument("--stream", default="false", choices=("true", "false"), help="synthesize in streaming chunks")
+    p.add_argument("--speed", type=float, default=1.0, help="speaking rate (stream false only)")
+    p.add_argument("--seed", type=int, default=1986, help="seed of every random draw")
+    p.add_argument("--text_frontend", default="true", choices=("true", "false"), help="normalize the text first")
+    return p.parse_args(argv)
+
+
+# ---------------------------------------------------------------------------------------------------- inputs
+def _as_lines(value, where: str) -> List[str]:
+    lines = [value] if isinstance(value, str) else value
+    if not isinstance(lines, list) or not all(isinstance(x, str) for x in lines):
+        raise InputError(f"{where} must be a string or a list of strings")
+    return lines
+
+
+def load_text_json(path: str, spk_id: str) -> Tuple[str, Dict[str, List[Job]]]:
+    """(speaker, {mode: jobs}) from the text json; only the modes the speaker's section has."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            table = json.load(f)
+    except FileNotFoundError:
+        raise InputError(f"text json not found: {path} (give --text_json; local/tts_text.json is an example)")
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot read text json {path}: {e}")
+    if not isinstance(table, dict) or not table:
+        raise InputError(f"{path} must map speaker ids to their lines (see local/tts_text.json)")
+    if not spk_id:
+        if len(table) != 1:
+            raise InputError(f"{path} has several speakers ({', '.join(table)}): choose one with --spk_id")
+        spk_id = next(iter(table))
+    if spk_id not in table:
+        raise InputError(f"speaker '{spk_id}' not in {path} (it has: {', '.join(table)})")
+    section = table[spk_id]
+    unknown = sorted(set(section) - set(JSON_KEYS.values())) if isinstance(section, dict) else []
+    if not isinstance(section, dict) or unknown:
+        raise InputError(f"{path}: speaker '{spk_id}' must map {', '.join(JSON_KEYS.values())} to lines"
+                         + (f" (unknown key(s): {', '.join(unknown)})" if unknown else ""))
+    jobs: Dict[str, List[Job]] = {}
+    for mode, key in JSON_KEYS.items():
+        if key not in section:
+            continue
+        where = f"{path}: {spk_id}.{key}"
+        if mode == "instruct":
+            items = section[key] if isinstance(section[key], list) else [section[key]]
+            pairs = []
+            for item in items:
+                if not isinstance(item, dict) or set(item) != {"instruction", "text"}:
+                    raise InputError(f"{where} must be {{\"instruction\": ..., \"text\": ...}} (or a list of them)")
+                pairs += [(line, _as_lines(item["instruction"], where + ".instruction")[0])
+                          for line in _as_lines(item["text"], where + ".text")]
+        else:
+            pairs = [(line, "") for line in _as_lines(section[key], where)]
+        for text, _ in pairs:
+            if not text.strip():
+                raise InputError(f"{where} has an empty line")
+        jobs[mode] = [Job(mode, i, text, instruction) for i, (text, instruction) in enumerate(pairs)]
+    return spk_id, jobs
+
+
+def read_data_dir(data_dir: str) -> Dict[str, Tuple[str, str]]:
+    """{utt: (wav path, transcript)} of a Kaldi data dir (wav.scp + text) or a pair folder (<utt>.wav +
+    <utt>.normalized.txt)."""
+    if not os.path.isdir(data_dir):
+        raise InputError(f"--test_data_dir {data_dir} is not a folder")
+    if os.path.isfile(os.path.join(data_dir, "wav.scp")):
+        def table(name):
+            path = os.path.join(data_dir, name)
+            if not os.path.isfile(path):
+                raise InputError(f"{path} not found (a Kaldi data dir needs wav.scp and text)")
+            with open(path, encoding="utf-8") as f:
+                rows = (line.rstrip("\n").split(maxsplit=1) for line in f if line.strip())
+                return {r[0]: r[1] if len(r) > 1 else "" for r in rows}
+        wavs, texts = table("wav.scp"), table("text")
+        return {u: (w if os.path.isabs(w) else os.path.join(os.getcwd(), w), texts[u])
+                for u, w in wavs.items() if u in texts}
+    pairs = {}
+    for name in os.listdir(data_dir):
+        if name.endswith(".wav"):
+            utt = name[:-4]
+            txt = os.path.join(data_dir, utt + ".normalized.txt")
+            if os.path.isfile(txt):
+                with open(txt, encoding="utf-8") as f:
+                    pairs[utt] = (os.path.join(data_dir, name), " ".join(f.read().split()))
+    return pairs
+
+
+def resolve_prompt(args) -> Tuple[str, str]:
+    """(prompt wav, prompt text) from --prompt_wav/--prompt_text or --test_data_dir/--example_id."""
+    if args.prompt_wav:
+        return args.prompt_wav, args.prompt_text
+    if not args.test_data_dir:
+        raise InputError("no prompt: give --prompt_wav (and --prompt_text) or --test_data_dir")
+    utts = read_data_dir(args.test_data_dir)
+    if not utts:
+        raise InputError(f"{args.test_data_dir} holds no utterance (wav + transcript)")
+    utt = args.example_id or sorted(utts)[0]
+    if utt not in utts:
+        raise InputError(f"--example_id {utt} not in {args.test_data_dir} (e.g. {', '.join(sorted(utts)[:5])})")
+    wav, text = utts[utt]
+    logger.info("prompt: %s (%s) '%s'", utt, wav, text)
+    return wav, args.prompt_text or text
+
+
+def check_prompt_wav(path: str) -> None:
+    import soundfile as sf
+
+    if not os.path.isfile(path):
+        raise InputError(f"prompt wav not found: {path} (give --prompt_wav an existing audio file)")
+    try:
+        info = sf.info(path)
+    except Exception as e:  # noqa: BLE001 - libsndfile errors vary by format
+        raise InputError(f"cannot read prompt wav {path}: {str(e).strip().splitlines()[0]}")
+    if info.samplerate < 16000:
+        raise InputError(f"prompt wav {path} is sampled at {info.samplerate} Hz; at least 16000 Hz is needed")
+    if info.duration > 30:
+        raise InputError(f"prompt wav {path} is {info.duration:.1f} s long; at most 30 s (3-10 s is typical)")
+
+
+def plan_jobs(mode: str, jobs: Dict[str, List[Job]], spk_id: str, known_spks: List[str], text_json: str) -> List[Job]:
+    """The jobs to run. ``all``: every mode the json has; SFT only when the model dir knows the speaker."""
+    if mode != "all":
+        if mode not in jobs:
+            raise InputError(f"{text_json}: speaker '{spk_id}' has no '{JSON_KEYS[mode]}' lines for --mode {mode}")
+        modes = [mode]
+    else:
+        modes = [m for m in MODES if m in jobs]
+        if "sft" in modes and spk_id not in known_spks:
+            logger.warning("skipping sft: the model dir's spk2info.pt has no speaker '%s' (known: %s); "
+                           "run.sh stage 4 writes it for the fine-tuned speaker", spk_id, ", ".join(known_spks) or "none")
+            modes.remove("sft")
+    if "sft" in modes and spk_id not in known_spks:
+        raise InputError(f"unknown speaker '{spk_id}' for sft; the model dir knows: {', '.join(known_spks) or 'none'}"
+                         f" (run.sh stage 4 writes spk2info.pt)")
+    return [job for m in modes for job in jobs[m]]
+
+
+def check_texts(cosyvoice, jobs: List[Job], text_frontend: bool) -> None:
+    for job in jobs:
+        if not [p for p in cosyvoice.frontend.text_normalize(job.text, True, text_frontend) if p.strip()]:
+            raise InputError(f"{job.mode} line {job.index} ({job.text!r}) leaves nothing to say after normalization")
+
+
+# ------------------------------------------------------------------------------------------------- synthesis
+def synthesize(cosyvoice, job: Job, spk_id: str, prompt: Tuple[str, str], args):
+    """(audio (1, N) float32, number of chunks) for one job."""
+    import torch
+
+    common = dict(stream=args.stream == "true", speed=args.speed, text_frontend=args.text_frontend == "true",
+                  seed=args.seed)
+    wav, text = prompt
+    if job.mode == "sft":
+        outputs = cosyvoice.inference_sft(job.text, spk_id, **common)
+    elif job.mode == "zero-shot":
+        outputs = cosyvoice.inference_zero_shot(job.text, text, wav, **common)
+    elif job.mode == "cross-lingual":
+        outputs = cosyvoice.inference_cross_lingual(job.text, wav, **common)
+    else:
+        outputs = cosyvoice.inference_instruct2(job.text, job.instruction, wav, **common)
+    chunks = [out["tts_speech"] for out in outputs]
+    return torch.cat(chunks, dim=1), len(chunks)
+
+
+def write_index(result_dir: str, rows: List[List[str]]) -> str:
+    path = os.path.join(result_dir, INDEX_FILE)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("file\tmode\tchunks\tduration\trtf\ttext\n")
+        for row in rows:
+            f.write("\t".join(" ".join(str(x).split()) for x in row) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s")
+    args = get_args(argv)
+    try:
+        if args.speed <= 0 or (args.stream == "true" and args.speed != 1.0):
+            raise InputError(f"--speed {args.speed}: must be > 0, and 1.0 when --stream true")
+        spk_id, jobs = load_text_json(args.text_json, args.spk_id)
+        needs_prompt = any(m in jobs for m in MODES[1:]) if args.mode == "all" else args.mode != "sft"
+        prompt = resolve_prompt(args) if needs_prompt else ("", "")
+        if needs_prompt:
+            check_prompt_wav(prompt[0])
+        if needs_prompt and (args.mode == "zero-shot" or (args.mode == "all" and "zero-shot" in jobs)) \
+                and not prompt[1].strip():
+            raise InputError("zero-shot needs the prompt's transcript: give --prompt_text")
+        from cosyvoice.cli.cosyvoice import CosyVoice2
+        from cosyvoice.utils.pretrained import PretrainedDirError
+
+        try:
+            cosyvoice = CosyVoice2(args.model_dir)
+        except PretrainedDirError as e:
+            raise InputError(str(e))
+        todo = plan_jobs(args.mode, jobs, spk_id, cosyvoice.list_available_spks(), args.text_json)
+        check_texts(cosyvoice, todo, args.text_frontend == "true")
+    except InputError as e:
+        print(f"ERROR: {e}", file=sys.stderr)
+        return 1
+    from tqdm import tqdm
+
+    from cosyvoice.audio.io import save_wav
+    from cosyvoice.utils.common import set_all_random_seed
+
+    set_all_random_seed(args.seed)
+    os.makedirs(args.result_dir, exist_ok=True)
+    rows = []
+    for job in tqdm(todo, desc="synthesis", unit="line"):
+        start = time.time()
+        audio, n_chunks = synthesize(cosyvoice, job, spk_id, prompt, args)
+        elapsed = time.time() - start
+        seconds = audio.shape[1] / cosyvoice.sample_rate
+        save_wav(os.path.join(args.result_dir, job.name), audio, cosyvoice.sample_rate)
+        rtf = elapsed / seconds if seconds > 0 else float("nan")
+        rows.append([job.name, job.mode, n_chunks, f"{seconds:.3f}", f"{rtf:.3f}", job.text])
+    index = write_index(args.result_dir, rows)
+    logger.info("wrote %d wav(s) and %s", len(rows), index)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""The CosyVoice2 inference API: load a model dir, synthesize in the SFT, zero-shot, cross-lingual and instruct modes.
+
+Same class, constructor and method names (and argument order) as the official ``cosyvoice.cli.cosyvoice.CosyVoice2``;
+a model dir laid out like the official CosyVoice2-0.5B download (or the stand-in of tools/make_tiny_pretrained.py,
+or a fine-tuned model dir written by the recipe) loads unchanged::
+
+    cosyvoice = CosyVoice2("pretrained_models/CosyVoice2-0.5B")
+    for i, out in enumerate(cosyvoice.inference_zero_shot("收到好友从远方寄来的生日礼物。", "希望你以后能够做的比我还好呦。",
+                                                          "prompt.wav")):
+        save_wav(f"zero_shot_{i}.wav", out["tts_speech"], cosyvoice.sample_rate)
+
+Every ``inference_*`` method yields ``{'tts_speech': float32 (1, samples)}`` at ``sample_rate`` (24 kHz): one
+dict per text piece, or one per chunk with ``stream=True``. ``seed`` (an addition) makes a call reproducible.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Dict, Generator, Iterator, Optional
+
+import torch
+
+from cosyvoice.cli.frontend import CosyVoiceFrontEnd, PathLike
+from cosyvoice.cli.model import CosyVoice2Model
+from cosyvoice.utils.config import load_config
+from cosyvoice.utils.pretrained import (CAMPPLUS_FILE, CONFIG_FILE, QWEN_DIR, SPEECH_TOKENIZER_FILE, SPK2INFO_FILE,
+                                        check_pretrained_dir)
+
+logger = logging.getLogger(__name__)
+
+CONFIG_KEYS = ["llm", "flow", "hift", "get_tokenizer", "feat_extractor", "allowed_special", "sample_rate"]
+
+
+class CosyVoice2:
+    """A CosyVoice2 model dir, ready to synthesize.
+
+    ``load_jit`` / ``load_trt`` / ``load_vllm`` (official accelerations) are not supported here and must stay
+    False; ``fp16`` takes effect on CUDA only; ``trt_concurrent`` is accepted for compatibility and unused.
+    """
+
+    def __init__(self, model_dir: str, load_jit: bool = False, load_trt: bool = False, load_vllm: bool = False,
+                 fp16: bool = False, trt_concurrent: int = 1):
+        unsupported = [name for name, on in (("load_jit", load_jit), ("load_trt", load_trt),
+                                             ("load_vllm", load_vllm)) if on]
+        if unsupported:
+            raise ValueError(f"CosyVoice2: {', '.join(unsupported)} not supported by this toolkit "
+                             f"(TorchScript/TensorRT/vLLM exports); leave them False")
+        self.model_dir = os.fspath(model_dir)
+        check_pretrained_dir(self.model_dir)
+        if fp16 and not torch.cuda.is_available():
+            logger.info("no CUDA device: fp16 is ignored, running in float32")
+            fp16 = False
+        self.fp16 = fp16
+        configs = load_config(os.path.join(self.model_dir, CONFIG_FILE),
+                              {"qwen_pretrain_path": os.path.join(self.model_dir, QWEN_DIR)}, keys=CONFIG_KEYS)
+        _check_model_type(configs, self.model_dir)
+        self.frontend = CosyVoiceFrontEnd(configs["get_tokenizer"], configs["feat_extractor"],
+                                          os.path.join(self.model_dir, CAMPPLUS_FILE),
+                                          os.path.join(self.model_dir, SPEECH_TOKENIZER_FILE),
+                                          os.path.join(self.model_dir, SPK2INFO_FILE),
+                                          configs["allowed_special"])
+        self.sample_rate = int(configs["sample_rate"])
+        self.model = CosyVoice2Model(configs["llm"], configs["flow"], configs["hift"], fp16)
+        self.model.load(os.path.join(self.model_dir, "llm.pt"), os.path.join(self.model_dir, "flow.pt"),
+                        os.path.join(self.model_dir, "hift.pt"))
+        del configs
+
+    # ------------------------------------------------------------------------------------------------ speakers
+    def list_available_spks(self):
+        return list(self.frontend.spk2info.keys())
+
+    def add_zero_shot_spk(self, prompt_text: str, prompt_wav: PathLike, zero_shot_spk_id: str) -> bool:
+        """Keep the prompt's features under ``zero_shot_spk_id`` (for ``zero_shot_spk_id=`` in later calls)."""
+        if not zero_shot_spk_id:
+            raise ValueError("add_zero_shot_spk: zero_shot_spk_id must not be empty")
+        model_input = self.frontend.frontend_zero_shot("", prompt_text, prompt_wav, self.sample_rate, "")
+        del model_input["text"], model_input["text_len"]
+        self.frontend.spk2info[zero_shot_spk_id] = model_input
+        return True
+
+    def save_spkinfo(self) -> None:
+        """Write the speaker table to ``<model_dir>/spk2info.pt`` (atomically, tensors on the CPU)."""
+        path = os.path.join(self.model_dir, SPK2INFO_FILE)
+        table = {spk: {k: v.cpu() if torch.is_tensor(v) else v for k, v in info.items()}
+                 for spk, info in self.frontend.spk2info.items()}
+        tmp = f"{path}.tmp{os.getpid()}"
+        try:
+            torch.save(table, tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    # ------------------------------------------------------------------------------------------------ synthesis
+    def _pieces(self, tts_text, text_frontend: bool):
+        if isinstance(tts_text, Iterator):
+            return [tts_text]
+        if not isinstance(tts_text, str):
+            raise TypeError(f"tts_text must be a str (or a generator of str), got {type(tts_text).__name__}")
+        pieces = self.frontend.text_normalize(tts_text, split=True, text_frontend=text_frontend)
+        pieces = [p for p in pieces if not isinstance(p, str) or p.strip()]
+        if not pieces:
+            raise ValueError(f"nothing to synthesize: tts_text {tts_text!r} is empty or only punctuation")
+        return pieces
+
+    def _synthesize(self, model_input: Dict[str, torch.Tensor], text, stream: bool, speed: float,
+                    seed: Optional[int]) -> Generator[Dict[str, torch.Tensor], None, None]:
+        start = time.time()
+        logger.info("synthesis text %s", text if isinstance(text, str) else "<text generator>")
+        for model_output in self.model.tts(**model_input, stream=stream, speed=speed, seed=seed):
+            seconds = model_output["tts_speech"].shape[1] / self.sample_rate
+            if seconds > 0:
+                logger.info("yield speech len %.2f s, rtf %.3f", seconds, (time.time() - start) / seconds)
+            yield model_output
+            start = time.time()
+
+    def inference_sft(self, tts_text, spk_id: str, stream: bool = False, speed: float = 1.0,
+                      text_frontend: bool = True, seed: Optional[int] = None):
+        """Speak ``tts_text`` as the speaker ``spk_id`` of spk2info.pt (e.g. the fine-tuned speaker)."""
+        self.frontend._speaker(spk_id, "embedding", "sft")
+        for text in self._pieces(tts_text, text_frontend):
+            model_input = self.frontend.frontend_sft(text, spk_id)
+            yield from self._synthesize(model_input, text, stream, speed, seed)
+
+    def inference_zero_shot(self, tts_text, prompt_text: str, prompt_wav: PathLike, zero_shot_spk_id: str = "",
+                            stream: bool = False, speed: float = 1.0, text_frontend: bool = True,
+                            seed: Optional[int] = None):
+        """Clone the voice of ``prompt_wav`` whose transcript is ``prompt_text`` (or of a saved speaker)."""
+        if zero_shot_spk_id == "":
+            if not isinstance(prompt_text, str) or not prompt_text.strip():
+                raise ValueError("prompt_text is empty: give the transcript of prompt_wav "
+                                 "(or use inference_cross_lingual, which needs none)")
+            self.frontend._extract_speech_token(prompt_wav)  # a bad prompt fails before any synthesis
+        else:
+            self.frontend._speaker(zero_shot_spk_id, "flow_embedding", "zero-shot")
+        prompt_text = self.frontend.text_normalize(prompt_text, split=False, text_frontend=text_frontend)
+        for text in self._pieces(tts_text, text_frontend):
+            if isinstance(text, str) and len(text) < 0.5 * len(prompt_text):
+                logger.warning("synthesis text %s is much shorter than the prompt text %s; this may sound bad",
+                               text, prompt_text)
+            model_input = self.frontend.frontend_zero_shot(text, prompt_text, prompt_wav, self.sample_rate,
+                                                           zero_shot_spk_id)
+            yield from self._synthesize(model_input, text, stream, speed, seed)
+
+    def inference_cross_lingual(self, tts_text, prompt_wav: PathLike, zero_shot_spk_id: str = "",
+                                stream: bool = False, speed: float = 1.0, text_frontend: bool = True,
+                                seed: Optional[int] = None):
+        """Speak ``tts_text`` (any language) in the voice of ``prompt_wav``; its transcript is not needed."""
+        self._check_prompt(prompt_wav, zero_shot_spk_id)
+        for text in self._pieces(tts_text, text_frontend):
+            model_input = self.frontend.frontend_cross_lingual(text, prompt_wav, self.sample_rate, zero_shot_spk_id)
+            yield from self._synthesize(model_input, text, stream, speed, seed)
+
+    def inference_instruct2(self, tts_text, instruct_text: str, prompt_wav: PathLike, zero_shot_spk_id: str = "",
+                            stream: bool = False, speed: float = 1.0, text_frontend: bool = True,
+                            seed: Optional[int] = None):
+        """Speak ``tts_text`` in the voice of ``prompt_wav`` following ``instruct_text`` (e.g. '用开心的语气说');
+        ``<|endofprompt|>`` is appended to the instruction when it does not end with it."""
+        if not isinstance(instruct_text, str) or not instruct_text.strip():
+            raise ValueError("instruct_text is empty: give an instruction such as '用开心的语气说这句话'")
+        self._check_prompt(prompt_wav, zero_shot_spk_id)
+        for text in self._pieces(tts_text, text_frontend):
+            model_input = self.frontend.frontend_instruct2(text, instruct_text, prompt_wav, self.sample_rate,
+                                                           zero_shot_spk_id)
+            yield from self._synthesize(model_input, text, stream, speed, seed)
+
+    def inference_instruct(self, *args, **kwargs):
+        raise NotImplementedError("inference_instruct is for CosyVoice 1 models; CosyVoice2 uses inference_instruct2")
+
+    def inference_vc(self, source_wav: PathLike, prompt_wav: PathLike, stream: bool = False, speed: float = 1.0,
+                     seed: Optional[int] = None):
+        """Re-voice ``source_wav`` with the voice of ``prompt_wav`` (speech tokens of the source, no LLM)."""
+        self._check_prompt(prompt_wav, "")
+        model_input = self.frontend.frontend_vc(source_wav, prompt_wav, self.sample_rate)
+        yield from self._synthesize(model_input, os.fspath(source_wav), stream, speed, seed)
+
+    def _check_prompt(self, prompt_wav: PathLike, zero_shot_spk_id: str) -> None:
+        if zero_shot_spk_id == "":
+            self.frontend._extract_speech_token(prompt_wav)  # a bad prompt fails before any synthesis
+        else:
+            self.frontend._speaker(zero_shot_spk_id, "flow_embedding", "this mode")
+
+
+def _check_model_type(configs: dict, model_dir: str) -> None:
+    """The yaml must build a CosyVoice2 model (Qwen2 LM + chunk-aware causal flow)."""
+    from cosyvoice.flow.flow import CausalMaskedDiffWithXvec
+    from cosyvoice.llm.llm import Qwen2LM
+
+    if not isinstance(configs["llm"], Qwen2LM) or not isinstance(configs["flow"], CausalMaskedDiffWithXvec):
+        raise ValueError(f"{model_dir}/{CONFIG_FILE} does not describe a CosyVoice2 model (llm "
+                         f"{type(configs['llm']).__name__}, flow {type(configs['flow']).__name__}); "
+                         f"use a CosyVoice2-0.5B model dir")

@@ -1,0 +1,281 @@
+"""CosyVoice2 synthesis engine: speech-token LLM -> flow (tokens -> mel) -> HiFT (mel -> 24 kHz audio).
+
+:class:`CosyVoice2Model` keeps the official class name, constructor, ``load``, ``token2wav`` and ``tts`` (same
+arguments, same chunking and the same numbers), so checkpoints and calling code written for the official one work.
+Differences, all on purpose:
+
+* The LLM runs in a worker thread as in the official code, but the caller waits on a condition variable instead of
+  polling, an exception in the worker is re-raised in the caller, and abandoning the generator stops the worker.
+* The streaming hop length grows within one call and starts again at ``token_hop_len`` on the next call (the
+  official class grows ``self.token_hop_len`` for good, so only its first streaming call follows the schedule).
+* ``seed`` makes a call reproducible: the LLM samples from a forked global RNG seeded with it, and HiFT draws its
+  noise from a private generator seeded with it, so the worker thread and the vocoder never share random draws.
+* ``speed`` other than 1.0 with ``stream=True`` is an error (the official code silently ignores it).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import uuid as uuid_lib
+from contextlib import nullcontext
+from typing import Dict, Generator, Iterator, List, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cosyvoice.hifigan.generator import load_hift
+from cosyvoice.utils.common import CheckpointError, fade_in_out, load_checkpoint_strict
+
+logger = logging.getLogger(__name__)
+
+
+class _LLMJob:
+    """What the caller and the LLM worker thread of one ``tts`` call share."""
+
+    def __init__(self):
+        self.cond = threading.Condition()
+        self.cancel = threading.Event()
+        self.error: Optional[BaseException] = None
+
+
+class CosyVoice2Model:
+    """Streaming-capable CosyVoice2 inference over an ``llm`` (Qwen2LM), a ``flow`` (CausalMaskedDiffWithXvec)
+    and a ``hift`` (HiFTGenerator). Runs on CUDA when available, else on the CPU."""
+
+    def __init__(self, llm: torch.nn.Module, flow: torch.nn.Module, hift: torch.nn.Module, fp16: bool = False):
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.llm = llm
+        self.flow = flow
+        self.hift = hift
+        self.fp16 = bool(fp16) and self.device.type == "cuda"
+        self.token_hop_len = 25                       # first streaming hop; the flow's training chunk size
+        self.token_max_hop_len = 4 * self.token_hop_len
+        self.stream_scale_factor = 2                  # each hop is this times the previous one, up to the max
+        self.mel_cache_len = 8                        # mel frames handed to the next chunk's vocoder call
+        self.source_cache_len = self.mel_cache_len * 480
+        self.speech_window = np.hamming(2 * self.source_cache_len)
+        self.lock = threading.Lock()
+        # per-call state, keyed by the call's uuid (as in the official class)
+        self.tts_speech_token_dict: Dict[str, List[int]] = {}
+        self.llm_end_dict: Dict[str, bool] = {}
+        self.hift_cache_dict: Dict[str, Optional[dict]] = {}
+        self._jobs: Dict[str, _LLMJob] = {}
+        self.silent_tokens: List[int] = []            # CosyVoice2 has none; CosyVoice3 caps runs of them
+
+    # --------------------------------------------------------------------------------------------------- loading
+    def load(self, llm_model: str, flow_model: str, hift_model: str) -> None:
+        """Load ``llm.pt``, ``flow.pt`` and ``hift.pt`` strictly (every ``generator.`` is removed from hift keys)."""
+        load_checkpoint_strict(self.llm, llm_model)
+        load_checkpoint_strict(self.flow, flow_model)
+        try:
+            load_hift(self.hift, hift_model)
+        except (ValueError, FileNotFoundError) as e:
+            raise CheckpointError(str(e)) from e
+        for module in (self.llm, self.flow, self.hift):
+            module.to(self.device).eval()
+
+    def _autocast(self):
+        return torch.autocast(device_type="cuda", dtype=torch.float16) if self.fp16 else nullcontext()
+
+    # ------------------------------------------------------------------------------------------------ token2wav
+    def token2wav(self, token: torch.Tensor, prompt_token: torch.Tensor, prompt_feat: torch.Tensor,
+                  embedding: torch.Tensor, token_offset: int, uuid: str, stream: bool = False,
+                  finalize: bool = False, speed: float = 1.0,
+                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Audio (1, samples) for speech tokens ``token[:, token_offset:]`` of the call ``uuid``.
+
+        The flow always re-reads every token from the start (with the prompt); its mel is cut at
+        ``token_offset * token_mel_ratio``. A chunk that is not the last (``finalize=False``) keeps its last
+        ``mel_cache_len`` mel frames, their source and their ``source_cache_len`` samples for the next chunk, which
+        starts with those frames and cross-fades over those samples (Hamming window). ``speed`` stretches the mel by
+        linear interpolation (last chunk of a call without earlier chunks only). ``generator``: HiFT's noise source
+        (None: the global RNG, as the official code).
+        """
+        with self._autocast():
+            tts_mel, _ = self.flow.inference(
+                token=token.to(self.device, dtype=torch.int32),
+                token_len=torch.tensor([token.shape[1]], dtype=torch.int32, device=self.device),
+                prompt_token=prompt_token.to(self.device),
+                prompt_token_len=torch.tensor([prompt_token.shape[1]], dtype=torch.int32, device=self.device),
+                prompt_feat=prompt_feat.to(self.device),
+                prompt_feat_len=torch.tensor([prompt_feat.shape[1]], dtype=torch.int32, device=self.device),
+                embedding=embedding.to(self.device),
+                streaming=stream,
+                finalize=finalize)
+        tts_mel = tts_mel[:, :, token_offset * self.flow.token_mel_ratio:]
+        cache = self.hift_cache_dict[uuid]
+        if cache is not None:
+            tts_mel = torch.concat([cache["mel"], tts_mel], dim=2)
+            cache_source = cache["source"]
+        else:
+            cache_source = torch.zeros(1, 1, 0, device=tts_mel.device)
+        if finalize and speed != 1.0:
+            if cache is not None:
+                raise ValueError("speed change works only without streaming (stream=False)")
+            tts_mel = F.interpolate(tts_mel, size=int(tts_mel.shape[2] / speed), mode="linear")
+        tts_speech, tts_source = self.hift.inference(speech_feat=tts_mel, cache_source=cache_source,
+                                                     generator=generator)
+        if cache is not None:
+            tts_speech = fade_in_out(tts_speech, cache["speech"], self.speech_window)
+        if not finalize:
+            self.hift_cache_dict[uuid] = {"mel": tts_mel[:, :, -self.mel_cache_len:],
+                                          "source": tts_source[:, :, -self.source_cache_len:],
+                                          "speech": tts_speech[:, -self.source_cache_len:]}
+            tts_speech = tts_speech[:, :-self.source_cache_len]
+        return tts_speech
+
+    # ------------------------------------------------------------------------------------------------ LLM worker
+    def _append(self, uuid: str, token: int) -> None:
+        job = self._jobs[uuid]
+        with job.cond:
+            self.tts_speech_token_dict[uuid].append(token)
+            job.cond.notify_all()
+
+    def llm_job(self, text, prompt_text: torch.Tensor, llm_prompt_speech_token: torch.Tensor,
+                llm_embedding: torch.Tensor, uuid: str, seed: Optional[int] = None) -> None:
+        """Decode speech tokens into ``tts_speech_token_dict[uuid]`` (runs in the worker thread).
+
+        ``text``: (1, T) int32 token ids, or a generator of (1, n) pieces (bi-directional streaming input).
+        ``seed``: sample from the global RNG forked and seeded with it (restored afterwards).
+        """
+        job = self._jobs[uuid]
+        prompt_kwargs = dict(
+            prompt_text=prompt_text.to(self.device),
+            prompt_text_len=torch.tensor([prompt_text.shape[1]], dtype=torch.int32, device=self.device),
+            prompt_speech_token=llm_prompt_speech_token.to(self.device),
+            prompt_speech_token_len=torch.tensor([llm_prompt_speech_token.shape[1]], dtype=torch.int32,
+                                                 device=self.device),
+            embedding=llm_embedding.to(self.device))
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        rng = torch.random.fork_rng(devices=devices) if seed is not None else nullcontext()
+        with rng, self._autocast():
+            if seed is not None:
+                torch.manual_seed(seed)
+            if isinstance(text, Iterator):
+                tokens = self.llm.inference_bistream(text=text, **prompt_kwargs)
+            else:
+                text = text.to(self.device)
+                tokens = self.llm.inference(
+                    text=text, text_len=torch.tensor([text.shape[1]], dtype=torch.int32, device=self.device),
+                    uuid=uuid, **prompt_kwargs)
+            silent_run = 0
+            for token in tokens:
+                if job.cancel.is_set():
+                    break
+                if token in self.silent_tokens:
+                    silent_run += 1
+                    if silent_run > 5:  # keep at most 5 silent tokens in a row
+                        continue
+                else:
+                    silent_run = 0
+                self._append(uuid, int(token))
+
+    def vc_job(self, source_speech_token: torch.Tensor, uuid: str) -> None:
+        """Voice conversion: the source speech tokens stand in for the LLM's output."""
+        job = self._jobs[uuid]
+        with job.cond:
+            self.tts_speech_token_dict[uuid] = [int(t) for t in source_speech_token.flatten().tolist()]
+
+    def _worker(self, target, args, uuid: str, **kwargs) -> None:
+        job = self._jobs[uuid]
+        try:
+            target(*args, **kwargs)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller, which re-raises it
+            job.error = e
+        finally:
+            with job.cond:
+                self.llm_end_dict[uuid] = True
+                job.cond.notify_all()
+
+    def _wait_for_tokens(self, uuid: str, need: Optional[int]) -> int:
+        """Block until ``need`` tokens exist (None: until the LLM has finished) or the LLM ended; return the count.
+
+        Re-raises an exception of the LLM worker."""
+        job = self._jobs[uuid]
+        with job.cond:
+            while not (self.llm_end_dict[uuid]
+                       or (need is not None and len(self.tts_speech_token_dict[uuid]) >= need)):
+                job.cond.wait()
+            if job.error is not None:
+                raise job.error
+            return len(self.tts_speech_token_dict[uuid])
+
+    # ----------------------------------------------------------------------------------------------------- tts
+    def tts(self, text: torch.Tensor = torch.zeros(1, 0, dtype=torch.int32),
+            flow_embedding: torch.Tensor = torch.zeros(0, 192),
+            llm_embedding: torch.Tensor = torch.zeros(0, 192),
+            prompt_text: torch.Tensor = torch.zeros(1, 0, dtype=torch.int32),
+            llm_prompt_speech_token: torch.Tensor = torch.zeros(1, 0, dtype=torch.int32),
+            flow_prompt_speech_token: torch.Tensor = torch.zeros(1, 0, dtype=torch.int32),
+            prompt_speech_feat: torch.Tensor = torch.zeros(1, 0, 80),
+            source_speech_token: torch.Tensor = torch.zeros(1, 0, dtype=torch.int32),
+            stream: bool = False, speed: float = 1.0, seed: Optional[int] = None,
+            **kwargs) -> Generator[Dict[str, torch.Tensor], None, None]:
+        """Synthesize one text; yields ``{'tts_speech': float32 (1, samples)}`` on the CPU, once, or per chunk.
+
+        Takes the front end's dict (``**frontend.frontend_zero_shot(...)``); unused keys (``*_len``) are ignored.
+        Streaming: the first chunk covers ``token_hop_len`` tokens plus what rounds the prompt up to a whole
+        number of hops, each later chunk ``stream_scale_factor`` times the previous one, at most
+        ``token_max_hop_len``; a chunk is made once ``pre_lookahead_len`` more tokens exist, as look-ahead.
+        What is left when the LLM ends (at least the look-ahead) is the last chunk.
+        """
+        if stream and speed != 1.0:
+            raise ValueError(f"speed {speed} needs stream=False: speed change works only without streaming")
+        this_uuid = str(uuid_lib.uuid1())
+        with self.lock:
+            self._jobs[this_uuid] = _LLMJob()
+            self.tts_speech_token_dict[this_uuid], self.llm_end_dict[this_uuid] = [], False
+            self.hift_cache_dict[this_uuid] = None
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        if source_speech_token.shape[1] == 0:
+            worker = threading.Thread(target=self._worker, daemon=True, name=f"cosyvoice-llm-{this_uuid[:8]}",
+                                      args=(self.llm_job, (text, prompt_text, llm_prompt_speech_token,
+                                                           llm_embedding, this_uuid), this_uuid),
+                                      kwargs={"seed": seed})
+        else:
+            worker = threading.Thread(target=self._worker, daemon=True, name=f"cosyvoice-vc-{this_uuid[:8]}",
+                                      args=(self.vc_job, (source_speech_token, this_uuid), this_uuid))
+        flow_kwargs = dict(prompt_token=flow_prompt_speech_token, prompt_feat=prompt_speech_feat,
+                           embedding=flow_embedding, uuid=this_uuid, generator=generator)
+        worker.start()
+        try:
+            token_offset = 0
+            if stream:
+                lookahead = self.flow.pre_lookahead_len
+                hop = self.token_hop_len
+                n_prompt = flow_prompt_speech_token.shape[1]
+                prompt_token_pad = math.ceil(n_prompt / hop) * hop - n_prompt
+                while True:
+                    this_hop = hop + prompt_token_pad if token_offset == 0 else hop
+                    need = token_offset + this_hop + lookahead
+                    if self._wait_for_tokens(this_uuid, need) < need:
+                        break
+                    chunk = torch.tensor(self.tts_speech_token_dict[this_uuid][:need]).unsqueeze(0)
+                    speech = self.token2wav(token=chunk, token_offset=token_offset, stream=True, finalize=False,
+                                            **flow_kwargs)
+                    token_offset += this_hop
+                    hop = min(self.token_max_hop_len, hop * self.stream_scale_factor)
+                    yield {"tts_speech": speech.cpu()}
+            self._wait_for_tokens(this_uuid, None)
+            tokens = torch.tensor(self.tts_speech_token_dict[this_uuid], dtype=torch.int32).reshape(1, -1)
+            if tokens.shape[1] == 0:
+                logger.warning("the LLM produced no speech tokens; yielding empty audio")
+                yield {"tts_speech": torch.zeros(1, 0)}
+            else:
+                # the last piece runs the flow without chunk masks, as the official code does
+                speech = self.token2wav(token=tokens, token_offset=token_offset, stream=False, finalize=True,
+                                        speed=speed, **flow_kwargs)
+                yield {"tts_speech": speech.cpu()}
+        finally:
+            self._jobs[this_uuid].cancel.set()
+            worker.join()
+            with self.lock:
+                for table in (self.tts_speech_token_dict, self.llm_end_dict, self.hift_cache_dict, self._jobs):
+                    table.pop(this_uuid, None)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+                torch.cuda.current_stream().synchronize()

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Synthesize speech with a CosyVoice2 model dir: the fine-tuned one the recipe wrote, a downloaded CosyVoice2-0.5B,
+# or the tiny stand-in. `bash inference.sh` speaks the lines of local/tts_text.json in every mode;
+# `bash inference.sh --help` lists the options. Every option below can be given as `--name value`.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+# ---- options and their defaults ----
+mode=all                # sft, zero-shot, cross-lingual, instruct, or all (every mode the text json has)
+model_dir=""            # model dir to use; empty: <exp_dir>/model if it exists, else <pretrained_model_dir>
+exp_dir=exp/cosyvoice2_sft  # the recipe's experiment dir (as in run.sh)
+pretrained_model_dir=exp/pretrained/CosyVoice2-0.5B-tiny  # fallback model dir (as in run.sh)
+text_json=${root}/local/tts_text.json  # lines to speak: {spk: {"sft_inference": [...], "zero-shot": [...], ...}}
+spk_id=""               # speaker: the text json section and the SFT speaker; empty: the json's only speaker
+prompt_wav=""           # prompt audio (zero-shot, cross-lingual, instruct); empty: taken from --test_data_dir
+prompt_text=""          # transcript of the prompt audio (zero-shot); empty: from --test_data_dir
+test_data_dir=""        # Kaldi data dir or pair folder holding prompts; empty: data/test if it exists, else the demo voice
+example_id=""           # utterance of --test_data_dir used as the prompt; empty: the first one
+result_dir=""           # where the wavs and index.tsv go; empty: <exp_dir>/inference
+stream=false            # true: synthesize in streaming chunks (as a server would)
+speed=1.0               # speaking rate; only 1.0 with --stream true
+seed=1986               # seed of every random draw
+text_frontend=true      # true: normalize the text (numbers, symbols) before synthesis
+
+help_message="Usage: bash inference.sh [options]
+Synthesize the lines of a text json with a CosyVoice2 model dir; one wav per line and an index.tsv.
+
+Options (default in brackets):
+  --mode MODE               sft | zero-shot | cross-lingual | instruct | all [${mode}]
+  --model_dir DIR           model dir [${model_dir:-<exp_dir>/model if it exists, else <pretrained_model_dir>}]
+  --exp_dir DIR             the recipe's experiment dir [${exp_dir}]
+  --pretrained_model_dir D  fallback model dir [${pretrained_model_dir}]
+  --text_json FILE          lines to speak [${text_json}]
+  --spk_id ID               speaker (json section, SFT speaker) [${spk_id:-the only speaker of the json}]
+  --prompt_wav FILE         prompt audio [${prompt_wav:-from --test_data_dir}]
+  --prompt_text TEXT        transcript of the prompt [${prompt_text:-from --test_data_dir}]
+  --test_data_dir DIR       Kaldi data dir or pair folder of prompts [${test_data_dir:-data/test, else local/demo_voice/test}]
+  --example_id ID           prompt utterance in --test_data_dir [${example_id:-the first}]
+  --result_dir DIR          output folder [${result_dir:-<exp_dir>/inference}]
+  --stream BOOL             streaming synthesis [${stream}]
+  --speed X                 speaking rate (1.0 when streaming) [${speed}]
+  --seed N                  random seed [${seed}]
+  --text_frontend BOOL      normalize the text first [${text_frontend}]
+  --config FILE             read option assignments (name=value lines) from FILE
+  --help                    print this message"
+
+cmdline="$0 $*"
+. "${root}/tools/parse_options.sh"
+
+log() {
+  local fname=${BASH_SOURCE[1]##*/}
+  echo -e "$(date '+%Y-%m-%d %H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
+}
+die() {
+  echo "inference.sh: error: $*" >&2
+  exit 1
+}
+
+[ $# -eq 0 ] || die "unexpected argument '$1' (options are --name value; see --help)"
+case "${mode}" in sft | zero-shot | cross-lingual | instruct | all) ;; *) die "--mode must be sft, zero-shot, cross-lingual, instruct or all, got '${mode}'" ;; esac
+[[ ${seed} =~ ^[0-9]+$ ]] || die "--seed must be a non-negative integer, got '${seed}'"
+[[ ${speed} =~ ^[0-9]*\.?[0-9]+$ ]] || die "--speed must be a positive number, got '${speed}'"
+
+log "${cmdline}"
+. "${root}/path.sh"
+
+if [ -z "${model_dir}" ]; then
+  if [ -f "${exp_dir}/model/cosyvoice2.yaml" ]; then
+    model_dir=${exp_dir}/model
+  else
+    model_dir=${pretrained_model_dir}
+  fi
+fi
+[ -d "${model_dir}" ] || die "model dir ${model_dir} not found: run the recipe (bash run.sh), give --model_dir, or write the stand-in with python tools/make_tiny_pretrained.py --out_dir ${model_dir}"
+[ -n "${result_dir}" ] || result_dir=${exp_dir}/inference
+if [ -z "${prompt_wav}" ] && [ -z "${test_data_dir}" ]; then
+  if [ -f data/test/wav.scp ]; then test_data_dir=data/test; else test_data_dir=${root}/local/demo_voice/test; fi
+fi
+
+log "Synthesis (${mode}): ${text_json} with ${model_dir} -> ${result_dir}/{*.wav,index.tsv}"
+python3 -m cosyvoice.bin.inference --model_dir "${model_dir}" --mode "${mode}" --text_json "${text_json}" \
+  --spk_id "${spk_id}" --prompt_wav "${prompt_wav}" --prompt_text "${prompt_text}" \
+  --test_data_dir "${test_data_dir}" --example_id "${example_id}" --result_dir "${result_dir}" \
+  --stream "${stream}" --speed "${speed}" --seed "${seed}" --text_frontend "${text_frontend}"
+
+log "Done: ${result_dir}/index.tsv in ${SECONDS} s"
