@@ -3,7 +3,9 @@
 
     python tools/extract_speech_token.py --data_dir data/train --onnx_path <pretrained>/speech_tokenizer_v2.onnx
 
-Reads wav.scp; writes utt2speech_token.pt ({utt: list of ints}) into the data dir. Clips longer than 30 s (the
+Reads wav.scp; writes utt2speech_token.pt ({utt: list of ints}) into the data dir. Each clip is padded with
+silence to whole tokens (40 ms) first, so it gets ceil(duration * 25) tokens: exactly half the mel frames that
+training computes from the same clip padded to whole tokens. Clips longer than 30 s (the
 tokenizer's limit) are not tokenized: they get an empty list, as the official tool gives them (training drops
 them), a warning, and a line `<utt>\\t<seconds>` in skipped_speech_token.tsv (empty when none was skipped).
 """
@@ -63,7 +65,7 @@ def main(argv=None) -> int:
         seconds = speech.shape[1] / SAMPLE_RATE
         if seconds > MAX_TOKENIZER_SECONDS:
             return [], seconds
-        return tokenizer.tokenize(speech), None
+        return tokenizer.tokenize(speech, pad_to_token_grid=True), None
 
     try:
         results = map_utts(job, utt2wav, args.num_workers, "speech tokens")

@@ -29,7 +29,7 @@ for p in (str(ROOT), str(Path(__file__).resolve().parent)):
     if p not in sys.path:
         sys.path.insert(0, p)
 
-from stage_common import StageInputError, load_pt_table, read_table  # noqa: E402
+from stage_common import StageInputError, current_umask, load_pt_table, read_table  # noqa: E402
 
 TOOL = "make_parquet_list"
 UTT_TABLES = ("wav.scp", "text", "utt2spk", "utt2embedding.pt", "utt2speech_token.pt")
@@ -137,6 +137,7 @@ def write_parquet_dir(rows: List[dict], des_dir: str, per_shard: int, num_proces
     parent = os.path.dirname(os.path.abspath(des_dir))
     os.makedirs(parent, exist_ok=True)
     work = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(des_dir))}.", dir=parent)
+    os.chmod(work, 0o777 & ~current_umask())  # mkdtemp makes it private; it becomes des_dir
     try:
         shards = [rows[start:start + per_shard] for start in range(0, len(rows), per_shard)]
         if num_processes > 1 and len(shards) > 1:

@@ -94,10 +94,11 @@ def build_campplus(seed: int):
 def build_speech_tokenizer(seed: int):
     """A fixed random-projection FSQ tokenizer with the speech_tokenizer_v2 signature.
 
-    Inputs: float32 (1, 128, T) whisper log-mel, int32 (1,) = [T]. Output: int64 (1, T // 4) ids in [0, 6560].
-    The first T frames are average-pooled 4x (100 -> 25 Hz), projected 128 -> 8 by a fixed random matrix whose
-    columns sum to zero (so only the spectral shape counts, not the loudness), bounded by tanh and rounded to the
-    levels {-1, 0, 1}; the id is sum((level_i + 1) * 3 ** i).
+    Inputs: float32 (1, 128, T) whisper log-mel, int32 (1,) = [T]. Output: int64 (1, ceil(T / 4)) ids in [0, 6560]
+    (the real tokenizer's two stride-2 convolutions also give ceil(T / 4)). The first T frames are average-pooled 4x
+    (100 -> 25 Hz; the last window may be partial), projected 128 -> 8 by a fixed random matrix whose columns sum to
+    zero (so only the spectral shape counts, not the loudness), bounded by 0.999 * tanh and rounded to the levels
+    {-1, 0, 1}, as the real quantizer does; the id is sum((level_i + 1) * 3 ** i).
     """
     from onnx import TensorProto, helper, numpy_helper
 
@@ -109,14 +110,17 @@ def build_speech_tokenizer(seed: int):
     powers = (FSQ_LEVELS ** np.arange(FSQ_DIMS)).astype(np.float32)
     inits = [numpy_helper.from_array(a, n) for a, n in
              ((w, "proj"), (powers, "powers"), (np.array([0], np.int64), "zero"),
-              (np.array([2], np.int64), "time_axis"), (np.array(1.0, np.float32), "one"))]
+              (np.array([2], np.int64), "time_axis"), (np.array(1.0, np.float32), "one"),
+              (np.array(0.999, np.float32), "shrink"))]
     nodes = [
         helper.make_node("Cast", ["feats_length"], ["len64"], to=TensorProto.INT64),
         helper.make_node("Slice", ["feats", "zero", "len64", "time_axis"], ["valid"]),     # (1, 128, T)
-        helper.make_node("AveragePool", ["valid"], ["pooled"], kernel_shape=[TOKEN_POOL], strides=[TOKEN_POOL]),
+        helper.make_node("AveragePool", ["valid"], ["pooled"], kernel_shape=[TOKEN_POOL], strides=[TOKEN_POOL],
+                         ceil_mode=1),                                                     # (1, 128, ceil(T/4))
         helper.make_node("Transpose", ["pooled"], ["frames"], perm=[0, 2, 1]),            # (1, N, 128)
         helper.make_node("MatMul", ["frames", "proj"], ["z"]),                             # (1, N, 8)
-        helper.make_node("Tanh", ["z"], ["bounded"]),
+        helper.make_node("Tanh", ["z"], ["t"]),
+        helper.make_node("Mul", ["t", "shrink"], ["bounded"]),                             # strictly inside (-1, 1)
         helper.make_node("Round", ["bounded"], ["level"]),                                 # {-1, 0, 1}
         helper.make_node("Add", ["level", "one"], ["digit"]),                              # {0, 1, 2}
         helper.make_node("MatMul", ["digit", "powers"], ["code"]),                         # (1, N)
@@ -126,7 +130,7 @@ def build_speech_tokenizer(seed: int):
         nodes, "speech_tokenizer_v2_stand_in",
         [helper.make_tensor_value_info("feats", TensorProto.FLOAT, [1, WHISPER_MELS, "T"]),
          helper.make_tensor_value_info("feats_length", TensorProto.INT32, [1])],
-        [helper.make_tensor_value_info("indices", TensorProto.INT64, [1, "N"])],
+        [helper.make_tensor_value_info("indices", TensorProto.INT64, [1, "N"])],  # N = ceil(T / 4)
         initializer=inits)
     return _model(graph, f"stand-in for speech_tokenizer_v2.onnx (fixed random FSQ, seed {seed}); 25 Hz, 6561 codes")
 
@@ -356,7 +360,7 @@ speak: fine-tuning and synthesis run, but the audio is noise. For real results u
 | cosyvoice2.yaml | conf/cosyvoice2.yaml with tiny widths: LLM 64 (Qwen2, 2 layers), flow 64, HiFT base channels 64 |
 | llm.pt, flow.pt, hift.pt | state_dicts of cosyvoice.llm / flow / hifigan modules built from that yaml under torch seed {seed} |
 | campplus.onnx | input 0 float32 (1, T, 80) mean-normalised fbank -> output 0 float32 (1, 192); random 2-layer net with mean+std pooling |
-| speech_tokenizer_v2.onnx | input 0 float32 (1, 128, T) whisper log-mel, input 1 int32 (1,) = [T] -> output 0 int64 (1, T // 4) ids in [0, 6560]: a fixed random-projection finite-scalar quantizer (4x average pool, 128 -> 8 projection, tanh, round to -1/0/1, id = sum((level+1) * 3^i)), so tokens follow the audio |
+| speech_tokenizer_v2.onnx | input 0 float32 (1, 128, T) whisper log-mel, input 1 int32 (1,) = [T] -> output 0 int64 (1, ceil(T / 4)) ids in [0, 6560]: a fixed random-projection finite-scalar quantizer (4x average pool, 128 -> 8 projection, 0.999 * tanh, round to -1/0/1, id = sum((level+1) * 3^i)), so tokens follow the audio |
 | CosyVoice-BlankEN/ | a byte-level BPE tokenizer ({n_tokens} tokens with the special ones) and a tiny Qwen2 config.json (vocab {vocab}); model.safetensors holds the Qwen2 weights that are also in llm.pt |
 
 The front-end models are used by position (inputs 0/1, output 0) as the official front end uses them, so the real

@@ -70,8 +70,8 @@ def populate_model_dir(pretrained_dir: str, model_dir: str, copy: bool) -> List[
             shutil.rmtree(tmp) if os.path.isdir(tmp) and not os.path.islink(tmp) else os.remove(tmp)
         if copy:
             (shutil.copytree if os.path.isdir(src) else shutil.copy2)(src, tmp)
-        else:
-            os.symlink(src, tmp)
+        else:  # relative: the link survives moving the project (pretrained and model dir together)
+            os.symlink(os.path.relpath(os.path.realpath(src), os.path.realpath(model_dir)), tmp)
         os.replace(tmp, dst)
         added.append(name)
     return added

@@ -21,7 +21,8 @@ from cosyvoice.audio.features import campplus_fbank, whisper_log_mel_spectrogram
 
 SAMPLE_RATE = 16000              # both models read 16 kHz audio
 MAX_TOKENIZER_SECONDS = 30       # the speech tokenizer's limit
-TOKENS_PER_MEL_FRAME = 1 / 4     # 100 mel frames/s -> 25 tokens/s
+MEL_FRAMES_PER_TOKEN = 4         # 100 mel frames/s -> 25 tokens/s
+SAMPLES_PER_TOKEN = 640          # at 16 kHz: 40 ms
 
 
 class AudioTooLongError(ValueError):
@@ -83,8 +84,9 @@ class EmbeddingExtractor:
 class SpeechTokenizer:
     """Discrete speech tokens (25 Hz, ids 0..6560) of 16 kHz audio up to 30 s.
 
-    ``tokenize(speech)`` -> python list of ids; ``extract(speech)`` -> (int32 (1, N), int32 (1,)) like the front
-    end; ``inference(feat, feat_lengths, device)`` tokenizes a padded batch of (B, T, 128) log-mels (online training).
+    ``tokenize(speech)`` -> python list of ids (ceil(T / 4) for T log-mel frames, T = samples // 160);
+    ``extract(speech)`` -> (int32 (1, N), int32 (1,)) like the front end; ``inference(feat, feat_lengths, device)``
+    tokenizes a padded batch of (B, T, 128) log-mels (online training).
     """
 
     def __init__(self, model_path: str, providers=None, threads: int = 1):
@@ -99,13 +101,21 @@ class SpeechTokenizer:
         out = self.session.run(None, {inputs[0].name: x, inputs[1].name: np.array([x.shape[2]], dtype=np.int32)})[0]
         return [int(t) for t in out.reshape(-1)]
 
-    def tokenize(self, speech: torch.Tensor) -> List[int]:
+    def tokenize(self, speech: torch.Tensor, pad_to_token_grid: bool = False) -> List[int]:
+        """Token ids of (1, T) or (T,) 16 kHz audio.
+
+        ``pad_to_token_grid``: first pad the audio with silence to a whole number of tokens (640 samples), so the
+        clip gets exactly ceil(samples / 640) tokens: the count training assumes, since it pads the 24 kHz audio to
+        whole tokens (960 samples) before taking 2 mel frames per token. Without it, a clip ending less than 10 ms
+        into its last token gets one token fewer.
+        """
         speech = _as_16k(speech)
         seconds = speech.shape[1] / SAMPLE_RATE
         if seconds > MAX_TOKENIZER_SECONDS:
             raise AudioTooLongError(f"speech tokenizer takes at most {MAX_TOKENIZER_SECONDS} s of audio, "
                                     f"got {seconds:.2f} s")
-        return self.from_log_mel(whisper_log_mel_spectrogram(speech, n_mels=128))
+        pad = -speech.shape[1] % SAMPLES_PER_TOKEN if pad_to_token_grid else 0
+        return self.from_log_mel(whisper_log_mel_spectrogram(speech, n_mels=128, padding=pad))
 
     def extract(self, speech: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         tokens = torch.tensor([self.tokenize(speech)], dtype=torch.int32)
@@ -114,9 +124,11 @@ class SpeechTokenizer:
     def inference(self, feat: torch.Tensor, feat_lengths: torch.Tensor, device=None):
         """Padded (B, T, 128) log-mels and their (B,) lengths -> (B, N) int32 tokens (0-padded) and (B,) lengths.
 
-        Lengths are feat_len // 4, the tokenizer's 4x rate reduction.
+        Token lengths are ceil(feat_len / 4), what the tokenizer gives one utterance (feat_len / 4 for the
+        token-aligned features that training computes).
         """
-        token_lengths = (feat_lengths // 4).to(torch.int32)
+        token_lengths = torch.div(feat_lengths + MEL_FRAMES_PER_TOKEN - 1, MEL_FRAMES_PER_TOKEN,
+                                  rounding_mode="floor").to(torch.int32)
         tokens = torch.zeros(feat.shape[0], int(token_lengths.max()) if len(token_lengths) else 0, dtype=torch.int32)
         for i in range(feat.shape[0]):
             ids = self.from_log_mel(feat[i, :int(feat_lengths[i])].transpose(0, 1))[:int(token_lengths[i])]

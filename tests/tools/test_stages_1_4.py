@@ -66,9 +66,9 @@ def test_stage2_tokens_are_25hz_ids_from_the_inference_tokenizer(stages, synthet
     for utt, (audio, sr) in synthetic_utts.items():
         tokens = utt2tok[utt]
         assert all(isinstance(t, int) and 0 <= t <= 6560 for t in tokens)
-        assert len(tokens) == (len(audio) * 16000 // sr) // 160 // 4  # 100 mel frames/s -> 25 tokens/s
+        assert len(tokens) == -(-len(audio) * 25 // sr)  # ceil(seconds * 25): whole tokens, as training pads
     tokenizer = SpeechTokenizer(str(stages["pretrained"] / "speech_tokenizer_v2.onnx"))
-    assert utt2tok["spkA_002"] == tokenizer.tokenize(_wav_16k(data, "spkA_002"))
+    assert utt2tok["spkA_002"] == tokenizer.tokenize(_wav_16k(data, "spkA_002"), pad_to_token_grid=True)
     assert (data / "skipped_speech_token.tsv").read_text() == ""
 
 
@@ -163,7 +163,7 @@ def test_clip_over_30s_is_skipped_and_listed(tmp_path, stand_in_dir, caplog):
                         "--onnx_path", stand_in_dir / "speech_tokenizer_v2.onnx")
     assert rc == 0, err
     tok = torch.load(data / "utt2speech_token.pt", weights_only=True)
-    assert tok["spk_long"] == [] and len(tok["spk_short"]) == 12
+    assert tok["spk_long"] == [] and len(tok["spk_short"]) == 13  # 0.5 s -> 12.5 -> 13 whole tokens
     assert (data / "skipped_speech_token.tsv").read_text() == "spk_long\t31.00\n"
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert warnings == [f"utt spk_long is 31.00 s long, over the speech tokenizer's 30 s: skipped "
@@ -238,5 +238,23 @@ def test_stages_1_3_on_demo_voice_clips(tmp_path, stand_in_dir):
     assert rc == 0, err
     tok = torch.load(data / "utt2speech_token.pt", weights_only=True)
     for utt, (audio, sr) in utts.items():
-        assert abs(len(tok[utt]) - 25 * len(audio) / sr) <= 1  # 25 Hz
+        assert len(tok[utt]) == -(-len(audio) * 25 // sr)  # 25 Hz, whole tokens
         assert len(set(tok[utt])) > 3
+
+
+def test_tokens_align_with_the_training_features(stages):
+    """Through the stand-in yaml's data pipeline, every utterance has exactly 2 mel frames per stage-2 token."""
+    from cosyvoice.dataset.dataset import Dataset
+    from cosyvoice.utils.config import load_config
+
+    pre = stages["pretrained"]
+    cfg = load_config(str(pre / "cosyvoice2.yaml"), {"qwen_pretrain_path": str(pre / "CosyVoice-BlankEN")},
+                      keys=["data_pipeline"])
+    dataset = Dataset(str(stages["data"] / "parquet" / "data.list"), cfg["data_pipeline"], shuffle=False,
+                      partition=False)
+    utts = []
+    for batch in dataset:
+        assert batch["speech_feat_len"].tolist() == (2 * batch["speech_token_len"]).tolist()
+        assert batch["speech_feat"].shape[1] == 2 * batch["speech_token"].shape[1]
+        utts += batch["utts"]
+    assert sorted(utts) == ["spkA_001", "spkA_002", "spkB_001"]  # the yaml's filter drops spkB_002 (0.8 s < 1 s)

@@ -32,6 +32,8 @@ def test_onnx_front_end_through_the_shared_wrappers(stand_in_dir):
     tok = SpeechTokenizer(str(stand_in_dir / "speech_tokenizer_v2.onnx"))
     tokens, lengths = tok.extract(wav)
     assert tokens.dtype == torch.int32 and tokens.shape == (1, 25) and lengths.tolist() == [25]
+    assert len(tok.tokenize(wav[:, :16000 - 600])) == 24  # 15400 samples: 96 mel frames -> 24 tokens
+    assert len(tok.tokenize(wav[:, :16000 - 600], pad_to_token_grid=True)) == 25  # padded to 16000 samples
     with pytest.raises(AudioTooLongError, match=r"at most 30 s of audio, got 30.50 s"):
         tok.tokenize(torch.zeros(1, 16000 * 30 + 8000))
 

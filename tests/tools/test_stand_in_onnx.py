@@ -48,12 +48,11 @@ def test_speech_tokenizer_signature(tokenizer):
 
 
 def _reference_tokens(model, feat: np.ndarray, length: int) -> np.ndarray:
-    """The documented FSQ recipe in numpy: 4x mean-pool, project, tanh, round to {-1,0,1}, base-3 code."""
+    """The documented FSQ recipe in numpy: 4x mean-pool (last window partial), project, 0.999 tanh, round, base 3."""
     w = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}["proj"].astype(np.float64)
     x = feat[0, :, :length].astype(np.float64)
-    n = length // 4
-    pooled = x[:, :4 * n].reshape(128, n, 4).mean(axis=2).T          # (N, 128)
-    level = np.round(np.tanh(pooled @ w))
+    pooled = np.stack([x[:, i:i + 4].mean(axis=1) for i in range(0, length, 4)])  # (ceil(length / 4), 128)
+    level = np.round(0.999 * np.tanh(pooled @ w))
     return ((level + 1) * 3 ** np.arange(8)).sum(axis=1).astype(np.int64)
 
 
@@ -63,10 +62,12 @@ def test_speech_tokenizer_is_a_25hz_fsq_over_the_valid_frames(tokenizer):
     rng = np.random.default_rng(1)
     feat = (0.5 * rng.standard_normal((1, 128, 203)) - 0.5).astype(np.float32)
     tokens = s.run(None, {i0: feat, i1: np.array([203], np.int32)})[0]
-    assert tokens.shape == (1, 50)  # 203 mel frames (100 Hz) -> 50 tokens (25 Hz)
+    assert tokens.shape == (1, 51)  # 203 mel frames (100 Hz) -> ceil(203 / 4) tokens (25 Hz), like the real one
     assert tokens.min() >= 0 and tokens.max() <= 6560
     np.testing.assert_array_equal(tokens[0], _reference_tokens(tokenizer, feat, 203))
     assert len(set(tokens[0].tolist())) > 20  # random spectra spread over many codes
+    for frames in (1, 3, 4, 5):
+        assert s.run(None, {i0: feat[:, :, :frames], i1: np.array([frames], np.int32)})[0].shape == (1, 1 + (frames > 4))
     short = s.run(None, {i0: feat, i1: np.array([120], np.int32)})[0]  # only the first 120 frames count
     np.testing.assert_array_equal(short[0], tokens[0, :30])
     flat = np.full((1, 128, 40), -1.5, np.float32)  # silence: every projection is 0 -> all digits 1
