@@ -15,7 +15,7 @@ force=false           # true: redo the setup even if the stamp is current
 
 help_message="Usage: $0 [options]
 Create or refresh the project's virtualenv (.venv).
-  --python EXE      interpreter the venv is made from (default: ${python})
+  --python EXE      interpreter a new venv is made from (default: ${python}; delete .venv to switch)
   --torch SPEC      torch requirement installed when that python cannot import torch (default: ${torch})
   --dry_run BOOL    only print the plan (default: ${dry_run})
   --force BOOL      redo the setup even if it is up to date (default: ${force})"
