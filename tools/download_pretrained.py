@@ -88,7 +88,8 @@ def _tree_bytes(path: str) -> int:
     return total
 
 
-def run_watched(cmd: List[str], watch_dir: str, stall_timeout: float, timeout: float, poll: float = 1.0) -> Optional[str]:
+def run_watched(cmd: List[str], watch_dir: str, stall_timeout: float, timeout: float,
+                poll: float = 1.0) -> Optional[str]:
     """Run ``cmd``; kill it when ``watch_dir`` stops growing for ``stall_timeout`` s or after ``timeout`` s.
 
     Returns None on exit status 0, else why it failed.
@@ -151,7 +152,8 @@ def get_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model_dir", required=True, help="where the CosyVoice2-0.5B files go")
     p.add_argument("--connect_timeout", type=float, default=10.0, help="seconds to wait for a hub to answer a connect")
-    p.add_argument("--stall_timeout", type=float, default=300.0, help="kill the download after this many s without bytes")
+    p.add_argument("--stall_timeout", type=float, default=300.0,
+                   help="kill the download after this many s without bytes")
     p.add_argument("--timeout", type=float, default=4 * 3600.0, help="kill the download after this many s in all")
     return p.parse_args(argv)
 

@@ -160,6 +160,7 @@ def write_parquet_dir(rows: List[dict], des_dir: str, per_shard: int, num_proces
 
 
 def _swap_in(work: str, des_dir: str) -> None:
+    """Replace des_dir by work (the old dir is renamed aside first, then deleted)."""
     old: Optional[str] = None
     if os.path.exists(des_dir):
         old = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(des_dir))}.old.",

@@ -355,13 +355,16 @@ weights, so that every recipe stage runs the same code on it as on the real mode
 speak: fine-tuning and synthesis run, but the audio is noise. For real results use the real model
 (`python tools/download_pretrained.py --model_dir <dir>`, or `bash run.sh --download_model true`).
 
-| file | what it is here |
-|---|---|
-| cosyvoice2.yaml | conf/cosyvoice2.yaml with tiny widths: LLM 64 (Qwen2, 2 layers), flow 64, HiFT base channels 64 |
-| llm.pt, flow.pt, hift.pt | state_dicts of cosyvoice.llm / flow / hifigan modules built from that yaml under torch seed {seed} |
-| campplus.onnx | input 0 float32 (1, T, 80) mean-normalised fbank -> output 0 float32 (1, 192); random 2-layer net with mean+std pooling |
-| speech_tokenizer_v2.onnx | input 0 float32 (1, 128, T) whisper log-mel, input 1 int32 (1,) = [T] -> output 0 int64 (1, ceil(T / 4)) ids in [0, 6560]: a fixed random-projection finite-scalar quantizer (4x average pool, 128 -> 8 projection, 0.999 * tanh, round to -1/0/1, id = sum((level+1) * 3^i)), so tokens follow the audio |
-| CosyVoice-BlankEN/ | a byte-level BPE tokenizer ({n_tokens} tokens with the special ones) and a tiny Qwen2 config.json (vocab {vocab}); model.safetensors holds the Qwen2 weights that are also in llm.pt |
+* `cosyvoice2.yaml`: conf/cosyvoice2.yaml with tiny widths: LLM 64 (Qwen2, 2 layers), flow 64, HiFT base
+  channels 64. Same classes, same data pipeline and train_conf.
+* `llm.pt`, `flow.pt`, `hift.pt`: state_dicts of this package's modules built from that yaml under torch seed {seed}.
+* `campplus.onnx`: input 0 float32 (1, T, 80) mean-normalised fbank -> output 0 float32 (1, 192). A random
+  two-layer net with mean and standard-deviation pooling over time.
+* `speech_tokenizer_v2.onnx`: input 0 float32 (1, 128, T) whisper log-mel, input 1 int32 (1,) = [T] -> output 0
+  int64 (1, ceil(T / 4)) ids in [0, 6560]. A fixed random-projection finite-scalar quantizer: 4x average pool,
+  128 -> 8 projection, 0.999 * tanh, round to -1/0/1, id = sum((level + 1) * 3^i). So tokens follow the audio.
+* `CosyVoice-BlankEN/`: a byte-level BPE tokenizer ({n_tokens} tokens with the special ones) and a tiny Qwen2
+  config.json (vocab {vocab}); model.safetensors holds the Qwen2 weights that are also in llm.pt.
 
 The front-end models are used by position (inputs 0/1, output 0) as the official front end uses them, so the real
 ONNX files work unchanged.

@@ -53,7 +53,8 @@ def load_pt_table(path: str, tool: str) -> dict:
     try:
         table = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise StageInputError(f"{tool}: cannot read {path}: {e}; rerun {MADE_BY.get(os.path.basename(path), 'its stage')}") from e
+        maker = MADE_BY.get(os.path.basename(path), "the stage that makes it")
+        raise StageInputError(f"{tool}: cannot read {path}: {e}; rerun {maker}") from e
     if not isinstance(table, dict):
         raise StageInputError(f"{tool}: {path} holds a {type(table).__name__}, expected a dict")
     return table

@@ -54,7 +54,8 @@ def check_pretrained_dir(model_dir: str, required: Iterable[str] = REQUIRED_FILE
     missing = missing_files(model_dir, required)
     if missing:
         raise PretrainedDirError(
-            f"pretrained model dir {model_dir} is missing {len(missing)} file(s): {', '.join(missing)}; {how_to_get(model_dir)}")
+            f"pretrained model dir {model_dir} is missing {len(missing)} file(s): {', '.join(missing)}; "
+            f"{how_to_get(model_dir)}")
     return model_dir
 
 

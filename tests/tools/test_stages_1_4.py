@@ -222,14 +222,20 @@ def test_stage4_keeps_fine_tuned_weights(tmp_path, stages):
 DEMO = ROOT / "local" / "demo_voice" / "train"
 
 
-@pytest.mark.skipif(not DEMO.is_dir(), reason="demo voice not generated in this checkout")
 def test_stages_1_3_on_demo_voice_clips(tmp_path, stand_in_dir):
+    """Four clips of the bundled demo voice, read in place (wav.scp points at them)."""
     import soundfile as sf
 
-    wavs = sorted(DEMO.glob("*.wav"))[:3]
-    utts = {f"demo_{w.stem}": sf.read(str(w), dtype="float32") for w in wavs}
-    data = make_data_dir(tmp_path, {u: (a if a.ndim == 1 else a.mean(axis=1), sr) for u, (a, sr) in utts.items()},
-                         spk_of=lambda utt: "demo")
+    wavs = sorted(DEMO.glob("*.wav"))[:4]
+    assert len(wavs) == 4, f"demo voice missing under {DEMO}"
+    data = tmp_path / "data"
+    data.mkdir()
+    utts = [f"demo_{w.stem}" for w in wavs]
+    (data / "wav.scp").write_text("".join(f"{u} {w}\n" for u, w in zip(utts, wavs)))
+    (data / "text").write_text("".join(f"{u} {w.with_name(w.stem + '.normalized.txt').read_text().strip()}\n"
+                                       for u, w in zip(utts, wavs)))
+    (data / "utt2spk").write_text("".join(f"{u} demo\n" for u in utts))
+    (data / "spk2utt").write_text(f"demo {' '.join(utts)}\n")
     for tool, *args in (("extract_embedding", "--onnx_path", stand_in_dir / "campplus.onnx"),
                         ("extract_speech_token", "--onnx_path", stand_in_dir / "speech_tokenizer_v2.onnx")):
         rc, err = call_tool(tool, "--data_dir", data, *args)
@@ -237,9 +243,13 @@ def test_stages_1_3_on_demo_voice_clips(tmp_path, stand_in_dir):
     rc, err = call_tool("make_parquet_list", "--src_dir", data, "--des_dir", data / "parquet")
     assert rc == 0, err
     tok = torch.load(data / "utt2speech_token.pt", weights_only=True)
-    for utt, (audio, sr) in utts.items():
-        assert len(tok[utt]) == -(-len(audio) * 25 // sr)  # 25 Hz, whole tokens
-        assert len(set(tok[utt])) > 3
+    emb = torch.load(data / "utt2embedding.pt", weights_only=True)
+    for utt, wav in zip(utts, wavs):
+        info = sf.info(str(wav))
+        assert len(tok[utt]) == -(-info.frames * 25 // info.samplerate)  # 25 Hz, whole tokens
+        assert len(set(tok[utt])) > 3 and len(emb[utt]) == 192
+    assert torch.load(data / "spk2embedding.pt", weights_only=True).keys() == {"demo"}
+    assert len((data / "parquet" / "data.list").read_text().splitlines()) == 1
 
 
 def test_tokens_align_with_the_training_features(stages):

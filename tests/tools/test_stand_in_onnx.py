@@ -67,7 +67,8 @@ def test_speech_tokenizer_is_a_25hz_fsq_over_the_valid_frames(tokenizer):
     np.testing.assert_array_equal(tokens[0], _reference_tokens(tokenizer, feat, 203))
     assert len(set(tokens[0].tolist())) > 20  # random spectra spread over many codes
     for frames in (1, 3, 4, 5):
-        assert s.run(None, {i0: feat[:, :, :frames], i1: np.array([frames], np.int32)})[0].shape == (1, 1 + (frames > 4))
+        out = s.run(None, {i0: feat[:, :, :frames], i1: np.array([frames], np.int32)})[0]
+        assert out.shape == (1, 1 + (frames > 4))
     short = s.run(None, {i0: feat, i1: np.array([120], np.int32)})[0]  # only the first 120 frames count
     np.testing.assert_array_equal(short[0], tokens[0, :30])
     flat = np.full((1, 128, 40), -1.5, np.float32)  # silence: every projection is 0 -> all digits 1
