@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,6 +77,22 @@ def reachable(host: str, port: int, timeout: float) -> Optional[str]:
     return "timed out" if worker.is_alive() else result[0]
 
 
+def probe_target(backend: Backend) -> Tuple[str, int]:
+    """Where a connection must open for ``backend`` to work: its HTTPS proxy if one is set, else the hub."""
+    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
+    if proxy and not _bypasses_proxy(backend.host):
+        url = urlparse(proxy if "://" in proxy else f"http://{proxy}")
+        if url.hostname:
+            return url.hostname, url.port or (443 if url.scheme == "https" else 80)
+    return backend.host, backend.port
+
+
+def _bypasses_proxy(host: str) -> bool:
+    no_proxy = os.environ.get("NO_PROXY") or os.environ.get("no_proxy") or ""
+    entries = [e.strip().lstrip(".") for e in no_proxy.split(",") if e.strip()]
+    return any(e == "*" or host == e or host.endswith("." + e) for e in entries)
+
+
 def _tree_bytes(path: str) -> int:
     total = 0
     for root, _, files in os.walk(path):
@@ -128,9 +144,10 @@ def download(model_dir: str, backends: List[Backend], connect_timeout: float, st
             f"(pip install modelscope, or pip install huggingface_hub)")
     failures = []
     for b in installed:
-        why = reachable(b.host, b.port, connect_timeout)
+        host, port = probe_target(b)
+        why = reachable(host, port, connect_timeout)
         if why is not None:
-            failures.append(f"{b.name}: cannot reach {b.host}:{b.port} within {connect_timeout:g} s ({why})")
+            failures.append(f"{b.name}: cannot reach {host}:{port} within {connect_timeout:g} s ({why})")
             continue
         logging.info("downloading %s from %s (%s) into %s", b.repo, b.host, b.name, model_dir)
         os.makedirs(model_dir, exist_ok=True)

@@ -14,6 +14,13 @@ from stage_test_utils import load_tool
 dl = load_tool("download_pretrained")
 
 
+@pytest.fixture(autouse=True)
+def no_proxy_env(monkeypatch):
+    """The probes below target local addresses; a proxy from the environment would redirect them."""
+    for var in ("HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+
+
 def _fill(d: Path, skip=()):
     for rel in REQUIRED_FILES:
         if rel not in skip:
@@ -108,3 +115,12 @@ def test_cli_offline_exits_1_within_seconds(tmp_path, monkeypatch):
     start = time.monotonic()
     assert dl.main(["--model_dir", str(tmp_path / "m"), "--connect_timeout", "3"]) == 1
     assert time.monotonic() - start < 8
+
+
+def test_probe_goes_through_an_https_proxy(monkeypatch):
+    b = dl.Backend("json", "x/y", "huggingface.co", "")
+    assert dl.probe_target(b) == ("huggingface.co", 443)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert dl.probe_target(b) == ("proxy.example", 3128)
+    monkeypatch.setenv("NO_PROXY", "localhost,.huggingface.co")
+    assert dl.probe_target(b) == ("huggingface.co", 443)
