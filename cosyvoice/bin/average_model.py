@@ -1,0 +1,119 @@
+"""Average the weights of several training checkpoints into one ``llm.pt`` / ``flow.pt``.
+
+    python -m cosyvoice.bin.average_model --src_path exp/sft/llm --dst_model exp/sft/model/llm.pt \\
+        --num 5 --val_best
+
+``--val_best``: the ``--num`` checkpoints with the lowest CV loss (from their ``.ckpt.json`` sidecars); without it
+the ``--num`` newest. Checkpoints of the same step (a step checkpoint at the end of an epoch and the epoch's own)
+count once. Every file is checked against its recorded sha256 first. The average is taken in float64 and stored
+in each tensor's dtype; the result has exactly the keys of the trained module, checked by loading it strictly into
+the model built from ``<src_path>/config.yaml``, and is written atomically, with ``<dst>.average.json`` listing
+what was averaged.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+
+from cosyvoice.utils import checkpoint as ckpt
+
+logger = logging.getLogger("cosyvoice.bin.average_model")
+
+
+def get_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Average training checkpoints into one model file.")
+    p.add_argument("--src_path", required=True, help="a training model dir (train.py --model_dir)")
+    p.add_argument("--dst_model", required=True, help="output file, e.g. <model dir>/llm.pt")
+    p.add_argument("--num", type=int, default=5, help="how many checkpoints to average")
+    p.add_argument("--val_best", action="store_true", help="the best --num by CV loss (default: the newest)")
+    p.add_argument("--model", choices=["llm", "flow"], help="module to check the result against [from train.cmd]")
+    return p.parse_args(argv)
+
+
+def select_checkpoints(src: Path, num: int, val_best: bool) -> List[ckpt.CheckpointInfo]:
+    """The checkpoints to average, best (or newest) first."""
+    if num < 1:
+        raise ValueError(f"--num must be >= 1, got {num}")
+    by_step: Dict[int, ckpt.CheckpointInfo] = {}
+    for info in ckpt.list_checkpoints(src):
+        kept = by_step.get(info.step)
+        if kept is None or (info.name.endswith("_whole") and not kept.name.endswith("_whole")):
+            by_step[info.step] = info
+    pool = list(by_step.values())
+    if not pool:
+        raise FileNotFoundError(f"no checkpoint (*.ckpt.json) in {src}: run training (train.py) first")
+    if val_best:
+        missing = [c.name for c in pool if c.cv_loss is None]
+        if missing:
+            raise ValueError(f"{src}: no CV loss recorded for {', '.join(missing)}; average the newest instead")
+        pool.sort(key=lambda c: (c.cv_loss, -c.step))
+    else:
+        pool.sort(key=lambda c: -c.step)
+    if len(pool) < num:
+        raise ValueError(f"{src} has {len(pool)} distinct checkpoint(s), fewer than --num {num}")
+    return pool[:num]
+
+
+def average_states(src: Path, chosen: List[ckpt.CheckpointInfo]) -> Dict[str, torch.Tensor]:
+    total: Dict[str, torch.Tensor] = {}
+    first: Dict[str, torch.Tensor] = {}
+    for info in chosen:
+        ckpt.verify_checkpoint(src, info, need_state=False)
+        state = torch.load(src / info.model_file, map_location="cpu", weights_only=True)
+        if first and state.keys() != first.keys():
+            raise ValueError(f"{src / info.model_file} has other keys than {src / chosen[0].model_file}")
+        for k, v in state.items():
+            if k not in first:
+                first[k] = v
+            elif not v.is_floating_point() and not torch.equal(v, first[k]):
+                raise ValueError(f"{src / info.model_file}: non-float tensor {k} differs between checkpoints")
+            if v.is_floating_point():
+                total[k] = total.get(k, 0) + v.double()
+    return {k: (total[k] / len(chosen)).to(v.dtype) if v.is_floating_point() else v for k, v in first.items()}
+
+
+def check_against_model(src: Path, model: str, state: Dict[str, torch.Tensor]) -> None:
+    """Load ``state`` strictly into the module built from the experiment's config.yaml."""
+    from cosyvoice.utils.common import load_checkpoint_strict
+    from cosyvoice.utils.config import load_config
+
+    module = load_config(str(src / "config.yaml"), keys=[model])[model]
+    load_checkpoint_strict(module, state)
+
+
+def guess_model(src: Path) -> str:
+    cmd = src / "train.cmd"
+    text = cmd.read_text(encoding="utf-8") if cmd.is_file() else ""
+    for name in ("llm", "flow"):
+        if f"--model {name}" in text:
+            return name
+    raise ValueError(f"cannot tell which model {src} trained (no train.cmd): pass --model llm|flow")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s")
+    args = get_args(argv)
+    src, dst = Path(args.src_path), Path(args.dst_model)
+    chosen = select_checkpoints(src, args.num, args.val_best)
+    for c in chosen:
+        cv = f"CV loss {c.cv_loss:.5f}" if c.cv_loss is not None else "no CV loss"
+        logger.info("averaging %s (epoch %d, step %d, %s)", c.name, c.epoch, c.step, cv)
+    state = average_states(src, chosen)
+    check_against_model(src, args.model or guess_model(src), state)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    ckpt.atomic_torch_save(state, dst)
+    record = {"src_path": str(src.resolve()), "val_best": args.val_best, "num": args.num,
+              "checkpoints": [{"name": c.name, "epoch": c.epoch, "step": c.step, "cv": c.cv} for c in chosen]}
+    ckpt.atomic_write_text(dst.with_name(dst.name + ".average.json"), json.dumps(record, indent=2) + "\n")
+    logger.info("wrote %s (average of %d checkpoints)", dst, len(chosen))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Fine-tune the CosyVoice2 speech-token LLM or the flow-matching decoder on parquet data lists.
+
+One process (CPU or one GPU)::
+
+    python -m cosyvoice.bin.train --model llm --config <pretrained>/cosyvoice2.yaml \\
+        --checkpoint <pretrained>/llm.pt --train_data data/train/parquet/data.list \\
+        --cv_data data/test/parquet/data.list --model_dir exp/sft/llm
+
+Several processes: ``torchrun --nproc_per_node N -m cosyvoice.bin.train ...`` (nccl on GPUs, gloo on the CPU);
+``--train_engine deepspeed --deepspeed_config conf/ds_stage2.json`` for DeepSpeed ZeRO-2.
+
+The model dir receives: ``config.yaml`` (the yaml with this run's options: what average/export read),
+``train.cmd`` (every command with its git commit), ``train.log``, checkpoints ``epoch_N_whole.pt`` /
+``epoch_N_step_S.pt`` with their ``.ckpt.json`` sidecars and resume states, ``tensorboard/``, ``swanlog/`` and,
+with ``--sample_texts``, SFT samples ``samples/epoch_N/*.wav``. ``--resume`` continues from the newest intact
+checkpoint exactly as if the run had not stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+
+from cosyvoice.utils import checkpoint as ckpt
+from cosyvoice.utils import train_utils as tu
+from cosyvoice.utils.common import set_all_random_seed
+from cosyvoice.utils.executor import Executor
+from cosyvoice.utils.trackers import SWANLAB_MODES, init_tracker
+
+logger = logging.getLogger("cosyvoice.bin.train")
+
+
+def get_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Fine-tune the CosyVoice2 llm or flow.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", required=True, choices=tu.MODELS, help="which model to train")
+    p.add_argument("--config", required=True, help="cosyvoice2.yaml (official format)")
+    p.add_argument("--train_data", required=True, help="data.list of training parquet files")
+    p.add_argument("--cv_data", required=True, help="data.list of CV parquet files")
+    p.add_argument("--model_dir", required=True, help="experiment dir for this model (checkpoints, logs)")
+    p.add_argument("--checkpoint", help="initial weights (e.g. <pretrained>/llm.pt), loaded strictly")
+    p.add_argument("--pretrained_model_dir", help="pretrained model dir (Qwen tokenizer, sample rendering)")
+    p.add_argument("--qwen_pretrain_path", help="CosyVoice-BlankEN dir [<checkpoint dir>/CosyVoice-BlankEN]")
+    p.add_argument("--resume", action="store_true", help="continue from the newest intact checkpoint in model_dir")
+    p.add_argument("--train_engine", default="torch_ddp", choices=["torch_ddp", "deepspeed"])
+    p.add_argument("--deepspeed_config", default="conf/ds_stage2.json", help="DeepSpeed json (deepspeed engine)")
+    p.add_argument("--dist_backend", default="auto", choices=["auto", "nccl", "gloo"],
+                   help="auto: nccl on GPUs, gloo on the CPU")
+    p.add_argument("--use_amp", nargs="?", const="bf16", default=None, choices=sorted(tu.AMP_DTYPES),
+                   help="mixed precision (bf16, or fp16 with a grad scaler); off when not given")
+    p.add_argument("--seed", type=int, default=1986, help="seed of data order, init and every random draw")
+    p.add_argument("--num_workers", type=int, default=0, help="DataLoader worker processes per rank")
+    p.add_argument("--prefetch", type=int, default=100, help="batches prefetched per worker")
+    p.add_argument("--pin_memory", action="store_true")
+    p.add_argument("--keep_states", type=int, default=2,
+                   help="resume states kept (newest N checkpoints; weights are always kept); <= 0 keeps all")
+    for option, keys in tu.TRAIN_OVERRIDES.items():
+        kind = float if option in ("lr", "grad_clip") else int
+        p.add_argument(f"--{option}", type=kind, default=None, help=f"override {'.'.join(keys)} of the yaml")
+    p.add_argument("--tensorboard_dir", help="TensorBoard dir [<model_dir>/tensorboard]")
+    p.add_argument("--swanlab", default="auto", choices=SWANLAB_MODES,
+                   help="SwanLab: auto = cloud when logged in, else local/offline; off = TensorBoard only")
+    p.add_argument("--swanlab_project", default="cosyvoice2-sft")
+    p.add_argument("--sample_texts", help="json list (or {name: text}) of texts to synthesize after each epoch")
+    p.add_argument("--sample_spk", help="speaker id of spk2info.pt for the samples [the first one]")
+    p.add_argument("--sample_llm", help="fine-tuned llm.pt to pair with the new flow in samples (llm_flow)")
+    return p.parse_args(argv)
+
+
+def setup_run(args, info: tu.DistInfo):
+    """Check options, write config.yaml and train.cmd, build model/data/config. Returns (configs, model_dir)."""
+    model_dir = Path(args.model_dir)
+    if args.checkpoint and not Path(args.checkpoint).is_file():
+        raise tu.TrainSetupError(f"--checkpoint {args.checkpoint} not found (pass the pretrained "
+                                 f"{args.model}.pt, or leave it out to train from scratch)")
+    existing = ckpt.list_checkpoints(model_dir) if model_dir.is_dir() else []
+    if existing and not args.resume:
+        raise tu.TrainSetupError(f"{model_dir} already holds checkpoints ({existing[-1].name}, ...): pass --resume "
+                                 "to continue, or choose a new --model_dir")
+    args.qwen_pretrain_path = tu.resolve_qwen_path(args)
+    config_path = model_dir / "config.yaml"
+    if info.is_main:
+        tu.write_train_config(args.config, tu.config_overrides(args), config_path)
+        tu.record_experiment(model_dir, sys.argv[1:] if args.argv is None else args.argv)
+    tu.barrier(info)
+    return tu.load_train_config(config_path, args.model), model_dir
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = get_args(argv)
+    args.argv = argv
+    info = tu.init_distributed(args.train_engine, args.dist_backend)
+    log_file = tu.init_logging(Path(args.model_dir), info)
+    logger.info("train.py %s", " ".join(sys.argv[1:] if argv is None else argv))
+    set_all_random_seed(args.seed + info.rank)
+    configs, model_dir = setup_run(args, info)
+    conf = configs["train_conf"]
+    model = tu.init_model(configs[args.model], args.checkpoint)
+    train_set, train_loader, cv_loader = tu.init_dataloaders(args, configs)
+    optimizer = tu.init_optimizer(model, conf)
+    scheduler = tu.init_scheduler(optimizer, conf)
+    scaler = None
+    if args.train_engine == "deepspeed":
+        ds_config = tu.deepspeed_config(args.deepspeed_config, conf, args.use_amp, model_dir / "ds_config.json")
+        model, optimizer, scheduler = tu.init_deepspeed(model.to(info.device), optimizer, scheduler, ds_config)
+    else:
+        model = tu.wrap_ddp(model, info)
+        if args.use_amp == "fp16":
+            scaler = torch.amp.GradScaler(info.device.type)
+    tracker = init_tracker(model_dir, Path(args.tensorboard_dir or model_dir / "tensorboard"), args.swanlab,
+                           args.swanlab_project, model_dir.name, {"args": vars(args), "train_conf": conf},
+                           is_main=info.is_main)
+    renderer = make_renderer(args, model, tracker, model_dir, info)
+    executor = Executor(model, optimizer, scheduler, conf, info, model_dir, train_engine=args.train_engine,
+                        amp_dtype=args.use_amp, scaler=scaler, tracker=tracker, keep_states=args.keep_states,
+                        on_epoch_end=renderer)
+    if args.resume:
+        found = ckpt.find_resume_checkpoint(model_dir)
+        if found is None:
+            logger.warning("--resume: %s holds no checkpoint yet; starting from the beginning", model_dir)
+        else:
+            executor.resume(found)
+    try:
+        executor.fit(train_set, train_loader, cv_loader)
+    finally:
+        tracker.close()
+    if info.is_main:
+        logger.info("done: checkpoints in %s, log %s, TensorBoard %s", model_dir, log_file,
+                    args.tensorboard_dir or model_dir / "tensorboard")
+    tu.destroy_distributed(info)
+    return 0
+
+
+def make_renderer(args, model, tracker, model_dir: Path, info: tu.DistInfo):
+    """The per-epoch SFT sample hook (rank 0 only), or None without ``--sample_texts``."""
+    if not args.sample_texts:
+        return None
+    from cosyvoice.utils.render import SampleRenderer
+
+    if not args.pretrained_model_dir:
+        raise tu.TrainSetupError("--sample_texts needs --pretrained_model_dir (the model the samples are made with)")
+    renderer = SampleRenderer(args.model, args.pretrained_model_dir, args.sample_texts, model_dir / "samples",
+                              spk_id=args.sample_spk, base_llm=args.sample_llm, seed=args.seed)
+    return lambda epoch: renderer(tu.unwrap(model), epoch, tracker) if info.is_main else None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

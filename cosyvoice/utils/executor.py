@@ -1,0 +1,274 @@
+"""The training loop: epochs of agreed gradient-accumulation windows, CV, checkpoints and exact resume.
+
+Uneven data across ranks
+    Ranks read disjoint shards, so one may run out of batches before another. Before each accumulation window
+    every rank takes up to ``accum_grad`` batches and all ranks agree (one ``all_reduce(MIN)`` of that count)
+    on how many to use: the smallest. A window shorter than ``accum_grad`` ends the epoch for everyone;
+    the few batches some ranks hold beyond it are left unused this epoch. No rank ever waits in a collective the
+    others will not reach, so there is no deadlock and no timeout to tune.
+
+Exact resume
+    A checkpoint records the optimizer, scheduler, grad scaler, the step count, the data position (epoch and
+    number of batches read in it; equal on all ranks by the rule above) and the RNG states of every rank. The data
+    order is a pure function of (seed, epoch, rank, worker), so on resume the first batches of the epoch are read
+    and skipped and training continues as if never interrupted. CV and sample rendering run on their own seeded
+    random streams (:class:`cosyvoice.utils.checkpoint.rng_scope`), so they neither depend on nor disturb the
+    training streams.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+import torch
+from tqdm import tqdm
+
+from cosyvoice.utils import checkpoint as ckpt
+from cosyvoice.utils.train_utils import (DistInfo, all_gather_object, all_reduce_mean, all_reduce_min, autocast,
+                                         barrier, unwrap)
+
+logger = logging.getLogger(__name__)
+
+CV_SEED = 20240701  # the fixed random streams of every CV pass
+
+
+def agreed_windows(batches: Iterator, size: int, info: DistInfo) -> Iterator[List[Any]]:
+    """Windows of up to ``size`` batches, of the same length on every rank (see the module docstring)."""
+    while True:
+        window = list(itertools.islice(batches, size))
+        n = all_reduce_min(len(window), info)
+        if n == 0:
+            return
+        yield window[:n]
+        if n < size:
+            return
+
+
+class Executor:
+    """Runs epochs for one model (llm or flow) with torch DDP (or one process) or a DeepSpeed engine."""
+
+    def __init__(self, model, optimizer, scheduler, train_conf: Dict[str, Any], info: DistInfo, model_dir: Path,
+                 train_engine: str = "torch_ddp", amp_dtype: Optional[str] = None, scaler=None, tracker=None,
+                 keep_states: int = 2, on_epoch_end: Optional[Callable[[int], None]] = None):
+        self.model = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.conf = train_conf
+        self.info = info
+        self.model_dir = Path(model_dir)
+        self.engine = train_engine
+        self.amp_dtype = amp_dtype
+        self.scaler = scaler
+        self.tracker = tracker
+        self.keep_states = keep_states
+        self.on_epoch_end = on_epoch_end
+        self.accum = int(train_conf["accum_grad"])
+        self.epoch = 0            # epoch being trained
+        self.batch_in_epoch = 0   # batches of this epoch already used
+        self.step = 0             # optimizer updates so far
+        self.last_batches = None  # batches per epoch seen last time (for the progress bar)
+
+    # ------------------------------------------------------------------------------------------ training
+    def fit(self, train_set, train_loader, cv_loader) -> None:
+        max_epoch = int(self.conf["max_epoch"])
+        if self.epoch >= max_epoch:
+            logger.info("training already finished: %d of max_epoch %d epochs done", self.epoch, max_epoch)
+        while self.epoch < max_epoch:
+            self.train_one_epoch(train_set, train_loader, cv_loader)
+
+    def train_one_epoch(self, train_set, train_loader, cv_loader) -> None:
+        epoch, skip = self.epoch, self.batch_in_epoch
+        train_set.set_epoch(epoch)
+        lr = self.optimizer.param_groups[0]["lr"]
+        logger.info("epoch %d: start at step %d, lr %.3g%s", epoch, self.step, lr,
+                    f", skipping the {skip} batches used before the checkpoint" if skip else "")
+        self.model.train()
+        batches = itertools.islice(iter(train_loader), skip, None)
+        bar = tqdm(total=self.last_batches, initial=skip, desc=f"epoch {epoch}", unit="batch", leave=False,
+                   disable=None if self.info.is_main else True, mininterval=2.0)
+        start = time.time()
+        for window in agreed_windows(batches, self.accum, self.info):
+            losses, grad_norm = self.train_window(window)
+            self.batch_in_epoch += len(window)
+            self.step += 1
+            bar.update(len(window))
+            if self.step % int(self.conf["log_interval"]) == 0:
+                self.log_train(losses, grad_norm)
+            save_per_step = int(self.conf.get("save_per_step", -1))
+            if save_per_step > 0 and self.step % save_per_step == 0:
+                cv = self.cv(cv_loader)
+                self.save(f"epoch_{epoch}_step_{self.step}", cv)
+                self.model.train()
+        bar.close()
+        self.last_batches = self.batch_in_epoch
+        logger.info("epoch %d: %d batches, %d steps so far, %.1f s", epoch, self.batch_in_epoch, self.step,
+                    time.time() - start)
+        cv = self.cv(cv_loader)
+        self.epoch, self.batch_in_epoch = epoch + 1, 0
+        self.save(f"epoch_{epoch}_whole", cv, epoch=epoch)
+        if self.on_epoch_end is not None:
+            self.on_epoch_end(epoch)
+
+    def train_window(self, window: List[Dict[str, Any]]):
+        """Forward/backward every batch of the window, then one optimizer update. Returns (mean losses, norm)."""
+        sums: Dict[str, float] = {}
+        for i, batch in enumerate(window):
+            last = i == len(window) - 1
+            if self.engine == "deepspeed":
+                self.model.set_gradient_accumulation_boundary(last)
+                with autocast(self.info, self.amp_dtype):
+                    out = self.model(batch, self.info.device)
+                self.model.backward(out["loss"])  # DeepSpeed divides by accum_grad itself
+            else:
+                sync = self.model.no_sync() if self.info.distributed and not last else nullcontext()
+                with sync:
+                    with autocast(self.info, self.amp_dtype):
+                        out = self.model(batch, self.info.device)
+                    loss = out["loss"] / self.accum
+                    (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            for k, v in out.items():
+                if v is not None:
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+        grad_norm = self.optimizer_step()
+        return {k: v / len(window) for k, v in sums.items()}, grad_norm
+
+    def optimizer_step(self) -> float:
+        if self.engine == "deepspeed":
+            self.model.step()
+            norm = self.model.get_global_grad_norm()
+            return float(norm) if norm is not None else float("nan")
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(self.conf["grad_clip"]))
+        if torch.isfinite(norm):
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)
+            else:
+                self.optimizer.step()
+        else:
+            logger.warning("step %d: gradient norm is %s; update skipped", self.step + 1, float(norm))
+        if self.scaler is not None:
+            self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        return float(norm)
+
+    def log_train(self, losses: Dict[str, float], grad_norm: float) -> None:
+        losses = all_reduce_mean(losses, self.info)
+        lr = self.optimizer.param_groups[0]["lr"]
+        text = " ".join(f"{k} {v:.4f}" for k, v in sorted(losses.items()))
+        logger.info("epoch %d step %d: %s lr %.3g grad_norm %.3f", self.epoch, self.step, text, lr, grad_norm)
+        if self.tracker is not None:
+            scalars = {f"train/{k}": v for k, v in losses.items()}
+            scalars.update({"train/lr": lr, "train/grad_norm": grad_norm, "train/epoch": self.epoch})
+            self.tracker.log_scalars(scalars, self.step)
+
+    # ------------------------------------------------------------------------------------------ CV
+    @torch.no_grad()
+    def cv(self, cv_loader) -> Dict[str, float]:
+        """Utterance-weighted mean of each loss over the whole CV set (same on every rank), on fixed streams."""
+        self.model.eval()
+        totals: Dict[str, float] = {}
+        n_utts = 0
+        with ckpt.rng_scope(CV_SEED):
+            for batch in cv_loader:
+                n = len(batch["utts"])
+                with autocast(self.info, self.amp_dtype):
+                    out = self.model(batch, self.info.device)
+                for k, v in out.items():
+                    if v is not None:
+                        totals[k] = totals.get(k, 0.0) + float(v.detach().float().mean()) * n
+                n_utts += n
+        if n_utts == 0:
+            raise RuntimeError("the CV set produced no batch (check --cv_data and the data pipeline's filter)")
+        cv = {k: v / n_utts for k, v in totals.items()}
+        text = " ".join(f"{k} {v:.4f}" for k, v in sorted(cv.items()))
+        logger.info("epoch %d step %d: CV %s (%d utterances)", self.epoch, self.step, text, n_utts)
+        if self.tracker is not None:
+            self.tracker.log_scalars({f"cv/{k}": v for k, v in cv.items()}, self.step)
+        return cv
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def train_state(self) -> Dict[str, Any]:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+        }
+
+    def save(self, name: str, cv: Dict[str, float], epoch: Optional[int] = None) -> None:
+        """Write checkpoint ``name`` (every rank calls this; rank 0 writes the files; see checkpoint.py)."""
+        info = ckpt.CheckpointInfo(
+            name=name, epoch=self.epoch if epoch is None else epoch, step=self.step,
+            resume_epoch=self.epoch, resume_batch=self.batch_in_epoch, world_size=self.info.world_size,
+            train_engine=self.engine, cv={k: float(v) for k, v in cv.items()})
+        position = {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step,
+                    "world_size": self.info.world_size, "rng": all_gather_object(ckpt.get_rng_state(), self.info)}
+        if self.engine == "deepspeed":
+            info.state = f"{name}.ds"
+            if self.info.is_main:
+                _remove_stale(self.model_dir / info.state)
+            barrier(self.info)
+            self.model.save_checkpoint(str(self.model_dir), tag=info.state, client_state={"position": position},
+                                       save_latest=False)
+            barrier(self.info)
+            if self.info.is_main:
+                ckpt.save_checkpoint(self.model_dir, info, unwrap(self.model).state_dict(), None)
+        elif self.info.is_main:
+            ckpt.save_checkpoint(self.model_dir, info, unwrap(self.model).state_dict(),
+                                 {**self.train_state(), "position": position})
+        if self.info.is_main:
+            cv_text = f", CV loss {cv['loss']:.4f}" if "loss" in cv else ""
+            logger.info("saved checkpoint %s (step %d%s)", self.model_dir / f"{name}.pt", self.step, cv_text)
+            pruned = ckpt.prune_train_states(self.model_dir, self.keep_states)
+            if pruned:
+                logger.info("dropped the resume state of %s (weights kept)", ", ".join(pruned))
+        barrier(self.info)
+
+    def resume(self, info: ckpt.CheckpointInfo) -> None:
+        """Restore everything saved by :meth:`save` from checkpoint ``info`` (already verified)."""
+        from cosyvoice.utils.common import load_checkpoint_strict
+
+        if info.world_size != self.info.world_size:
+            raise RuntimeError(
+                f"checkpoint {info.name} was written by {info.world_size} process(es), this run has "
+                f"{self.info.world_size}: exact resume needs the same number (or start a new model dir with "
+                f"--checkpoint {self.model_dir / info.model_file})")
+        if info.train_engine != self.engine:
+            raise RuntimeError(f"checkpoint {info.name} was written with --train_engine {info.train_engine}, "
+                               f"this run uses {self.engine}; resume with the same engine")
+        if self.engine == "deepspeed":
+            _, client = self.model.load_checkpoint(str(self.model_dir), tag=info.state, load_optimizer_states=True,
+                                                   load_lr_scheduler_states=True)
+            if client is None:
+                raise ckpt.CheckpointCorrupt(f"DeepSpeed could not load {self.model_dir / info.state}")
+            position = client["position"]
+        else:
+            load_checkpoint_strict(unwrap(self.model), self.model_dir / info.model_file,
+                                   map_location=self.info.device)
+            state = ckpt.load_train_state(self.model_dir, info)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            if self.scaler is not None:
+                if state["scaler"] is None:
+                    raise RuntimeError(f"checkpoint {info.name} was written without --use_amp fp16 (no grad "
+                                       "scaler state); resume with the same precision options")
+                self.scaler.load_state_dict(state["scaler"])
+            position = state["position"]
+        self.epoch = int(position["epoch"])
+        self.batch_in_epoch = int(position["batch_in_epoch"])
+        self.step = int(position["step"])
+        ckpt.set_rng_state(position["rng"][self.info.rank])
+        logger.info("resumed from %s: epoch %d, %d batches into it, step %d", info.name, self.epoch,
+                    self.batch_in_epoch, self.step)
+
+
+def _remove_stale(path: Path) -> None:
+    import shutil
+
+    if path.is_dir():
+        shutil.rmtree(path)
