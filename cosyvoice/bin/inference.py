@@ -178,21 +178,27 @@ def check_prompt_wav(path: str) -> None:
         raise InputError(f"prompt wav {path} is {info.duration:.1f} s long; at most 30 s (3-10 s is typical)")
 
 
+def requested_modes(mode: str, jobs: Dict[str, List[Job]], spk_id: str, text_json: str) -> List[str]:
+    """``mode``, or for ``all`` every mode the json has lines for."""
+    if mode == "all":
+        if not jobs:
+            raise InputError(f"{text_json}: speaker '{spk_id}' has no lines")
+        return [m for m in MODES if m in jobs]
+    if mode not in jobs:
+        raise InputError(f"{text_json}: speaker '{spk_id}' has no '{JSON_KEYS[mode]}' lines for --mode {mode}")
+    return [mode]
+
+
 def plan_jobs(mode: str, jobs: Dict[str, List[Job]], spk_id: str, known_spks: List[str], text_json: str) -> List[Job]:
     """The jobs to run. ``all``: every mode the json has; SFT only when the model dir knows the speaker."""
-    if mode != "all":
-        if mode not in jobs:
-            raise InputError(f"{text_json}: speaker '{spk_id}' has no '{JSON_KEYS[mode]}' lines for --mode {mode}")
-        modes = [mode]
-    else:
-        modes = [m for m in MODES if m in jobs]
-        if "sft" in modes and spk_id not in known_spks:
-            logger.warning("skipping sft: the model dir's spk2info.pt has no speaker '%s' (known: %s); "
-                           "run.sh stage 4 writes it for the fine-tuned speaker", spk_id, ", ".join(known_spks) or "none")
-            modes.remove("sft")
+    modes = requested_modes(mode, jobs, spk_id, text_json)
     if "sft" in modes and spk_id not in known_spks:
-        raise InputError(f"unknown speaker '{spk_id}' for sft; the model dir knows: {', '.join(known_spks) or 'none'}"
-                         f" (run.sh stage 4 writes spk2info.pt)")
+        if mode != "all":
+            raise InputError(f"unknown speaker '{spk_id}' for sft; the model dir knows: "
+                             f"{', '.join(known_spks) or 'none'} (run.sh stage 4 writes spk2info.pt)")
+        logger.warning("skipping sft: the model dir's spk2info.pt has no speaker '%s' (known: %s); run.sh stage 4 "
+                       "writes it for the fine-tuned speaker", spk_id, ", ".join(known_spks) or "none")
+        modes.remove("sft")
     return [job for m in modes for job in jobs[m]]
 
 
@@ -240,13 +246,13 @@ def main(argv=None) -> int:
         if args.speed <= 0 or (args.stream == "true" and args.speed != 1.0):
             raise InputError(f"--speed {args.speed}: must be > 0, and 1.0 when --stream true")
         spk_id, jobs = load_text_json(args.text_json, args.spk_id)
-        needs_prompt = any(m in jobs for m in MODES[1:]) if args.mode == "all" else args.mode != "sft"
-        prompt = resolve_prompt(args) if needs_prompt else ("", "")
-        if needs_prompt:
+        modes = requested_modes(args.mode, jobs, spk_id, args.text_json)
+        prompt = ("", "")
+        if set(modes) - {"sft"}:
+            prompt = resolve_prompt(args)
             check_prompt_wav(prompt[0])
-        if needs_prompt and (args.mode == "zero-shot" or (args.mode == "all" and "zero-shot" in jobs)) \
-                and not prompt[1].strip():
-            raise InputError("zero-shot needs the prompt's transcript: give --prompt_text")
+            if "zero-shot" in modes and not prompt[1].strip():
+                raise InputError("zero-shot needs the prompt's transcript: give --prompt_text")
         from cosyvoice.cli.cosyvoice import CosyVoice2
         from cosyvoice.utils.pretrained import PretrainedDirError
 

@@ -1,0 +1,60 @@
+"""Fixtures for the inference API tests: the tiny stand-in model dir (built once), a fine-tuned-style model dir
+with an SFT speaker, a loaded CosyVoice2, and a short prompt clip."""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import torch
+
+from cli_helpers import link_model_dir
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO_WAV = ROOT / "local" / "demo_voice" / "test" / "demo_0005.wav"
+
+
+def _load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def stand_in_dir(tmp_path_factory) -> Path:
+    """The tiny stand-in CosyVoice2-0.5B dir, written once by tools/make_tiny_pretrained.py (seed 1986)."""
+    out = tmp_path_factory.mktemp("pretrained") / "CosyVoice2-0.5B-tiny"
+    _load_tool("make_tiny_pretrained").make_stand_in(out, 1986)
+    return out
+
+
+@pytest.fixture(scope="session")
+def prompt_wav(tmp_path_factory) -> Path:
+    """The first 1.0 s of a demo-voice clip (16 kHz): 25 speech tokens, 50 mel frames at 24 kHz."""
+    wav, sr = sf.read(DEMO_WAV, dtype="float32")
+    assert sr == 16000
+    path = tmp_path_factory.mktemp("prompt") / "prompt.wav"
+    sf.write(path, wav[:sr], sr)
+    return path
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory, stand_in_dir, prompt_wav) -> Path:
+    """A fine-tuned-style model dir: links to the stand-in plus spk2info.pt with the SFT speaker 'demo'."""
+    from cosyvoice.audio.io import load_wav
+    from cosyvoice.utils.onnx import EmbeddingExtractor
+
+    out = link_model_dir(stand_in_dir, tmp_path_factory.mktemp("exp") / "model")
+    embedding = EmbeddingExtractor(str(stand_in_dir / "campplus.onnx")).extract(load_wav(DEMO_WAV, 16000))
+    torch.save({"demo": {"embedding": embedding}}, out / "spk2info.pt")
+    return out
+
+
+@pytest.fixture(scope="session")
+def cosyvoice(model_dir):
+    from cosyvoice.cli.cosyvoice import CosyVoice2
+
+    return CosyVoice2(str(model_dir))

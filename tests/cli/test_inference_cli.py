@@ -1,0 +1,146 @@
+"""inference.sh and cosyvoice.bin.inference: the shipped text json, prompt selection from a data dir, the job
+plan, input errors that leave nothing behind, and one end-to-end run of inference.sh in every mode."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import subprocess
+
+import pytest
+import soundfile as sf
+
+from cli_helpers import PROMPT_TEXT
+from cosyvoice.bin import inference as cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+LINES = {"sft_inference": ["你好"], "zero-shot": ["你好"], "cross-lingual": ["Hi."],
+         "instruction-zero-shot": {"instruction": "用开心的语气说", "text": ["你好"]}}
+
+
+@pytest.fixture()
+def text_json(tmp_path):
+    path = tmp_path / "tts_text.json"
+    path.write_text(json.dumps({"demo": LINES}, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture()
+def pair_dir(tmp_path, prompt_wav):
+    d = tmp_path / "test_pairs"
+    d.mkdir()
+    for utt in ("demo_0002", "demo_0001"):
+        os.symlink(prompt_wav, d / f"{utt}.wav")
+        (d / f"{utt}.normalized.txt").write_text(f"{PROMPT_TEXT} {utt}\n", encoding="utf-8")
+    return d
+
+
+def test_shipped_text_json_matches_the_demo_speaker():
+    spk, jobs = cli.load_text_json(os.path.join(ROOT, "local", "tts_text.json"), "")
+    demo_speakers = {name.split("_")[0] for name in os.listdir(os.path.join(ROOT, "local", "demo_voice", "train"))}
+    assert spk == "demo" and demo_speakers == {"demo"}
+    assert list(jobs) == ["sft", "zero-shot", "cross-lingual", "instruct"]
+    assert all(len(jobs[m]) >= 1 for m in jobs)
+    assert jobs["instruct"][0].instruction == "用开心的语气说"
+    assert jobs["zero-shot"][1].name == "zero-shot_01.wav"
+
+
+def test_prompt_from_pair_folder_and_kaldi_dir(tmp_path, pair_dir, prompt_wav):
+    args = cli.get_args(["--model_dir", "m", "--text_json", "t", "--result_dir", "r", "--test_data_dir", str(pair_dir)])
+    assert cli.resolve_prompt(args) == (str(pair_dir / "demo_0001.wav"), f"{PROMPT_TEXT} demo_0001")
+    args.example_id = "demo_0002"
+    assert cli.resolve_prompt(args) == (str(pair_dir / "demo_0002.wav"), f"{PROMPT_TEXT} demo_0002")
+    args.prompt_text = "given"
+    assert cli.resolve_prompt(args)[1] == "given"
+
+    kaldi = tmp_path / "kaldi"
+    kaldi.mkdir()
+    (kaldi / "wav.scp").write_text(f"utt_b {prompt_wav}\nutt_a {prompt_wav}\n")
+    (kaldi / "text").write_text("utt_a 你好 世界\nutt_b hello\n")
+    args = cli.get_args(["--model_dir", "m", "--text_json", "t", "--result_dir", "r", "--test_data_dir", str(kaldi)])
+    assert cli.resolve_prompt(args) == (str(prompt_wav), "你好 世界")
+    args.example_id = "utt_c"
+    with pytest.raises(cli.InputError, match="--example_id utt_c not in .*kaldi \\(e.g. utt_a, utt_b\\)"):
+        cli.resolve_prompt(args)
+
+
+def test_plan_all_skips_sft_without_the_speaker(text_json, caplog):
+    _, jobs = cli.load_text_json(str(text_json), "")
+    with caplog.at_level(logging.WARNING, logger="inference"):
+        plan = cli.plan_jobs("all", jobs, "demo", [], str(text_json))
+    assert [j.mode for j in plan] == ["zero-shot", "cross-lingual", "instruct"]
+    assert "skipping sft: the model dir's spk2info.pt has no speaker 'demo' (known: none)" in caplog.text
+    assert [j.mode for j in cli.plan_jobs("all", jobs, "demo", ["demo"], str(text_json))][0] == "sft"
+    with pytest.raises(cli.InputError, match="^unknown speaker 'demo' for sft; the model dir knows: other"):
+        cli.plan_jobs("sft", jobs, "demo", ["other"], str(text_json))
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--prompt_wav", "/nonexistent/p.wav"], "prompt wav not found: /nonexistent/p.wav"),
+    (["--spk_id", "alice"], "speaker 'alice' not in .*tts_text.json \\(it has: demo\\)"),
+    (["--stream", "true", "--speed", "1.5"], "--speed 1.5: must be > 0, and 1.0 when --stream true"),
+    (["--prompt_text", ""], "zero-shot needs the prompt's transcript: give --prompt_text"),
+    (["--mode", "instruct", "--text_json", "EMPTY"], "speaker 'demo' has no 'instruction-zero-shot' lines"),
+    ([], "pretrained model dir /nonexistent/model does not exist"),  # checked last, before loading anything
+])
+def test_bad_input_writes_nothing(tmp_path, text_json, prompt_wav, capsys, extra, message):
+    result_dir = tmp_path / "out"
+    empty_json = tmp_path / "empty.json"
+    empty_json.write_text(json.dumps({"demo": {"zero-shot": ["x"]}}))
+    argv = ["--model_dir", "/nonexistent/model", "--text_json", str(text_json), "--result_dir", str(result_dir),
+            "--prompt_wav", str(prompt_wav), "--prompt_text", PROMPT_TEXT]
+    argv += [str(empty_json) if a == "EMPTY" else a for a in extra]  # argparse: the later option wins
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ERROR: ")
+    assert re.search(message, err[0]), err[0]
+    assert not result_dir.exists()
+
+
+def test_text_json_errors(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"demo": {"zero_shot": ["x"]}}))
+    with pytest.raises(cli.InputError, match="unknown key\\(s\\): zero_shot"):
+        cli.load_text_json(str(bad), "")
+    bad.write_text(json.dumps({"a": {}, "b": {}}))
+    with pytest.raises(cli.InputError, match="has several speakers \\(a, b\\): choose one with --spk_id"):
+        cli.load_text_json(str(bad), "")
+    bad.write_text(json.dumps({"demo": {"instruction-zero-shot": {"text": "x"}}}))
+    with pytest.raises(cli.InputError, match='instruction-zero-shot must be {"instruction": ..., "text": ...}'):
+        cli.load_text_json(str(bad), "")
+    with pytest.raises(cli.InputError, match="text json not found: .*nope.json"):
+        cli.load_text_json(str(tmp_path / "nope.json"), "")
+
+
+def test_inference_sh_help_and_bad_option():
+    r = subprocess.run(["bash", os.path.join(ROOT, "inference.sh"), "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "--mode MODE               sft | zero-shot | cross-lingual | instruct | all" in r.stdout
+    r = subprocess.run(["bash", os.path.join(ROOT, "inference.sh"), "--mode", "karaoke"], capture_output=True,
+                       text=True)
+    assert r.returncode == 1
+    assert "inference.sh: error: --mode must be sft, zero-shot, cross-lingual, instruct or all, got 'karaoke'" \
+        in r.stderr
+
+
+def test_inference_sh_all_modes(tmp_path, model_dir, text_json, pair_dir):
+    """One end-to-end run: every mode, streaming, prompt taken from a pair folder, run from another directory."""
+    result_dir = tmp_path / "results"
+    r = subprocess.run(["bash", os.path.join(ROOT, "inference.sh"), "--mode", "all", "--model_dir", str(model_dir),
+                        "--text_json", str(text_json), "--test_data_dir", str(pair_dir), "--result_dir",
+                        str(result_dir), "--stream", "true", "--seed", "7"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [line.split("\t") for line in (result_dir / "index.tsv").read_text(encoding="utf-8").splitlines()]
+    assert rows[0] == ["file", "mode", "chunks", "duration", "rtf", "text"]
+    assert [(row[0], row[1], row[5]) for row in rows[1:]] == [
+        ("sft_00.wav", "sft", "你好"), ("zero-shot_00.wav", "zero-shot", "你好"),
+        ("cross-lingual_00.wav", "cross-lingual", "Hi."), ("instruct_00.wav", "instruct", "你好")]
+    for name, _, chunks, duration, rtf, _ in rows[1:]:
+        info = sf.info(result_dir / name)
+        assert info.samplerate == 24000 and info.channels == 1
+        assert info.frames % 960 == 0 and info.frames > 0  # whole speech tokens: 2 mel frames x 480 samples
+        assert abs(info.frames / 24000 - float(duration)) < 1e-3
+        assert int(chunks) >= 1 and float(rtf) > 0
+    assert sorted(os.listdir(result_dir)) == sorted([row[0] for row in rows[1:]] + ["index.tsv"])
+    assert f"prompt: demo_0001 ({pair_dir}/demo_0001.wav) '{PROMPT_TEXT} demo_0001'" in r.stderr
