@@ -41,6 +41,15 @@ def with_end_of_prompt(instruct_text: str) -> str:
     return instruct_text.rstrip() + END_OF_PROMPT
 
 
+def _tokenizer_providers():
+    """CUDA for the speech tokenizer when both torch and onnxruntime can use it (as official), else the CPU."""
+    import onnxruntime
+
+    if torch.cuda.is_available() and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
 class CosyVoiceFrontEnd:
     """Inputs of :meth:`cosyvoice.cli.model.CosyVoice2Model.tts` for each inference mode.
 
@@ -55,8 +64,7 @@ class CosyVoiceFrontEnd:
         self.feat_extractor = feat_extractor
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.campplus = EmbeddingExtractor(campplus_model)
-        providers = ["CUDAExecutionProvider" if torch.cuda.is_available() else "CPUExecutionProvider"]
-        self.speech_tokenizer = SpeechTokenizer(speech_tokenizer_model, providers=providers)
+        self.speech_tokenizer = SpeechTokenizer(speech_tokenizer_model, providers=_tokenizer_providers())
         self.spk2info = self._load_spk2info(spk2info)
         self.allowed_special = allowed_special
         self.text_frontend = TextFrontend(lambda text: self.tokenizer.encode(text, allowed_special=allowed_special))

@@ -8,6 +8,7 @@ import torch
 from cli_helpers import StubLLM, Token2wavSpy, official_schedule, random_tokens, run_with_timeout
 from cosyvoice.cli.model import CosyVoice2Model
 from cosyvoice.utils.common import CheckpointError
+from cosyvoice.utils.config import load_config
 
 SAMPLES_PER_TOKEN = 2 * 480  # 2 mel frames per token, 480 samples per frame at 24 kHz
 
@@ -43,11 +44,16 @@ def _assert_clean(model):
 
 # ------------------------------------------------------------------------------------------------------ loading
 def test_load_is_strict_and_strips_generator_prefix(cosyvoice, model_dir, tmp_path):
-    model = CosyVoice2Model(cosyvoice.model.llm, cosyvoice.model.flow, cosyvoice.model.hift)
+    fresh_hift = load_config(str(model_dir / "cosyvoice2.yaml"), keys=["hift"])["hift"]  # randomly initialised
+    model = CosyVoice2Model(cosyvoice.model.llm, cosyvoice.model.flow, fresh_hift)
     hift_state = torch.load(model_dir / "hift.pt", weights_only=True)
+    assert not torch.equal(fresh_hift.state_dict()["conv_post.bias"], hift_state["conv_post.bias"])
+    # a checkpoint saved from the GAN wrapper: every key starts with 'generator.'
     torch.save({f"generator.{k}": v for k, v in hift_state.items()}, tmp_path / "hift_gan.pt")
     model.load(model_dir / "llm.pt", model_dir / "flow.pt", tmp_path / "hift_gan.pt")
-    assert torch.equal(model.hift.state_dict()[next(iter(hift_state))], next(iter(hift_state.values())))
+    loaded = model.hift.state_dict()
+    assert loaded.keys() == hift_state.keys() and all(torch.equal(loaded[k], hift_state[k]) for k in hift_state)
+    assert not model.hift.training
 
     flow_state = torch.load(model_dir / "flow.pt", weights_only=True)
     dropped = "spk_embed_affine_layer.weight"
