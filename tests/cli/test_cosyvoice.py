@@ -129,3 +129,19 @@ def test_model_dir_errors(stand_in_dir, tmp_path):
         CosyVoice2(str(tmp_path / "nowhere"))
     with pytest.raises(ValueError, match="^CosyVoice2: load_jit, load_vllm not supported by this toolkit"):
         CosyVoice2(str(stand_in_dir), load_jit=True, load_vllm=True)
+
+
+def test_text_generator_input_uses_bistream_llm(cosyvoice, prompt_wav, monkeypatch):
+    seen = []
+    real = cosyvoice.model.llm.inference_bistream
+
+    def spy(text, **kwargs):
+        for token in real(text=(seen.append(t[0].tolist()) or t for t in text), **kwargs):
+            yield token
+    monkeypatch.setattr(cosyvoice.model.llm, "inference_bistream", spy)
+    pieces = iter(["你好，", "world"])
+    outputs = run_with_timeout(lambda: list(cosyvoice.inference_zero_shot(pieces, PROMPT_TEXT, prompt_wav, seed=2)))
+    tok = cosyvoice.frontend.tokenizer
+    assert seen == [[i] for i in tok.encode("你好，") + tok.encode("world")]  # one text token at a time
+    n = outputs[0]["tts_speech"].shape[1]
+    assert len(outputs) == 1 and n > 0 and n % SAMPLES_PER_TOKEN == 0
