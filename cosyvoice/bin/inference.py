@@ -254,11 +254,13 @@ def main(argv=None) -> int:
             if "zero-shot" in modes and not prompt[1].strip():
                 raise InputError("zero-shot needs the prompt's transcript: give --prompt_text")
         from cosyvoice.cli.cosyvoice import CosyVoice2
+        from cosyvoice.utils.common import CheckpointError
+        from cosyvoice.utils.config import ConfigError
         from cosyvoice.utils.pretrained import PretrainedDirError
 
         try:
             cosyvoice = CosyVoice2(args.model_dir)
-        except PretrainedDirError as e:
+        except (PretrainedDirError, CheckpointError, ConfigError) as e:  # a model dir that cannot be used
             raise InputError(str(e))
         todo = plan_jobs(args.mode, jobs, spk_id, cosyvoice.list_available_spks(), args.text_json)
         check_texts(cosyvoice, todo, args.text_frontend == "true")
