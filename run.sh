@@ -7,7 +7,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 # ---- options and their defaults ----
 stage=0                 # first stage to run
-stop_stage=0            # last stage to run
+stop_stage=4            # last stage to run
 force=false             # true: redo finished stages even if their inputs did not change
 setup_env=true          # true: create/refresh the project's .venv first (tools/setup_env.sh); false: use it as is
 # data
@@ -27,13 +27,20 @@ pretrained_model_dir=exp/pretrained/CosyVoice2-0.5B-tiny  # CosyVoice2-0.5B file
 exp_dir=exp/cosyvoice2_sft  # experiment dir: checkpoints, logs, resolved config
 gpus=""                 # GPU ids to train on, e.g. 0,1; empty: every visible GPU, or the CPU when there is none
 train_engine=torch_ddp  # torch_ddp or deepspeed
+download_model=false    # true: first download the real CosyVoice2-0.5B into --pretrained_model_dir (needs network)
+nj=2                    # parallel workers of stages 1-3
+num_utts_per_parquet=1000  # rows per parquet shard (stage 3)
 
 help_message="Usage: bash run.sh [options]
-Fine-tune CosyVoice2-0.5B on one speaker. Without options: the bundled demo voice, stage 0.
+Fine-tune CosyVoice2-0.5B on one speaker. Without options: the bundled demo voice, stages 0-4.
 
 Stages:
   -1  convert a raw character pack (--raw_pack_dir) into train/test pair folders under <data_root>/pack_pairs
    0  validate the pairs in --data_dir and write Kaldi tables <data_root>/<set>/{wav.scp,text,utt2spk,spk2utt}
+   1  CAM++ speaker embeddings (campplus.onnx): <data_root>/<set>/{utt2embedding.pt,spk2embedding.pt}
+   2  speech tokens (speech_tokenizer_v2.onnx): <data_root>/<set>/utt2speech_token.pt
+   3  parquet shards for training: <data_root>/<set>/parquet/{data,utt2data,spk2data}.list
+   4  speaker info: <exp_dir>/model/spk2info.pt, in a model dir laid out like the official one
 
 Options (default in brackets):
   --stage N                 first stage to run [${stage}]
@@ -56,6 +63,9 @@ Options (default in brackets):
   --exp_dir DIR             experiment dir [${exp_dir}]
   --gpus IDS                GPU ids, e.g. 0,1 [${gpus:-all visible, or CPU}]
   --train_engine NAME       torch_ddp or deepspeed [${train_engine}]
+  --download_model BOOL     download the real CosyVoice2-0.5B into --pretrained_model_dir first [${download_model}]
+  --nj N                    parallel workers of stages 1-3 [${nj}]
+  --num_utts_per_parquet N  rows per parquet shard [${num_utts_per_parquet}]
   --config FILE             read option assignments (name=value lines) from FILE
   --help                    print this message"
 
@@ -72,7 +82,7 @@ die() {
 }
 
 [ $# -eq 0 ] || die "unexpected argument '$1' (options are --name value; see --help)"
-for opt in stage stop_stage num_test seed; do
+for opt in stage stop_stage num_test seed nj num_utts_per_parquet; do
   [[ ${!opt} =~ ^-?[0-9]+$ ]] || die "--${opt} must be an integer, got '${!opt}'"
 done
 case "${train_engine}" in torch_ddp | deepspeed) ;; *) die "--train_engine must be torch_ddp or deepspeed, got '${train_engine}'" ;; esac
@@ -184,5 +194,92 @@ if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
     echo "${fp}" > "${marker}"
   fi
 fi
+
+# ---- the pretrained model dir, needed from stage 1 on: the real model, or the tiny stand-in by default ----
+default_pretrained_model_dir=exp/pretrained/CosyVoice2-0.5B-tiny
+model_dir=${exp_dir}/model   # stage 4 output: laid out like the official model dir
+if [ "${stop_stage}" -ge 1 ]; then
+  if [ "${download_model}" = true ]; then
+    log "Downloading CosyVoice2-0.5B into ${pretrained_model_dir} (modelscope, then huggingface_hub)"
+    python3 "${root}/tools/download_pretrained.py" --model_dir "${pretrained_model_dir}" || exit 1
+  elif [ "${pretrained_model_dir}" = "${default_pretrained_model_dir}" ] && \
+       { [ ! -e "${pretrained_model_dir}" ] || [ -f "${pretrained_model_dir}/.stand_in.done" ]; }; then
+    marker=${pretrained_model_dir}/.stand_in.done
+    fp=$(fingerprint "path:${root}/tools/make_tiny_pretrained.py" "path:${root}/conf/cosyvoice2.yaml" "seed=1986")
+    if is_done "${marker}" "${fp}"; then
+      log "Tiny stand-in pretrained dir ${pretrained_model_dir} is up to date"
+    else
+      log "Writing the tiny stand-in pretrained dir (random weights, NOT a real model): ${pretrained_model_dir}"
+      python3 "${root}/tools/make_tiny_pretrained.py" --out_dir "${pretrained_model_dir}" --seed 1986 --force
+      echo "${fp}" > "${marker}"
+    fi
+  fi
+  python3 -m cosyvoice.utils.pretrained "${pretrained_model_dir}" || exit 1
+fi
+
+if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
+  for x in "${train_set}" "${test_set}"; do
+    d=${data_root}/${x}
+    log "Stage 1: CAM++ speaker embeddings: ${d}/wav.scp -> ${d}/{utt2embedding.pt,spk2embedding.pt}"
+    check_data_dir 1 "${d}"
+    marker=${d}/.stage1.done
+    fp=$(fingerprint "path:${d}/wav.scp" "path:${d}/utt2spk" "path:${pretrained_model_dir}/campplus.onnx" \
+      "path:${root}/tools/extract_embedding.py")
+    if is_done "${marker}" "${fp}" && [ -f "${d}/utt2embedding.pt" ] && [ -f "${d}/spk2embedding.pt" ]; then
+      log "Stage 1: ${x}: already done for these inputs; skipped (--force true redoes it)"
+    else
+      rm -f "${marker}"
+      python3 "${root}/tools/extract_embedding.py" --data_dir "${d}" \
+        --onnx_path "${pretrained_model_dir}/campplus.onnx" --num_workers "${nj}"
+      echo "${fp}" > "${marker}"
+    fi
+  done
+fi
+
+if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
+  for x in "${train_set}" "${test_set}"; do
+    d=${data_root}/${x}
+    log "Stage 2: speech tokens: ${d}/wav.scp -> ${d}/utt2speech_token.pt (clips over 30 s: ${d}/skipped_speech_token.tsv)"
+    check_data_dir 2 "${d}"
+    marker=${d}/.stage2.done
+    fp=$(fingerprint "path:${d}/wav.scp" "path:${pretrained_model_dir}/speech_tokenizer_v2.onnx" \
+      "path:${root}/tools/extract_speech_token.py")
+    if is_done "${marker}" "${fp}" && [ -f "${d}/utt2speech_token.pt" ]; then
+      log "Stage 2: ${x}: already done for these inputs; skipped (--force true redoes it)"
+    else
+      rm -f "${marker}"
+      python3 "${root}/tools/extract_speech_token.py" --data_dir "${d}" \
+        --onnx_path "${pretrained_model_dir}/speech_tokenizer_v2.onnx" --num_workers "${nj}"
+      echo "${fp}" > "${marker}"
+    fi
+  done
+fi
+
+if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
+  for x in "${train_set}" "${test_set}"; do
+    d=${data_root}/${x}
+    log "Stage 3: parquet lists: ${d}/{wav.scp,text,utt2spk,*.pt} -> ${d}/parquet/{data,utt2data,spk2data}.list"
+    marker=${d}/.stage3.done
+    fp=$(fingerprint "path:${d}/wav.scp" "path:${d}/text" "path:${d}/utt2spk" "path:${d}/utt2embedding.pt" \
+      "path:${d}/spk2embedding.pt" "path:${d}/utt2speech_token.pt" "path:${root}/tools/make_parquet_list.py" \
+      "per_shard=${num_utts_per_parquet}")
+    if is_done "${marker}" "${fp}" && [ -f "${d}/parquet/data.list" ]; then
+      log "Stage 3: ${x}: already done for these inputs; skipped (--force true redoes it)"
+    else
+      rm -f "${marker}"
+      python3 "${root}/tools/make_parquet_list.py" --src_dir "${d}" --des_dir "${d}/parquet" \
+        --num_utts_per_parquet "${num_utts_per_parquet}" --num_processes "${nj}"
+      echo "${fp}" > "${marker}"
+    fi
+  done
+fi
+
+if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
+  d=${data_root}/${train_set}
+  log "Stage 4: speaker info: ${d}/spk2embedding.pt -> ${model_dir}/spk2info.pt (+ links to ${pretrained_model_dir})"
+  python3 "${root}/tools/save_spk2info.py" --data_dir "${d}" --pretrained_model_dir "${pretrained_model_dir}" \
+    --model_dir "${model_dir}"
+fi
+
 
 log "Done: stages ${stage}..${stop_stage} in ${SECONDS} s"

@@ -171,4 +171,10 @@ def test_demo_defaults_from_another_directory(run_recipe, tmp_path):
     assert dict(read_table(tmp_path / "data" / "train" / "wav.scp"))["demo_0001"] == str(
         ROOT / "local" / "demo_voice" / "train" / "demo_0001.wav")
     assert r.stdout.splitlines()[0].endswith("run.sh --setup_env false")
-    assert r.stdout.splitlines()[-1].split(") ", 1)[1].startswith("Done: stages 0..0 in ")
+    assert r.stdout.splitlines()[-1].split(") ", 1)[1].startswith("Done: stages 0..4 in ")
+    # stages 1-4 ran on the tiny stand-in written into the cwd's exp/
+    for x in ("train", "test"):
+        for name in ("utt2embedding.pt", "spk2embedding.pt", "utt2speech_token.pt", "parquet/data.list"):
+            assert (tmp_path / "data" / x / name).is_file(), name
+    assert (tmp_path / "exp" / "pretrained" / "CosyVoice2-0.5B-tiny" / ".stand_in.done").is_file()
+    assert (tmp_path / "exp" / "cosyvoice2_sft" / "model" / "spk2info.pt").is_file()
