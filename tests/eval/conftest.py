@@ -1,0 +1,72 @@
+"""Fixtures of the evaluation tests: the stand-in model dir, a fine-tuned-style model dir with the SFT speaker,
+a tiny random Whisper dir, and a small data set of demo-voice clips (each built once per session)."""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from eval_helpers import make_tiny_whisper, write_data_dir
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "local" / "demo_voice"
+SPK = "demo"
+# short test texts keep the stand-in's synthesis fast (it speaks until its length limit)
+TEST_UTTS = {"demo_0010": "这本书非常有意思。", "demo_0035": "Thank you very much for your help."}
+PROMPT_UTTS = ("demo_0001", "demo_0002", "demo_0003")
+
+
+def load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(f"{name}_for_eval_tests", ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def stand_in_dir(tmp_path_factory) -> Path:
+    """The tiny stand-in CosyVoice2-0.5B dir (tools/make_tiny_pretrained.py, seed 1986)."""
+    out = tmp_path_factory.mktemp("pretrained") / "CosyVoice2-0.5B-tiny"
+    load_tool("make_tiny_pretrained").make_stand_in(out, 1986)
+    return out
+
+
+@pytest.fixture(scope="session")
+def eval_data(tmp_path_factory, stand_in_dir) -> Path:
+    """data/{train,test} with the demo voice: 3 train clips (prompts), 2 test clips; stage-1 embeddings."""
+    from cosyvoice.utils.onnx import EmbeddingExtractor
+    from cosyvoice.audio.io import load_wav
+
+    root = tmp_path_factory.mktemp("data")
+    texts = {p.stem.split(".")[0]: p.read_text(encoding="utf-8").strip()
+             for p in DEMO.glob("*/*.normalized.txt")}
+    sets = {"train": {u: (DEMO / "train" / f"{u}.wav", texts[u], SPK) for u in PROMPT_UTTS},
+            "test": {u: (DEMO / "test" / f"{u}.wav", t, SPK) for u, t in TEST_UTTS.items()}}
+    extractor = EmbeddingExtractor(str(stand_in_dir / "campplus.onnx"))
+    for name, utts in sets.items():
+        d = write_data_dir(root / name, utts)
+        emb = {u: extractor.embed(load_wav(v[0], 16000)) for u, v in utts.items()}
+        torch.save(emb, d / "utt2embedding.pt")
+        torch.save({SPK: torch.tensor(list(emb.values())).mean(0).tolist()}, d / "spk2embedding.pt")
+    return root
+
+
+@pytest.fixture(scope="session")
+def sft_model_dir(tmp_path_factory, stand_in_dir, eval_data) -> Path:
+    """A fine-tuned-style model dir (stage 4 layout): links to the stand-in + spk2info.pt with speaker 'demo'."""
+    out = tmp_path_factory.mktemp("exp") / "model"
+    out.mkdir()
+    for entry in sorted(os.listdir(stand_in_dir)):
+        os.symlink(stand_in_dir / entry, out / entry)
+    emb = torch.load(eval_data / "train" / "spk2embedding.pt")[SPK]
+    torch.save({SPK: {"embedding": torch.tensor([emb])}}, out / "spk2info.pt")
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper_dir(tmp_path_factory) -> Path:
+    return make_tiny_whisper(tmp_path_factory.mktemp("asr") / "whisper-tiny-random")
+
