@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from cosyvoice.hifigan.generator import load_hift
-from cosyvoice.utils.common import CheckpointError, fade_in_out, load_checkpoint_strict
+from cosyvoice.utils.common import fade_in_out, load_checkpoint_strict
 
 logger = logging.getLogger(__name__)
 
@@ -69,10 +69,7 @@ class CosyVoice2Model:
         """Load ``llm.pt``, ``flow.pt`` and ``hift.pt`` strictly (every ``generator.`` is removed from hift keys)."""
         load_checkpoint_strict(self.llm, llm_model)
         load_checkpoint_strict(self.flow, flow_model)
-        try:
-            load_hift(self.hift, hift_model)
-        except (ValueError, FileNotFoundError) as e:
-            raise CheckpointError(str(e)) from e
+        load_hift(self.hift, hift_model)
         for module in (self.llm, self.flow, self.hift):
             module.to(self.device).eval()
 

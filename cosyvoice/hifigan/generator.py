@@ -19,7 +19,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
 from cosyvoice.hifigan.activation import Snake
-from cosyvoice.utils.common import get_padding, init_weights
+from cosyvoice.utils.common import check_state_dict, get_padding, init_weights, read_state_dict
 
 GeneratorLike = Union[None, int, torch.Generator]
 
@@ -370,19 +370,11 @@ def load_hift_state_dict(checkpoint: Union[str, os.PathLike, Mapping[str, torch.
     wrapper); legacy weight-norm names ``*.weight_g`` / ``*.weight_v`` become
     ``*.parametrizations.weight.original0`` / ``original1``.
     """
-    if isinstance(checkpoint, Mapping):
-        state = checkpoint
-    else:
-        path = os.fspath(checkpoint)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"HiFT checkpoint not found: {path} (pass the hift.pt of a CosyVoice2 model dir)")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line message
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ValueError(f"cannot read HiFT checkpoint {path}: {first}") from e
-        if not isinstance(state, Mapping):
-            raise ValueError(f"HiFT checkpoint {path} holds a {type(state).__name__}, not a state_dict")
+    _, state = read_state_dict(checkpoint)
+    return _clean_hift_keys(state)
+
+
+def _clean_hift_keys(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     clean = {}
     for key, value in state.items():
         key = key.replace("generator.", "")
@@ -393,29 +385,10 @@ def load_hift_state_dict(checkpoint: Union[str, os.PathLike, Mapping[str, torch.
     return clean
 
 
-def _short(names: List[str], limit: int = 5) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
-
-
 def load_hift(model: nn.Module, checkpoint: Union[str, os.PathLike, Mapping[str, torch.Tensor]]) -> nn.Module:
     """Load a HiFT checkpoint strictly into ``model``; a wrong checkpoint fails with one line naming the keys."""
-    state = load_hift_state_dict(checkpoint)
-    where = "state_dict" if isinstance(checkpoint, Mapping) else os.fspath(checkpoint)
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [f"{k} {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-                  for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {_short(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_short(unexpected)}")
-    if mismatched:
-        problems.append(f"shape mismatch: {_short(mismatched)}")
-    if problems:
-        raise ValueError(f"HiFT checkpoint {where} does not fit {type(model).__name__} "
-                         f"({'; '.join(problems)}); check that the yaml matches the checkpoint")
+    name, state = read_state_dict(checkpoint)
+    state = _clean_hift_keys(state)
+    check_state_dict(model, state, name)
     model.load_state_dict(state, strict=True)
     return model

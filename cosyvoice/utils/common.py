@@ -147,6 +147,15 @@ def load_checkpoint_strict(module: torch.nn.Module, path, strip_prefix: str = No
     Raises :class:`CheckpointError` (one line naming the file and the first offending keys) on a missing file,
     a file that is not a state_dict, missing keys, unexpected keys or wrongly shaped tensors.
     """
+    name, state = read_state_dict(path, map_location)
+    if strip_prefix:
+        state = {k.replace(strip_prefix, ""): v for k, v in state.items()}
+    check_state_dict(module, state, name)
+    module.load_state_dict(state, strict=True)
+
+
+def read_state_dict(path, map_location="cpu"):
+    """``(name, state_dict)`` from a checkpoint file or an in-memory dict; one-line CheckpointError otherwise."""
     if isinstance(path, Mapping):
         name, state = "<state_dict>", dict(path)
     else:
@@ -156,12 +165,16 @@ def load_checkpoint_strict(module: torch.nn.Module, path, strip_prefix: str = No
         try:
             state = torch.load(name, map_location=map_location, weights_only=True)
         except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line report
-            raise CheckpointError(f"{name}: cannot read as a torch checkpoint: {type(e).__name__}: {e}") from e
+            first = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
+            raise CheckpointError(f"{name}: cannot read as a torch checkpoint: {type(e).__name__}: {first}") from e
         if not isinstance(state, Mapping):
             raise CheckpointError(
                 f"{name}: expected a state_dict (mapping of name -> tensor), got {type(state).__name__}")
-    if strip_prefix:
-        state = {k.replace(strip_prefix, ""): v for k, v in state.items()}
+    return name, state
+
+
+def check_state_dict(module: torch.nn.Module, state: Mapping, name: str) -> None:
+    """Raise CheckpointError naming the first missing, unexpected or wrongly shaped keys of ``state``."""
     expected = module.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -185,4 +198,4 @@ def load_checkpoint_strict(module: torch.nn.Module, path, strip_prefix: str = No
             f"{name}: does not fit {type(module).__name__}: " + "; ".join(problems)
             + " (is this the checkpoint for this module and config?)"
         )
-    module.load_state_dict(state, strict=True)
+

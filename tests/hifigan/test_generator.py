@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from cosyvoice.utils.common import CheckpointError
 from cosyvoice.hifigan.generator import HiFTGenerator, load_hift, load_hift_state_dict, periodic_hann
 from cosyvoice.utils.config import load_config
 
@@ -81,17 +82,17 @@ def test_misshaped_and_unexpected_keys_are_named(tiny_hift, hift_state):
     with pytest.raises(ValueError) as e:
         load_hift(tiny_hift, broken)
     msg = str(e.value)
-    assert "shape mismatch: conv_pre.bias (63,) vs model (64,)" in msg
+    assert "wrong shapes: conv_pre.bias (checkpoint [63] vs model [64])" in msg
     assert "unexpected keys: discriminator.mpd.x" in msg
     assert "\n" not in msg
 
 
 def test_checkpoint_file_errors(tiny_hift, tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"HiFT checkpoint not found: .*nope\.pt"):
+    with pytest.raises(CheckpointError, match=r"checkpoint not found: .*nope\.pt"):
         load_hift(tiny_hift, tmp_path / "nope.pt")
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match=r"cannot read HiFT checkpoint .*bad\.pt") as e:
+    with pytest.raises(CheckpointError, match=r"bad\.pt: cannot read as a torch checkpoint") as e:
         load_hift_state_dict(bad)
     assert "\n" not in str(e.value)
 
