@@ -70,3 +70,13 @@ def sft_model_dir(tmp_path_factory, stand_in_dir, eval_data) -> Path:
 def tiny_whisper_dir(tmp_path_factory) -> Path:
     return make_tiny_whisper(tmp_path_factory.mktemp("asr") / "whisper-tiny-random")
 
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One intra-op thread: these tiny models run many small ops, which thread hand-offs only slow down (by 10x
+    on a busy 2-core machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Stage 8: before/after evaluation of a fine-tuned voice, written as ``report.html`` + ``metrics.json``.
+
+    python -m cosyvoice.bin.evaluate --pretrained_model_dir exp/pretrained/CosyVoice2-0.5B \\
+        --model_dir exp/sft/model --test_data_dir data/test --prompt_data_dir data/train --exp_dir exp/sft \\
+        [--asr_model_dir pretrained/whisper-large-v3]
+
+Every held-out test text of the speaker is synthesized by the base model (zero-shot, prompted with one training
+clip) and by the fine-tuned model (SFT speaker), and scored against the real recording: CAM++ speaker similarity,
+CER/WER from the ASR model (skipped, with the reason, when none is given or it cannot be loaded), duration ratio
+and real-time factor (see cosyvoice/eval/runner.py). Writes into --exp_dir: ``report_audio/{real,base,sft}/*.wav``,
+``report_plots/*.png``, ``metrics.json`` and ``report.html`` (with the training curves of --train_dirs).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import logging
+import os
+import sys
+from typing import List, Optional
+
+logger = logging.getLogger("cosyvoice.bin.evaluate")
+
+
+def str2bool(value: str) -> bool:
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def get_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pretrained_model_dir", required=True, help="the base CosyVoice2-0.5B dir (zero-shot)")
+    p.add_argument("--model_dir", required=True, help="the fine-tuned model dir (spk2info.pt with the speaker)")
+    p.add_argument("--test_data_dir", required=True, help="Kaldi data dir of the held-out test clips")
+    p.add_argument("--prompt_data_dir", required=True, help="Kaldi data dir to take the zero-shot prompt from")
+    p.add_argument("--exp_dir", required=True, help="where report.html, metrics.json and the wavs go")
+    p.add_argument("--spk_id", default="", help="the speaker [the test set's only speaker]")
+    p.add_argument("--prompt_utt", default="", help="prompt utterance [the training clip closest to 5 s]")
+    p.add_argument("--asr_model_dir", default="", help="Whisper or Paraformer dir for CER/WER [none: skipped]")
+    p.add_argument("--asr_backend", default="auto", choices=["auto", "whisper", "paraformer"])
+    p.add_argument("--max_utts", type=int, default=0, help="evaluate this many test texts, spread evenly [0: all]")
+    p.add_argument("--max_token_text_ratio", type=float, default=None,
+                   help="cap speech tokens at this many per text token [the model's default, 20]")
+    p.add_argument("--seed", type=int, default=1986, help="seed of every synthesis")
+    p.add_argument("--num_threads", type=int, default=0,
+                   help="torch CPU threads (1 is fastest for the tiny stand-in on a busy CPU) [0: torch's default]")
+    p.add_argument("--train_dirs", nargs="*", default=None,
+                   help="training model dirs whose curves the report shows [<exp_dir>/llm <exp_dir>/flow]")
+    p.add_argument("--embed_audio", type=str2bool, default=False,
+                   help="embed the wavs in report.html (one self-contained file) instead of linking them")
+    return p.parse_args(argv)
+
+
+def check_inputs(args) -> None:
+    """Fail before any synthesis: model dirs complete, the speaker known to the fine-tuned model."""
+    import torch
+
+    from cosyvoice.eval.runner import EvalInputError
+    from cosyvoice.utils.pretrained import SPK2INFO_FILE, check_pretrained_dir
+
+    check_pretrained_dir(args.pretrained_model_dir)
+    check_pretrained_dir(args.model_dir)
+    table = os.path.join(args.model_dir, SPK2INFO_FILE)
+    if not os.path.isfile(table):
+        raise EvalInputError(f"{table} not found: run stage 4 first (it writes the fine-tuned model dir)")
+    speakers = torch.load(table, map_location="cpu", weights_only=True)
+    if args.spk_id not in speakers:
+        raise EvalInputError(f"speaker '{args.spk_id}' is not in {table} (it has: {', '.join(sorted(speakers))}); "
+                             "pass --spk_id or rerun stage 4")
+
+
+def evaluate(args) -> dict:
+    from cosyvoice.cli.cosyvoice import CosyVoice2
+    from cosyvoice.eval import runner
+    from cosyvoice.eval.asr import load_asr
+    from cosyvoice.eval.metrics import SpeakerEmbedder
+    from cosyvoice.utils.pretrained import CAMPPLUS_FILE
+
+    spk, items = runner.read_items(args.test_data_dir, args.spk_id)
+    args.spk_id = spk
+    items = runner.spread(items, args.max_utts)
+    prompt = runner.choose_prompt(args.prompt_data_dir, spk, args.prompt_utt)
+    check_inputs(args)
+    logger.info("speaker %s: %d test text(s); zero-shot prompt %s", spk, len(items), prompt.utt)
+    audio_dir = os.path.join(args.exp_dir, "report_audio")
+    audio = {"real": runner.copy_real(items, os.path.join(audio_dir, "real"))}
+    for system, model_dir in (("base", args.pretrained_model_dir), ("sft", args.model_dir)):
+        cosyvoice = CosyVoice2(model_dir)
+        runner.limit_speech_tokens(cosyvoice.model.llm, args.max_token_text_ratio)
+        audio[system] = runner.synthesize_items(cosyvoice, items, system, os.path.join(audio_dir, system),
+                                                args.seed, prompt=prompt)
+        runner.release(cosyvoice)
+        del cosyvoice
+    asr, asr_status = load_asr(args.asr_model_dir, args.asr_backend)
+    embedder = SpeakerEmbedder(os.path.join(args.pretrained_model_dir, CAMPPLUS_FILE))
+    summary, rows = runner.score(items, audio, embedder, asr)
+    return {
+        "speaker": spk, "created": datetime.datetime.now().isoformat(timespec="seconds"),
+        "pretrained_model_dir": os.path.abspath(args.pretrained_model_dir),
+        "model_dir": os.path.abspath(args.model_dir), "test_data_dir": os.path.abspath(args.test_data_dir),
+        "prompt": {"utt": prompt.utt, "text": prompt.text, "wav": prompt.wav}, "seed": args.seed,
+        "max_token_text_ratio": args.max_token_text_ratio, "asr": asr_status, "systems": runner.SYSTEMS,
+        "summary": summary, "utterances": rows,
+    }
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s")
+    args = get_args(argv)
+    if args.num_threads > 0:
+        import torch
+
+        torch.set_num_threads(args.num_threads)
+    from cosyvoice.eval.report import write_report
+    from cosyvoice.eval.runner import EvalInputError
+    from cosyvoice.utils.pretrained import PretrainedDirError
+
+    try:
+        metrics = evaluate(args)
+    except (EvalInputError, PretrainedDirError) as e:
+        print(f"evaluate: error: {e}", file=sys.stderr)
+        return 1
+    train_dirs = args.train_dirs
+    if train_dirs is None:
+        train_dirs = [d for d in (os.path.join(args.exp_dir, m) for m in ("llm", "flow")) if os.path.isdir(d)]
+    report = write_report(args.exp_dir, metrics, train_dirs, embed_audio=args.embed_audio)
+    for system in ("base", "sft"):
+        s = {k: (float("nan") if v is None else v) for k, v in metrics["summary"][system].items()}
+        logger.info("%s: SIM %.3f (same text %.3f), error rate %s, duration ratio %.2f, RTF %.3f", system,
+                    s["sim_centroid"], s["sim_real"],
+                    "skipped" if metrics["summary"][system]["error_rate"] is None else f"{100 * s['error_rate']:.1f}%",
+                    s["duration_ratio"], s["rtf"])
+    logger.info("report: %s", os.path.abspath(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

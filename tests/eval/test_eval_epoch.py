@@ -1,0 +1,71 @@
+"""The per-epoch evaluation hook: the trained module is swapped in, scored, restored; RNG streams untouched."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from cosyvoice.eval.epoch import EpochEvaluator, clear_inference_tensors, swapped_module, tracker_scalars
+from cosyvoice.eval.select import load_epoch_records, select_best
+from cosyvoice.utils import checkpoint as ckpt
+from conftest import TEST_UTTS
+
+
+def trained_module(stand_in_dir, name):
+    from cosyvoice.utils.common import load_checkpoint_strict
+    from cosyvoice.utils.config import load_config
+
+    module = load_config(str(stand_in_dir / "cosyvoice2.yaml"),
+                         {"qwen_pretrain_path": str(stand_in_dir / "CosyVoice-BlankEN")}, keys=[name])[name]
+    load_checkpoint_strict(module, stand_in_dir / f"{name}.pt")
+    return module.train()
+
+
+def test_epoch_evaluation_scores_and_restores(stand_in_dir, eval_data, tiny_whisper_dir, tmp_path):
+    model_dir = tmp_path / "llm"
+    evaluator = EpochEvaluator(str(stand_in_dir), str(eval_data / "test"), str(eval_data / "train"), num_utts=2,
+                               asr_model_dir=str(tiny_whisper_dir), max_token_text_ratio=2)
+    llm = trained_module(stand_in_dir, "llm")
+    original = evaluator.cosyvoice.model.llm
+    torch.manual_seed(123)
+    rng = ckpt.get_rng_state()
+    metrics = evaluator(llm, "llm", 0, model_dir=str(model_dir))
+    after = ckpt.get_rng_state()
+    assert torch.equal(after["torch"], rng["torch"]) and after["python"] == rng["python"]
+    assert llm.training and evaluator.cosyvoice.model.llm is original and "inference" not in vars(llm)
+    assert metrics["utts"] == sorted(TEST_UTTS) and metrics["n_utts"] == 2
+    assert -1.0 <= metrics["sim"] <= 1.0 and -1.0 <= metrics["sim_to_real"] <= 1.0
+    assert metrics["asr"]["status"] == "ok" and metrics["error_rate"] >= 0.0
+    assert set(tracker_scalars(metrics)) == {"eval/sim", "eval/sim_to_real", "eval/error_rate", "eval/cer",
+                                             "eval/wer", "eval/duration_ratio"}
+    saved = json.loads((model_dir / "eval" / "epoch_0.json").read_text())
+    assert saved["sim"] == metrics["sim"] and saved["checkpoint"] == "epoch_0_whole"
+    # the same seeded subset gives the same numbers next epoch when the weights did not change
+    flow = trained_module(stand_in_dir, "flow")
+    again = evaluator(flow, "flow", 1, model_dir=str(model_dir))
+    assert again["sim"] == pytest.approx(metrics["sim"], abs=1e-6)
+    assert flow.training and not any(t.is_inference() for m in flow.modules() for t in vars(m).values()
+                                     if isinstance(t, torch.Tensor))
+    # the records feed checkpoint selection
+    for epoch in (0, 1):
+        ckpt.save_checkpoint(model_dir, ckpt.CheckpointInfo(
+            name=f"epoch_{epoch}_whole", epoch=epoch, step=epoch + 1, resume_epoch=epoch + 1, resume_batch=0,
+            world_size=1, train_engine="torch_ddp", cv={"loss": 1.0}), {"w": torch.zeros(1)}, None)
+    best = select_best(load_epoch_records(model_dir), "sim")
+    assert best[0]["name"] == "epoch_1_whole"  # equal SIM: the later one
+
+
+def test_swap_rejects_other_modules(stand_in_dir):
+    with pytest.raises(ValueError, match="can evaluate the llm or the flow, not 'hift'"):
+        with swapped_module(object(), "hift", torch.nn.Linear(1, 1)):
+            pass
+
+
+def test_inference_tensors_cached_on_modules_are_replaced():
+    m = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    with torch.inference_mode():
+        m[0].table = torch.ones(3)
+    assert m[0].table.is_inference()
+    assert clear_inference_tensors(m) == 1
+    assert not m[0].table.is_inference() and torch.equal(m[0].table, torch.ones(3))

@@ -1,0 +1,66 @@
+"""Stage 8 end to end on the stand-in: base zero-shot and fine-tuned SFT synthesis, metrics in range, the report."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import soundfile as sf
+
+from cosyvoice.bin import evaluate
+from conftest import PROMPT_UTTS, SPK, TEST_UTTS
+
+
+def args(stand_in_dir, sft_model_dir, eval_data, exp, *extra):
+    return ["--pretrained_model_dir", str(stand_in_dir), "--model_dir", str(sft_model_dir),
+            "--test_data_dir", str(eval_data / "test"), "--prompt_data_dir", str(eval_data / "train"),
+            "--exp_dir", str(exp), "--max_token_text_ratio", "2", *extra]
+
+
+def test_stage8_writes_metrics_and_report(stand_in_dir, sft_model_dir, eval_data, tmp_path):
+    exp = tmp_path / "exp"
+    missing_asr = tmp_path / "no-such-asr"
+    assert evaluate.main(args(stand_in_dir, sft_model_dir, eval_data, exp, "--asr_model_dir", str(missing_asr))) == 0
+    m = json.loads((exp / "metrics.json").read_text(encoding="utf-8"))
+    assert m["speaker"] == SPK and m["prompt"]["utt"] in PROMPT_UTTS
+    assert m["asr"] == {"status": "skipped", "reason": f"ASR model dir {missing_asr} does not exist"}
+    assert [r["utt"] for r in m["utterances"]] == sorted(TEST_UTTS)
+    for system in ("base", "sft"):
+        s = m["summary"][system]
+        assert s["utterances"] == 2
+        assert -1.0 <= s["sim_centroid"] <= 1.0 and -1.0 <= s["sim_real"] <= 1.0
+        assert s["duration_ratio"] > 0 and s["rtf"] > 0 and s["seconds"] > 0
+        assert s["cer"] is None and s["wer"] is None and s["error_rate"] is None
+    real = m["summary"]["real"]
+    assert real["duration_ratio"] == 1.0 and real["rtf"] is None and real["sim_real"] is None
+    assert -1.0 <= real["sim_centroid"] <= 1.0
+    for row in m["utterances"]:
+        for system in ("real", "base", "sft"):
+            info = sf.info(str(exp / row[system]["wav"]))
+            assert info.samplerate == 24000 and info.subtype == "PCM_16"
+            assert info.duration == pytest.approx(row[system]["seconds"], abs=1e-3)
+            assert "transcript" not in row[system]
+    page = (exp / "report.html").read_text(encoding="utf-8")
+    assert page.count("<audio") == 6
+    assert f"CER/WER skipped: ASR model dir {missing_asr} does not exist" in page
+    assert len(re.findall(r"src='data:image/png;base64,", page)) == 1   # the summary bars; no training dirs
+    assert (exp / "report_plots" / "summary.png").is_file()
+
+
+def test_unknown_speaker_fails_before_synthesis(stand_in_dir, sft_model_dir, eval_data, tmp_path, capsys):
+    exp = tmp_path / "exp"
+    assert evaluate.main(args(stand_in_dir, sft_model_dir, eval_data, exp, "--spk_id", "alice")) == 1
+    err = capsys.readouterr().err
+    assert f"{eval_data / 'test'} has no utterance of speaker 'alice' (speakers: demo)" in err
+    assert not exp.exists()
+
+
+def test_missing_spk2info_names_stage_4(stand_in_dir, eval_data, tmp_path, capsys):
+    exp = tmp_path / "exp"
+    assert evaluate.main(args(stand_in_dir, stand_in_dir, eval_data, exp)) == 1
+    assert f"{stand_in_dir / 'spk2info.pt'} not found: run stage 4 first" in capsys.readouterr().err
+
+
+def test_bad_prompt_utt(stand_in_dir, sft_model_dir, eval_data, tmp_path, capsys):
+    assert evaluate.main(args(stand_in_dir, sft_model_dir, eval_data, tmp_path / "exp", "--prompt_utt", "x")) == 1
+    assert f"--prompt_utt x is not an utterance of speaker 'demo' in {eval_data / 'train'}" in capsys.readouterr().err
