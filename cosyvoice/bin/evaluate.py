@@ -17,6 +17,7 @@ import argparse
 import datetime
 import logging
 import os
+import shutil
 import sys
 from typing import List, Optional
 
@@ -87,14 +88,16 @@ def evaluate(args) -> dict:
     check_inputs(args)
     logger.info("speaker %s: %d test text(s); zero-shot prompt %s", spk, len(items), prompt.utt)
     audio_dir = os.path.join(args.exp_dir, "report_audio")
+    for system in runner.SYSTEMS:  # no stale clips of an earlier run
+        shutil.rmtree(os.path.join(audio_dir, system), ignore_errors=True)
     audio = {"real": runner.copy_real(items, os.path.join(audio_dir, "real"))}
     for system, model_dir in (("base", args.pretrained_model_dir), ("sft", args.model_dir)):
         cosyvoice = CosyVoice2(model_dir)
         runner.limit_speech_tokens(cosyvoice.model.llm, args.max_token_text_ratio)
         audio[system] = runner.synthesize_items(cosyvoice, items, system, os.path.join(audio_dir, system),
                                                 args.seed, prompt=prompt)
-        runner.release(cosyvoice)
         del cosyvoice
+        runner.free_memory()
     asr, asr_status = load_asr(args.asr_model_dir, args.asr_backend)
     embedder = SpeakerEmbedder(os.path.join(args.pretrained_model_dir, CAMPPLUS_FILE))
     summary, rows = runner.score(items, audio, embedder, asr)
@@ -115,13 +118,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         import torch
 
         torch.set_num_threads(args.num_threads)
+    from cosyvoice.cli.frontend import PromptError, SpeakerError
     from cosyvoice.eval.report import write_report
     from cosyvoice.eval.runner import EvalInputError
     from cosyvoice.utils.pretrained import PretrainedDirError
 
     try:
         metrics = evaluate(args)
-    except (EvalInputError, PretrainedDirError) as e:
+    except (EvalInputError, PretrainedDirError, PromptError, SpeakerError) as e:
         print(f"evaluate: error: {e}", file=sys.stderr)
         return 1
     train_dirs = args.train_dirs

@@ -20,6 +20,8 @@ import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from cosyvoice.eval.runner import SYSTEMS as SYSTEM_LABELS
+
 logger = logging.getLogger(__name__)
 
 REPORT_FILE = "report.html"
@@ -38,7 +40,6 @@ METRIC_ROWS = (
     ("utterances", "Utterances", ""),
     ("seconds", "Audio seconds", ""),
 )
-SYSTEM_LABELS = {"real": "Real recording", "base": "Base model, zero-shot", "sft": "Fine-tuned, SFT speaker"}
 
 
 # ------------------------------------------------------------------------------------------------ training logs
@@ -83,6 +84,7 @@ def plot_training(training: Dict, out_png: Path) -> bool:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     sc, recs = training["scalars"], training["records"]
     whole = [r for r in recs if r["name"].endswith("_whole")]
@@ -106,6 +108,7 @@ def plot_training(training: Dict, out_png: Path) -> bool:
                 ax.plot(xs, ys, style, label=label, markersize=4)
         ax.set_title(f"{training['name']}: {title}")
         ax.set_xlabel(xlabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -130,7 +133,7 @@ def plot_summary(summary: Dict[str, Dict], out_png: Path) -> bool:
     systems = [s for s in ("real", "base", "sft") if s in summary]
     x = np.arange(len(keys))
     width = 0.8 / len(systems)
-    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    fig, ax = plt.subplots(figsize=(7.5, 3.9))
     for i, system in enumerate(systems):
         values = [summary[system].get(k) for k in keys]
         bars = ax.bar(x + (i - (len(systems) - 1) / 2) * width, [v if v is not None else 0.0 for v in values],
@@ -143,7 +146,7 @@ def plot_summary(summary: Dict[str, Dict], out_png: Path) -> bool:
                         "wer": "WER (en)"}[k] for k in keys)
     ax.axhline(0, color="black", linewidth=0.6)
     ax.set_title("Base vs fine-tuned")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=len(systems), frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)

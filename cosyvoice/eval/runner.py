@@ -163,8 +163,8 @@ def copy_real(items: List[TestItem], out_dir: str) -> Dict[str, Dict[str, float]
     return results
 
 
-def release(cosyvoice) -> None:
-    del cosyvoice
+def free_memory() -> None:
+    """Collect garbage and return cached GPU memory (after dropping a model)."""
     gc.collect()
     try:
         import torch

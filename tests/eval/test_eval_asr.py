@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import sys
 
-import pytest
 
 from cosyvoice.eval.asr import WhisperASR, load_asr
 from eval_helpers import tone
