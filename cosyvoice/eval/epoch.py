@@ -9,11 +9,15 @@ and :func:`tracker_scalars` gives the ``eval/*`` scalars for TensorBoard/SwanLab
 
 Use from the trainer::
 
-    evaluator = EpochEvaluator(pretrained_model_dir, test_data_dir="data/test", train_data_dir="data/train",
-                               num_utts=4, asr_model_dir=args.asr_model_dir, seed=args.seed)
+    evaluator = EpochEvaluator("exp/sft/model", test_data_dir="data/test", num_utts=4,
+                               asr_model_dir=args.asr_model_dir)
     ...
     metrics = evaluator(unwrap(model), "llm", epoch, model_dir=model_dir)   # rank 0, after the epoch's checkpoint
     tracker.log_scalars(tracker_scalars(metrics), step)
+
+``cosyvoice_dir`` is the model dir the other modules come from: the stage-4 output dir (its spk2info.pt holds the
+speaker; after the LLM stage it may hold the fine-tuned llm.pt, so flow training is judged with it), or the
+pretrained dir plus ``train_data_dir`` (whose stage-1 ``spk2embedding.pt`` gives the speaker embedding).
 
 The evaluation runs on its own seeded random streams (the training streams continue as if it had not run), puts
 the module in eval mode for the synthesis and back into the mode it was in, and leaves no inference-mode tensors
@@ -77,26 +81,27 @@ def tracker_scalars(metrics: Dict) -> Dict[str, float]:
 class EpochEvaluator:
     """SIM (and CER/WER with an ASR model) of a fixed subset of test texts, synthesized as the SFT speaker.
 
-    ``train_data_dir``: holds ``spk2embedding.pt`` (stage 1), the speaker's SFT embedding (what stage 4 puts in
-    spk2info.pt). ``num_utts``: the subset size, spread evenly over the sorted test utterances.
+    ``cosyvoice_dir``: a CosyVoice2 model dir (see the module docstring). ``train_data_dir``: a data dir whose
+    ``spk2embedding.pt`` (stage 1) gives the speaker's SFT embedding; needed when ``cosyvoice_dir`` has no
+    spk2info.pt entry for the speaker. ``num_utts``: the subset size, spread evenly over the sorted test utterances.
     """
 
-    def __init__(self, pretrained_model_dir: str, test_data_dir: str, train_data_dir: str, num_utts: int = 4,
-                 spk_id: str = "", asr_model_dir: str = "", asr_backend: str = "auto", seed: int = EVAL_SEED,
-                 max_token_text_ratio: Optional[float] = None, wav_dir: Optional[str] = None):
+    def __init__(self, cosyvoice_dir: str, test_data_dir: str, train_data_dir: Optional[str] = None,
+                 num_utts: int = 4, spk_id: str = "", asr_model_dir: str = "", asr_backend: str = "auto",
+                 seed: int = EVAL_SEED, max_token_text_ratio: Optional[float] = None, wav_dir: Optional[str] = None):
         from cosyvoice.eval.asr import load_asr
         from cosyvoice.eval.metrics import SpeakerEmbedder
         from cosyvoice.utils.pretrained import CAMPPLUS_FILE, check_pretrained_dir
 
-        check_pretrained_dir(pretrained_model_dir)
-        self.pretrained_model_dir = pretrained_model_dir
+        check_pretrained_dir(cosyvoice_dir)
+        self.cosyvoice_dir = cosyvoice_dir
         self.spk, items = runner.read_items(test_data_dir, spk_id)
         self.items = runner.spread(items, num_utts)
-        self.embedding = self._speaker_embedding(train_data_dir, self.spk)
+        self.embedding = self._speaker_embedding(cosyvoice_dir, train_data_dir, self.spk)  # (1, 192)
         self.seed = seed
         self.max_token_text_ratio = max_token_text_ratio
         self.wav_dir = wav_dir
-        self.embedder = SpeakerEmbedder(os.path.join(pretrained_model_dir, CAMPPLUS_FILE))
+        self.embedder = SpeakerEmbedder(os.path.join(cosyvoice_dir, CAMPPLUS_FILE))
         self.asr, self.asr_status = load_asr(asr_model_dir, asr_backend)
         self._cosyvoice = None
         self._real_dir = tempfile.TemporaryDirectory(prefix="cosyvoice-epoch-eval-")
@@ -106,22 +111,32 @@ class EpochEvaluator:
                     "on" if self.asr is not None else f"skipped ({self.asr_status['reason']})")
 
     @staticmethod
-    def _speaker_embedding(train_data_dir: str, spk: str) -> torch.Tensor:
-        path = os.path.join(train_data_dir, "spk2embedding.pt")
-        if not os.path.isfile(path):
-            raise runner.EvalInputError(f"{path} not found: run stage 1 first (the SFT speaker embedding)")
+    def _speaker_embedding(cosyvoice_dir: str, train_data_dir: Optional[str], spk: str) -> torch.Tensor:
+        """(1, 192): from ``train_data_dir``'s spk2embedding.pt when given, else from the model dir's spk2info.pt."""
+        from cosyvoice.utils.pretrained import SPK2INFO_FILE
+
+        if train_data_dir:
+            path = os.path.join(train_data_dir, "spk2embedding.pt")
+            if not os.path.isfile(path):
+                raise runner.EvalInputError(f"{path} not found: run stage 1 first (the SFT speaker embedding)")
+        else:
+            path = os.path.join(cosyvoice_dir, SPK2INFO_FILE)
+            if not os.path.isfile(path):
+                raise runner.EvalInputError(f"{path} not found: run stage 4 first, or give the evaluation a data dir "
+                                            "with spk2embedding.pt (stage 1)")
         table = torch.load(path, map_location="cpu", weights_only=True)
         if spk not in table:
             raise runner.EvalInputError(f"speaker '{spk}' is not in {path} (it has: {', '.join(sorted(table))})")
-        return torch.as_tensor(table[spk], dtype=torch.float32).reshape(1, -1)
+        value = table[spk]["embedding"] if isinstance(table[spk], dict) else table[spk]
+        return torch.as_tensor(value, dtype=torch.float32).reshape(1, -1)
 
     @property
     def cosyvoice(self):
-        """The CosyVoice2 of the pretrained dir with the speaker registered (built on first use)."""
+        """The CosyVoice2 of ``cosyvoice_dir`` with the speaker registered (built on first use)."""
         if self._cosyvoice is None:
             from cosyvoice.cli.cosyvoice import CosyVoice2
 
-            cv = CosyVoice2(self.pretrained_model_dir)
+            cv = CosyVoice2(self.cosyvoice_dir)
             cv.frontend.spk2info[self.spk] = {"embedding": self.embedding.to(cv.frontend.device)}
             self._cosyvoice = cv
         return self._cosyvoice

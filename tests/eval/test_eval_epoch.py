@@ -69,3 +69,15 @@ def test_inference_tensors_cached_on_modules_are_replaced():
     assert m[0].table.is_inference()
     assert clear_inference_tensors(m) == 1
     assert not m[0].table.is_inference() and torch.equal(m[0].table, torch.ones(3))
+
+
+def test_speaker_embedding_from_the_model_dir_or_stage_1(stand_in_dir, sft_model_dir, eval_data):
+    from_model = EpochEvaluator(str(sft_model_dir), str(eval_data / "test"), num_utts=1)
+    expected = torch.load(sft_model_dir / "spk2info.pt")["demo"]["embedding"]
+    assert from_model.embedding.shape == (1, 192) and torch.equal(from_model.embedding, expected)
+    assert [it.utt for it in from_model.items] == [sorted(TEST_UTTS)[0]]
+    assert from_model.asr is None and from_model.asr_status["reason"] == "no --asr_model_dir given"
+    from_data = EpochEvaluator(str(stand_in_dir), str(eval_data / "test"), str(eval_data / "train"), num_utts=1)
+    assert torch.allclose(from_data.embedding, expected)
+    with pytest.raises(ValueError, match=f"^{stand_in_dir / 'spk2info.pt'} not found: run stage 4 first"):
+        EpochEvaluator(str(stand_in_dir), str(eval_data / "test"))
