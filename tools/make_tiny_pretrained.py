@@ -333,6 +333,7 @@ def write_weights(out: Path, seed: int) -> dict:
     torch.manual_seed(seed)
     cfg = load_config(str(out / "cosyvoice2.yaml"), {"qwen_pretrain_path": str(out / "CosyVoice-BlankEN")},
                       keys=["llm", "flow", "hift"])
+    _bias_towards_ending(cfg["llm"])
     sizes = {}
     for name in ("llm", "flow", "hift"):
         state = cfg[name].state_dict()
@@ -343,6 +344,19 @@ def write_weights(out: Path, seed: int) -> dict:
     qwen_state = {k: v.detach().contiguous() for k, v in qwen.state_dict().items() if k not in tied}
     save_file(qwen_state, str(out / "CosyVoice-BlankEN" / "model.safetensors"), metadata={"format": "pt"})
     return sizes
+
+
+# Random weights almost never pick the end-of-speech token, so every utterance would run to the LLM's maximum
+# length (20 tokens per text token) and the demo would spend minutes on noise. A bias on that one logit makes it
+# likely (about 15 % a step once the minimum length is reached), so stand-in utterances end at sensible lengths.
+EOS_LOGIT_BIAS = 7.0
+
+
+def _bias_towards_ending(llm) -> None:
+    import torch
+
+    with torch.no_grad():
+        llm.llm_decoder.bias[llm.speech_token_size] += EOS_LOGIT_BIAS
 
 
 README = """\
@@ -358,6 +372,7 @@ speak: fine-tuning and synthesis run, but the audio is noise. For real results u
 * `cosyvoice2.yaml`: conf/cosyvoice2.yaml with tiny widths: LLM 64 (Qwen2, 2 layers), flow 64, HiFT base
   channels 64. Same classes, same data pipeline and train_conf.
 * `llm.pt`, `flow.pt`, `hift.pt`: state_dicts of this package's modules built from that yaml under torch seed {seed}.
+  The LLM's end-of-speech logit gets a bias of +7 so that its utterances end at a sensible length.
 * `campplus.onnx`: input 0 float32 (1, T, 80) mean-normalised fbank -> output 0 float32 (1, 192). A random
   two-layer net with mean and standard-deviation pooling over time.
 * `speech_tokenizer_v2.onnx`: input 0 float32 (1, 128, T) whisper log-mel, input 1 int32 (1,) = [T] -> output 0
