@@ -7,7 +7,7 @@ strictly, and writes, under the official names:
 
 * ``flow.encoder.fp32.zip``: ``torch.jit.trace`` of ``flow.encoder`` (xs (1, T, D), xs_lens (1,) -> (h, mask));
 * ``flow.decoder.estimator.fp32.onnx``: ``flow.decoder.estimator`` (x, mask, mu, t, spks, cond -> estimator_out)
-  with a dynamic time axis (legacy exporter, opset 18).
+  with dynamic batch and time axes (legacy exporter, opset 18).
 
 Each export is run on a fresh input of another length than the one it was made with and compared with the eager
 module; the largest absolute difference is logged and must stay below ``--atol``, else the file is removed and the
@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import List, Optional
 
@@ -53,6 +54,17 @@ def load_flow(model_dir: Path, config: Optional[str], qwen: Optional[str]) -> to
     return flow.eval()
 
 
+@contextmanager
+def _quiet():
+    """Silence the tracer's generic warnings (every export is checked numerically instead) and the deprecation
+    notes of TorchScript and the legacy ONNX exporter, which are what the official deployment files use."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message="Constant folding")
+        yield
+
+
 def _check(name: str, path: Path, diff: float, atol: float) -> float:
     logger.info("%s: max |export - eager| = %.3g (limit %.1g)", path.name, diff, atol)
     if not diff <= atol:
@@ -71,11 +83,13 @@ def export_encoder(flow: torch.nn.Module, out: Path, atol: float, gen: torch.Gen
     def inputs(n: int):
         return torch.randn(1, n, dim, generator=gen), torch.tensor([n], dtype=torch.int32)
 
-    traced = torch.jit.trace(encoder, inputs(37), check_trace=False)
+    with _quiet():
+        traced = torch.jit.trace(encoder, inputs(37), check_trace=False)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    torch.jit.save(traced, str(tmp))
-    os.replace(tmp, out)
-    loaded = torch.jit.load(str(out))
+    with _quiet():
+        torch.jit.save(traced, str(tmp))
+        os.replace(tmp, out)
+        loaded = torch.jit.load(str(out))
     xs, lens = inputs(53)
     (h_ref, mask_ref), (h, mask) = encoder(xs, lens), loaded(xs, lens)
     if h.shape != h_ref.shape or not torch.equal(mask, mask_ref):
@@ -93,16 +107,18 @@ def estimator_inputs(estimator, batch: int, frames: int, gen: torch.Generator):
 
 @torch.no_grad()
 def export_estimator(flow: torch.nn.Module, out: Path, atol: float, gen: torch.Generator) -> float:
-    """ONNX of ``flow.decoder.estimator`` (dynamic time axis), checked with onnxruntime on another length."""
+    """ONNX of ``flow.decoder.estimator`` (dynamic batch and time), checked with onnxruntime on another length."""
     import onnxruntime
 
     estimator = flow.decoder.estimator
     names = ["x", "mask", "mu", "t", "spks", "cond"]
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    torch.onnx.export(estimator, estimator_inputs(estimator, 2, 128, gen), str(tmp), export_params=True,
-                      opset_version=18, do_constant_folding=True, input_names=names,
-                      output_names=["estimator_out"], dynamo=False,
-                      dynamic_axes={k: {2: "seq_len"} for k in ("x", "mask", "mu", "cond", "estimator_out")})
+    axes = {k: {0: "batch", 2: "seq_len"} for k in ("x", "mask", "mu", "cond", "estimator_out")}
+    with _quiet():
+        torch.onnx.export(estimator, estimator_inputs(estimator, 2, 128, gen), str(tmp), export_params=True,
+                          opset_version=18, do_constant_folding=True, input_names=names,
+                          output_names=["estimator_out"], dynamo=False,
+                          dynamic_axes={**axes, "t": {0: "batch"}, "spks": {0: "batch"}})
     os.replace(tmp, out)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1
@@ -116,7 +132,6 @@ def export_estimator(flow: torch.nn.Module, out: Path, atol: float, gen: torch.G
 def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s")
     args = get_args(argv)
-    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # every export is checked numerically
     model_dir = Path(args.model_dir)
     flow = load_flow(model_dir, args.config, args.qwen_pretrain_path)
     gen = torch.Generator().manual_seed(args.seed)

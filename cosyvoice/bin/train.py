@@ -66,6 +66,7 @@ def get_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help="SwanLab: auto = cloud when logged in, else local/offline; off = TensorBoard only")
     p.add_argument("--swanlab_project", default="cosyvoice2-sft")
     p.add_argument("--sample_texts", help="json list (or {name: text}) of texts to synthesize after each epoch")
+    p.add_argument("--sample_model_dir", help="model dir with spk2info.pt to synthesize with [--pretrained_model_dir]")
     p.add_argument("--sample_spk", help="speaker id of spk2info.pt for the samples [the first one]")
     p.add_argument("--sample_llm", help="fine-tuned llm.pt to pair with the new flow in samples (llm_flow)")
     return p.parse_args(argv)
@@ -139,13 +140,19 @@ def make_renderer(args, model, tracker, model_dir: Path, info: tu.DistInfo):
     """The per-epoch SFT sample hook (rank 0 only), or None without ``--sample_texts``."""
     if not args.sample_texts:
         return None
-    from cosyvoice.utils.render import SampleRenderer
+    from cosyvoice.utils.trackers import SampleRenderer, read_sample_texts
 
-    if not args.pretrained_model_dir:
-        raise tu.TrainSetupError("--sample_texts needs --pretrained_model_dir (the model the samples are made with)")
-    renderer = SampleRenderer(args.model, args.pretrained_model_dir, args.sample_texts, model_dir / "samples",
+    sample_dir = args.sample_model_dir or args.pretrained_model_dir
+    if not sample_dir:
+        raise tu.TrainSetupError("--sample_texts needs --sample_model_dir (a model dir with spk2info.pt)")
+    read_sample_texts(args.sample_texts)  # a bad file fails now, not after the first epoch
+    if args.sample_llm and not Path(args.sample_llm).is_file():
+        raise tu.TrainSetupError(f"--sample_llm {args.sample_llm} not found (a fine-tuned llm.pt)")
+    if not info.is_main:
+        return None
+    renderer = SampleRenderer(args.model, sample_dir, args.sample_texts, model_dir / "samples",
                               spk_id=args.sample_spk, base_llm=args.sample_llm, seed=args.seed)
-    return lambda epoch: renderer(tu.unwrap(model), epoch, tracker) if info.is_main else None
+    return lambda epoch, step: renderer(tu.unwrap(model), epoch, step, tracker)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ class Executor:
 
     def __init__(self, model, optimizer, scheduler, train_conf: Dict[str, Any], info: DistInfo, model_dir: Path,
                  train_engine: str = "torch_ddp", amp_dtype: Optional[str] = None, scaler=None, tracker=None,
-                 keep_states: int = 2, on_epoch_end: Optional[Callable[[int], None]] = None):
+                 keep_states: int = 2, on_epoch_end: Optional[Callable[[int, int], None]] = None):
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -111,7 +111,7 @@ class Executor:
         self.epoch, self.batch_in_epoch = epoch + 1, 0
         self.save(f"epoch_{epoch}_whole", cv, epoch=epoch)
         if self.on_epoch_end is not None:
-            self.on_epoch_end(epoch)
+            self.on_epoch_end(epoch, self.step)
 
     def train_window(self, window: List[Dict[str, Any]]):
         """Forward/backward every batch of the window, then one optimizer update. Returns (mean losses, norm)."""

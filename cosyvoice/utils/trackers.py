@@ -194,3 +194,107 @@ def init_tracker(model_dir: Path, tensorboard_dir: Path, swanlab: str = "auto", 
         where += f", SwanLab {mode} mode ({Path(model_dir) / 'swanlog'})"
     logger.info("tracking to %s", where)
     return tracker
+
+
+# ------------------------------------------------------------------------------------------------ SFT samples
+def read_sample_texts(path: str) -> Dict[str, str]:
+    """{name: text} from a json list of texts (names s00, s01, ...) or a json object {name: text}."""
+    import json
+
+    with open(path, "r", encoding="utf-8") as f:
+        data = json.load(f)
+    if isinstance(data, list):
+        data = {f"s{i:02d}": t for i, t in enumerate(data)}
+    if not isinstance(data, dict) or not data or not all(isinstance(t, str) and t.strip() for t in data.values()):
+        raise ValueError(f"{path}: expected a non-empty json list of texts or object {{name: text}}")
+    return {str(k): v for k, v in data.items()}
+
+
+class SampleRenderer:
+    """After each epoch, speak the sample texts with the current weights and hand the audio to the trackers.
+
+    ``model_dir``: a model dir laid out like CosyVoice2-0.5B with the speaker in ``spk2info.pt`` (the recipe's
+    output model dir); its own llm/flow are the base weights. Training the llm: new llm + base flow (``llm``).
+    Training the flow: base llm + new flow (``flow``), and with ``base_llm`` (a fine-tuned llm.pt) also new llm +
+    new flow (``llm_flow``). Rank 0 only; fixed seed; runs on its own random streams; an error is logged as a
+    warning and never stops training.
+    """
+
+    def __init__(self, model: str, model_dir: str, texts_json: str, out_dir: Path, spk_id: Optional[str] = None,
+                 base_llm: Optional[str] = None, seed: int = 1986):
+        self.kind = model
+        self.model_dir = model_dir
+        self.texts = read_sample_texts(texts_json)
+        self.out_dir = Path(out_dir)
+        self.spk_id = spk_id
+        self.base_llm = base_llm
+        self.seed = seed
+        self.cosyvoice = None
+
+    def _load(self):
+        from cosyvoice.cli.cosyvoice import CosyVoice2
+
+        cosyvoice = CosyVoice2(self.model_dir)
+        speakers = cosyvoice.list_available_spks()
+        if not speakers:
+            raise ValueError(f"{self.model_dir}/spk2info.pt holds no speaker (stage 4 writes it)")
+        if self.spk_id is None:
+            self.spk_id = speakers[0]
+        elif self.spk_id not in speakers:
+            raise ValueError(f"speaker '{self.spk_id}' is not in {self.model_dir}/spk2info.pt ({', '.join(speakers)})")
+        model = cosyvoice.model
+        self.base_llm_state = {k: v.detach().clone() for k, v in model.llm.state_dict().items()}
+        self.tuned_llm_state = None
+        if self.kind == "flow" and self.base_llm:
+            self.tuned_llm_state = torch_load(self.base_llm)
+        return cosyvoice
+
+    def __call__(self, module, epoch: int, step: int, tracker: Optional[Tracker]) -> List[Path]:
+        from cosyvoice.utils.checkpoint import rng_scope
+
+        try:
+            with rng_scope(self.seed):  # building the model draws random numbers too
+                return self.render(module, epoch, step, tracker)
+        except Exception as e:  # noqa: BLE001 - samples are a convenience; training must go on
+            logger.warning("epoch %d: SFT samples failed (%s: %s); training continues", epoch, type(e).__name__, e)
+            return []
+
+    def render(self, module, epoch: int, step: int, tracker: Optional[Tracker]) -> List[Path]:
+        from cosyvoice.audio.io import save_wav
+        from cosyvoice.utils.checkpoint import rng_scope
+
+        if self.cosyvoice is None:
+            self.cosyvoice = self._load()
+        model = self.cosyvoice.model
+        getattr(model, self.kind).load_state_dict(module.state_dict())
+        passes = [(self.kind, None)]
+        if self.tuned_llm_state is not None:
+            passes.append(("llm_flow", self.tuned_llm_state))
+        written = []
+        try:
+            for tag, llm_state in passes:
+                if llm_state is not None:
+                    model.llm.load_state_dict(llm_state)
+                for name, text in self.texts.items():
+                    with rng_scope(self.seed):
+                        pieces = [out["tts_speech"] for out in
+                                  self.cosyvoice.inference_sft(text, self.spk_id, stream=False, seed=self.seed)]
+                    wav = np.concatenate([p.reshape(-1).float().cpu().numpy() for p in pieces])
+                    path = self.out_dir / f"epoch_{epoch}" / f"{tag}_{name}.wav"
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    save_wav(path, np.clip(wav, -1.0, 1.0), self.cosyvoice.sample_rate)
+                    written.append(path)
+                    if tracker is not None:
+                        tracker.log_audio(f"sft/{tag}/{name}", wav, self.cosyvoice.sample_rate, step)
+        finally:
+            if self.tuned_llm_state is not None:
+                model.llm.load_state_dict(self.base_llm_state)
+        logger.info("epoch %d: %d SFT sample(s) in %s", epoch, len(written), self.out_dir / f"epoch_{epoch}")
+        return written
+
+
+def torch_load(path: str):
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)
+

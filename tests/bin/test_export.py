@@ -1,0 +1,56 @@
+"""cosyvoice/bin/export.py: TorchScript encoder and ONNX estimator of a fine-tuned flow, checked against eager."""
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+
+import pytest
+import torch
+
+from cosyvoice.bin import export
+
+
+@pytest.fixture(scope="module")
+def model_dir(stand_in, flow_run, tmp_path_factory):
+    """A model dir like the recipe's: the stand-in's files with the fine-tuned flow.pt."""
+    d = tmp_path_factory.mktemp("export") / "model"
+    shutil.copytree(stand_in, d)
+    shutil.copy(flow_run / "epoch_0_whole.pt", d / "flow.pt")
+    return d
+
+
+def test_export_writes_checked_files(model_dir, caplog):
+    with caplog.at_level(logging.INFO):
+        assert export.main(["--model_dir", str(model_dir)]) == 0
+    diffs = dict(re.findall(r"(flow\.\S+): max \|export - eager\| = (\S+) ", caplog.text))
+    assert set(diffs) == {export.ENCODER_FILE, export.ESTIMATOR_FILE}
+    assert all(float(v) <= 1e-4 for v in diffs.values())
+
+    import onnxruntime
+
+    flow = export.load_flow(model_dir, None, None)
+    gen = torch.Generator().manual_seed(0)
+    # the ONNX estimator on a length it was not exported with
+    inputs = export.estimator_inputs(flow.decoder.estimator, 1, 91, gen)
+    session = onnxruntime.InferenceSession(str(model_dir / export.ESTIMATOR_FILE), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    assert names == ["x", "mask", "mu", "t", "spks", "cond"]
+    got = torch.from_numpy(session.run(None, {k: v.numpy() for k, v in zip(names, inputs)})[0])
+    with torch.no_grad():
+        assert (got - flow.decoder.estimator(*inputs)).abs().max() < 1e-4
+    # the TorchScript encoder, likewise
+    with export._quiet():
+        encoder = torch.jit.load(str(model_dir / export.ENCODER_FILE))
+    xs, lens = torch.randn(1, 29, flow.input_size, generator=gen), torch.tensor([29], dtype=torch.int32)
+    with torch.no_grad():
+        (h, _), (ref, _) = encoder(xs, lens), flow.encoder(xs, lens)
+    assert h.shape == (1, 58, flow.encoder.output_size()) and (h - ref).abs().max() < 1e-4
+
+
+def test_a_failed_check_removes_the_file(model_dir):
+    # an impossible tolerance: the check must fail and leave no file behind
+    flow = export.load_flow(model_dir, None, None)
+    with pytest.raises(RuntimeError, match="estimator export differs from the eager module by .* > --atol -1"):
+        export.export_estimator(flow, model_dir / "x.onnx", -1.0, torch.Generator().manual_seed(0))
+    assert not (model_dir / "x.onnx").exists()
