@@ -4,7 +4,7 @@
         --num 5 --val_best
 
 ``--val_best``: the ``--num`` checkpoints with the lowest CV loss (from their ``.ckpt.json`` sidecars); without it
-the ``--num`` newest. Checkpoints of the same step (a step checkpoint at the end of an epoch and the epoch's own)
+the ``--num`` newest (all of them, with a warning, when there are fewer). Checkpoints of the same step (a step checkpoint at the end of an epoch and the epoch's own)
 count once. Every file is checked against its recorded sha256 first. The average is taken in float64 and stored
 in each tensor's dtype; the result has exactly the keys of the trained module, checked by loading it strictly into
 the model built from ``<src_path>/config.yaml``, and is written atomically, with ``<dst>.average.json`` listing
@@ -30,7 +30,7 @@ def get_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Average training checkpoints into one model file.")
     p.add_argument("--src_path", required=True, help="a training model dir (train.py --model_dir)")
     p.add_argument("--dst_model", required=True, help="output file, e.g. <model dir>/llm.pt")
-    p.add_argument("--num", type=int, default=5, help="how many checkpoints to average")
+    p.add_argument("--num", type=int, default=5, help="how many checkpoints to average (at most)")
     p.add_argument("--val_best", action="store_true", help="the best --num by CV loss (default: the newest)")
     p.add_argument("--model", choices=["llm", "flow"], help="module to check the result against [from train.cmd]")
     return p.parse_args(argv)
@@ -56,7 +56,8 @@ def select_checkpoints(src: Path, num: int, val_best: bool) -> List[ckpt.Checkpo
     else:
         pool.sort(key=lambda c: -c.step)
     if len(pool) < num:
-        raise ValueError(f"{src} has {len(pool)} distinct checkpoint(s), fewer than --num {num}")
+        logger.warning("%s has %d distinct checkpoint(s), fewer than --num %d: averaging all of them",
+                       src, len(pool), num)
     return pool[:num]
 
 

@@ -68,7 +68,8 @@ def get_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--sample_texts", help="json list (or {name: text}) of texts to synthesize after each epoch")
     p.add_argument("--sample_model_dir", help="model dir with spk2info.pt to synthesize with [--pretrained_model_dir]")
     p.add_argument("--sample_spk", help="speaker id of spk2info.pt for the samples [the first one]")
-    p.add_argument("--sample_llm", help="fine-tuned llm.pt to pair with the new flow in samples (llm_flow)")
+    p.add_argument("--sample_llm", help="fine-tuned llm (an llm.pt, or an llm training dir: its newest checkpoint) "
+                   "to pair with the new flow in samples (llm_flow); a dir without checkpoints is skipped")
     return p.parse_args(argv)
 
 
@@ -100,14 +101,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     set_all_random_seed(args.seed + info.rank)
     configs, model_dir = setup_run(args, info)
     conf = configs["train_conf"]
-    model = tu.init_model(configs[args.model], args.checkpoint)
+    model = tu.init_model(configs[args.model], args.checkpoint).to(info.device)
     train_set, train_loader, cv_loader = tu.init_dataloaders(args, configs)
     optimizer = tu.init_optimizer(model, conf)
     scheduler = tu.init_scheduler(optimizer, conf)
     scaler = None
     if args.train_engine == "deepspeed":
         ds_config = tu.deepspeed_config(args.deepspeed_config, conf, args.use_amp, model_dir / "ds_config.json")
-        model, optimizer, scheduler = tu.init_deepspeed(model.to(info.device), optimizer, scheduler, ds_config)
+        model, optimizer, scheduler = tu.init_deepspeed(model, optimizer, scheduler, ds_config)
     else:
         model = tu.wrap_ddp(model, info)
         if args.use_amp == "fp16":
@@ -130,10 +131,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     finally:
         tracker.close()
     if info.is_main:
-        logger.info("done: checkpoints in %s, log %s, TensorBoard %s", model_dir, log_file,
-                    args.tensorboard_dir or model_dir / "tensorboard")
+        report_outputs(args, model_dir, log_file, tracker)
     tu.destroy_distributed(info)
     return 0
+
+
+def report_outputs(args, model_dir: Path, log_file: Path, tracker) -> None:
+    tb = Path(args.tensorboard_dir or model_dir / "tensorboard")
+    logger.info("done: checkpoints %s/epoch_*.pt, log %s", model_dir, log_file)
+    logger.info("curves: tensorboard --logdir %s%s", tb, "".join(
+        f"; SwanLab {t.mode}: {t.log_dir}" for t in getattr(tracker, "trackers", []) if t.name == "swanlab"))
+    if args.sample_texts:
+        logger.info("SFT samples of each epoch: %s/samples/epoch_*/", model_dir)
 
 
 def make_renderer(args, model, tracker, model_dir: Path, info: tu.DistInfo):
@@ -146,13 +155,31 @@ def make_renderer(args, model, tracker, model_dir: Path, info: tu.DistInfo):
     if not sample_dir:
         raise tu.TrainSetupError("--sample_texts needs --sample_model_dir (a model dir with spk2info.pt)")
     read_sample_texts(args.sample_texts)  # a bad file fails now, not after the first epoch
-    if args.sample_llm and not Path(args.sample_llm).is_file():
-        raise tu.TrainSetupError(f"--sample_llm {args.sample_llm} not found (a fine-tuned llm.pt)")
+    tuned_llm = sample_llm_file(args.sample_llm) if args.model == "flow" and args.sample_llm else None
     if not info.is_main:
         return None
     renderer = SampleRenderer(args.model, sample_dir, args.sample_texts, model_dir / "samples",
-                              spk_id=args.sample_spk, base_llm=args.sample_llm, seed=args.seed)
+                              spk_id=args.sample_spk, base_llm=tuned_llm, seed=args.seed)
     return lambda epoch, step: renderer(tu.unwrap(model), epoch, step, tracker)
+
+
+def sample_llm_file(path: str) -> Optional[str]:
+    """--sample_llm: the file itself, or the newest intact checkpoint of an llm training dir (None if it has none)."""
+    p = Path(path)
+    if p.is_file():
+        return str(p)
+    if not p.is_dir():
+        raise tu.TrainSetupError(f"--sample_llm {path} not found (an llm.pt, or the llm's training dir)")
+    for info in reversed(ckpt.list_checkpoints(p)):
+        try:
+            ckpt.verify_checkpoint(p, info, need_state=False)
+        except ckpt.CheckpointCorrupt as e:
+            logger.warning("--sample_llm: skipping %s (%s)", info.name, e)
+            continue
+        logger.info("samples pair the new flow with the fine-tuned llm %s", p / info.model_file)
+        return str(p / info.model_file)
+    logger.info("--sample_llm %s holds no checkpoint: samples use the base llm only", path)
+    return None
 
 
 if __name__ == "__main__":

@@ -193,6 +193,12 @@ class Executor:
         return cv
 
     # ------------------------------------------------------------------------------------------ checkpoints
+    def weights(self) -> Dict[str, torch.Tensor]:
+        """The module's state_dict as the pretrained files hold it: CPU, float32 (a DeepSpeed bf16/fp16 module is
+        widened; its exact fp32 master weights stay in the DeepSpeed folder)."""
+        return {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype)
+                for k, v in unwrap(self.model).state_dict().items()}
+
     def train_state(self) -> Dict[str, Any]:
         return {
             "optimizer": self.optimizer.state_dict(),
@@ -217,10 +223,9 @@ class Executor:
                                        save_latest=False)
             barrier(self.info)
             if self.info.is_main:
-                ckpt.save_checkpoint(self.model_dir, info, unwrap(self.model).state_dict(), None)
+                ckpt.save_checkpoint(self.model_dir, info, self.weights(), None)
         elif self.info.is_main:
-            ckpt.save_checkpoint(self.model_dir, info, unwrap(self.model).state_dict(),
-                                 {**self.train_state(), "position": position})
+            ckpt.save_checkpoint(self.model_dir, info, self.weights(), {**self.train_state(), "position": position})
         if self.info.is_main:
             cv_text = f", CV loss {cv['loss']:.4f}" if "loss" in cv else ""
             logger.info("saved checkpoint %s (step %d%s)", self.model_dir / f"{name}.pt", self.step, cv_text)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 
 import pytest
@@ -46,9 +47,17 @@ def test_one_checkpoint_averages_to_itself(llm_run, tmp_path):
     assert th.max_abs_diff(th.load_state(dst), th.load_state(llm_run / "epoch_1_whole.pt")) == 0.0
 
 
-def test_too_few_and_damaged(llm_run, tmp_path):
-    with pytest.raises(ValueError, match="has 3 distinct checkpoint\\(s\\), fewer than --num 5"):
+def test_too_few_averages_all_with_a_warning(llm_run, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
         average_model.main(["--src_path", str(llm_run), "--dst_model", str(tmp_path / "x.pt"), "--num", "5"])
+    assert "has 3 distinct checkpoint(s), fewer than --num 5: averaging all of them" in caplog.text
+    names = ["epoch_1_whole", "epoch_1_step_4", "epoch_0_whole"]
+    assert th.max_abs_diff(th.load_state(tmp_path / "x.pt"), _mean(llm_run, names)) < 1e-7
+    with pytest.raises(ValueError, match="--num must be >= 1, got 0"):
+        average_model.main(["--src_path", str(llm_run), "--dst_model", str(tmp_path / "y.pt"), "--num", "0"])
+
+
+def test_damaged_source(llm_run, tmp_path):
     src = tmp_path / "src"
     shutil.copytree(llm_run, src, ignore=shutil.ignore_patterns("swanlog", "tensorboard", "samples", "*.state.pt"))
     (src / "epoch_1_step_4.pt").write_bytes(b"\0" * 64)

@@ -169,12 +169,34 @@ def test_finished_run_resumes_to_nothing(llm_run, stand_in, lists, tmp_path, cap
                                                                         "epoch_1_whole"]
 
 
+def test_fp16_amp_saves_and_restores_the_grad_scaler(stand_in, lists, tmp_path):
+    model_dir = tmp_path / "flow"
+    argv = th.train_args("flow", stand_in, lists["train"], lists["cv"], model_dir, "--max_epoch", 1, "--accum_grad", 5,
+                         "--max_frames_in_batch", 160, "--use_amp", "fp16")
+    assert th.run_train(argv) == 0
+    [info] = ckpt.list_checkpoints(model_dir)
+    scaler = ckpt.load_train_state(model_dir, info)["scaler"]
+    assert scaler["scale"] > 0 and "_growth_tracker" in scaler
+    argv[argv.index("--max_epoch") + 1] = "2"
+    assert th.run_train(argv + ["--resume"]) == 0
+    assert [c.step for c in ckpt.list_checkpoints(model_dir)] == [1, 2]
+    assert "resumed from epoch_0_whole: epoch 1, 0 batches into it, step 1" in (model_dir / "train.log").read_text()
+
+
 # ------------------------------------------------------------------------------------------------ option errors
 def test_missing_checkpoint_is_an_error(stand_in, lists, tmp_path):
     argv = th.train_args("llm", stand_in, lists["train"], lists["cv"], tmp_path / "m")
     argv[argv.index("--checkpoint") + 1] = str(tmp_path / "nope.pt")
     with pytest.raises(ValueError, match=f"--checkpoint {tmp_path / 'nope.pt'} not found"):
         th.run_train(argv)
+
+
+def test_sample_llm_dir_without_checkpoints_means_base_llm_only(tmp_path):
+    from cosyvoice.bin.train import sample_llm_file
+
+    assert sample_llm_file(str(tmp_path)) is None
+    with pytest.raises(ValueError, match="--sample_llm .*nope not found \\(an llm.pt, or the llm's training dir\\)"):
+        sample_llm_file(str(tmp_path / "nope"))
 
 
 def test_existing_checkpoints_need_resume(llm_run, stand_in, lists):

@@ -184,7 +184,7 @@ def get_flow_run(tmp_path_factory) -> Path:
     if not (model_dir / "epoch_0_whole.ckpt.json").is_file():
         args = train_args("flow", stand_in, lists["train"], lists["cv"], model_dir, *FLOW_TRAIN,
                           "--sample_texts", lists["texts"], "--sample_model_dir", stand_in,
-                          "--sample_llm", llm_dir / "epoch_1_whole.pt")
+                          "--sample_llm", llm_dir)  # the dir: its newest checkpoint
         with one_thread():
             assert run_train(args) == 0
     return model_dir
