@@ -86,7 +86,12 @@ def setup_run(args, info: tu.DistInfo):
     args.qwen_pretrain_path = tu.resolve_qwen_path(args)
     config_path = model_dir / "config.yaml"
     if info.is_main:
-        tu.write_train_config(args.config, tu.config_overrides(args), config_path)
+        before = config_path.read_text(encoding="utf-8") if existing and config_path.is_file() else None
+        text = tu.write_train_config(args.config, tu.config_overrides(args), config_path)
+        if before is not None and before != text:
+            changed = sorted(set(text.splitlines()) ^ set(before.splitlines()))
+            logger.warning("config.yaml differs from the checkpointed run's (%s): the run continues with the new "
+                           "one, so it is no longer an exact continuation", "; ".join(changed[:6]))
         tu.record_experiment(model_dir, sys.argv[1:] if args.argv is None else args.argv)
     tu.barrier(info)
     return tu.load_train_config(config_path, args.model), model_dir

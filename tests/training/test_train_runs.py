@@ -169,7 +169,7 @@ def test_finished_run_resumes_to_nothing(llm_run, stand_in, lists, tmp_path, cap
                                                                         "epoch_1_whole"]
 
 
-def test_fp16_amp_saves_and_restores_the_grad_scaler(stand_in, lists, tmp_path):
+def test_fp16_amp_saves_and_restores_the_grad_scaler(stand_in, lists, tmp_path, caplog):
     model_dir = tmp_path / "flow"
     argv = th.train_args("flow", stand_in, lists["train"], lists["cv"], model_dir, "--max_epoch", 1, "--accum_grad", 5,
                          "--max_frames_in_batch", 160, "--use_amp", "fp16")
@@ -178,7 +178,11 @@ def test_fp16_amp_saves_and_restores_the_grad_scaler(stand_in, lists, tmp_path):
     scaler = ckpt.load_train_state(model_dir, info)["scaler"]
     assert scaler["scale"] > 0 and "_growth_tracker" in scaler
     argv[argv.index("--max_epoch") + 1] = "2"
-    assert th.run_train(argv + ["--resume"]) == 0
+    with caplog.at_level(logging.WARNING):
+        assert th.run_train(argv + ["--resume"]) == 0
+    # one more epoch was asked for: said, and recorded in config.yaml
+    assert re.search(r"config.yaml differs from the checkpointed run's \(.*max_epoch: 2", caplog.text)
+    assert "max_epoch: 2" in (model_dir / "config.yaml").read_text()
     assert [c.step for c in ckpt.list_checkpoints(model_dir)] == [1, 2]
     assert "resumed from epoch_0_whole: epoch 1, 0 batches into it, step 1" in (model_dir / "train.log").read_text()
 
