@@ -109,6 +109,8 @@ def select_best(records: List[Dict[str, Any]], select_by: str = "cv_loss", num: 
         hint = {"cv_loss": "train with a CV set",
                 "sim": "train with --eval_every_epoch true",
                 "cer": "train with --eval_every_epoch true and an --asr_model_dir"}[select_by]
+        if len(pool) == len(records):
+            hint = "lower --num"
         raise ValueError(f"--select_by {select_by}: {len(pool)} of {len(records)} checkpoint(s) have '{key}', "
                          f"fewer than --num {num} ({hint})")
     left_out = [r["name"] for r in records if not _usable(r.get(key))]

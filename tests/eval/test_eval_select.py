@@ -73,6 +73,10 @@ def test_selection_errors_say_what_to_do(model_dir):
     with pytest.raises(ValueError, match=r"^--select_by sim: 4 of 5 checkpoint\(s\) have 'sim', fewer than "
                                          r"--num 5 \(train with --eval_every_epoch true\)$"):
         select_best(records, "sim", 5)
+    evaluated = [r for r in records if r["sim"] is not None]
+    with pytest.raises(ValueError, match=r"^--select_by sim: 4 of 4 checkpoint\(s\) have 'sim', fewer than --num 5 "
+                                         r"\(lower --num\)$"):
+        select_best(evaluated, "sim", 5)
     no_asr = [{**r, "error_rate": None} for r in records]
     with pytest.raises(ValueError, match=r"0 of 5 .* have 'error_rate'.*an --asr_model_dir\)$"):
         select_best(no_asr, "cer")
