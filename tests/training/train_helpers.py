@@ -77,6 +77,30 @@ def write_lists(root: Path, files: Dict[str, List[float]], seed: int = 0) -> Pat
     return data_list
 
 
+def write_demo_voice_list(root: Path, stand_in: Path, n: int = 4) -> Path:
+    """A parquet list of the first ``n`` clips of local/demo_voice/train, with speech tokens and CAM++ embeddings
+    from the stand-in's ONNX models (what stages 1-3 compute)."""
+    from cosyvoice.audio.io import load_wav
+    from cosyvoice.utils.onnx import EmbeddingExtractor, SpeechTokenizer
+
+    clips = sorted((ROOT / "local" / "demo_voice" / "train").glob("*.wav"))[:n]
+    tokenizer = SpeechTokenizer(str(stand_in / "speech_tokenizer_v2.onnx"))
+    campplus = EmbeddingExtractor(str(stand_in / "campplus.onnx"))
+    rows = []
+    for wav in clips:
+        speech = load_wav(wav, 16000)
+        rows.append({"utt": wav.stem, "wav": str(wav), "audio_data": wav.read_bytes(),
+                     "text": wav.with_suffix(".normalized.txt").read_text(encoding="utf-8").strip(), "spk": "demo",
+                     "utt_embedding": campplus.embed(speech),
+                     "speech_token": tokenizer.tokenize(speech, pad_to_token_grid=True)})
+    spk = np.mean([r["utt_embedding"] for r in rows], axis=0).astype(np.float32).tolist()
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "demo.parquet"
+    pq.write_table(pa.Table.from_pylist([dict(r, spk_embedding=spk) for r in rows], schema=SCHEMA), path)
+    (root / "data.list").write_text(f"{path}\n")
+    return root / "data.list"
+
+
 def train_args(model: str, stand_in: Path, train_list: Path, cv_list: Path, model_dir: Path, *extra) -> List[str]:
     return ["--model", model, "--config", str(stand_in / "cosyvoice2.yaml"), "--checkpoint",
             str(stand_in / f"{model}.pt"), "--train_data", str(train_list), "--cv_data", str(cv_list),
@@ -149,11 +173,13 @@ def get_stand_in(tmp_path_factory) -> Path:
 
 
 def get_lists(tmp_path_factory) -> Dict[str, Path]:
-    """train: 5 + 3 utterances -> 5 batches of <= 160 frames per epoch; cv: 2; even: 2 + 2 of equal length."""
+    """train: 5 + 3 utterances -> 5 batches of <= 160 frames per epoch; cv: 2; even: 2 + 2 of equal length;
+    demo: 4 clips of the demo voice."""
     root = _shared(tmp_path_factory, "lists")
     lists = {"train": root / "train" / "data.list", "cv": root / "cv" / "data.list",
-             "even": root / "even" / "data.list", "texts": root / "texts.json"}
+             "even": root / "even" / "data.list", "demo": root / "demo" / "data.list", "texts": root / "texts.json"}
     if not lists["texts"].is_file():
+        write_demo_voice_list(root / "demo", get_stand_in(tmp_path_factory))
         write_lists(root / "train", {"a": [1.2, 1.2, 1.6, 1.6, 2.0], "b": [1.2, 1.4, 1.8]}, seed=0)
         write_lists(root / "cv", {"c": [1.2, 1.6]}, seed=1)
         write_lists(root / "even", {"r0": [1.2, 1.2], "r1": [1.2, 1.2]}, seed=2)
