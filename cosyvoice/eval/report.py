@@ -103,14 +103,22 @@ def plot_training(training: Dict, out_png: Path) -> bool:
         return False
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6), squeeze=False)
     for ax, (title, xlabel, lines) in zip(axes[0], panels):
-        for label, (xs, ys), style in lines:
-            if xs:
-                ax.plot(xs, ys, style, label=label, markersize=4)
+        handles = []
+        for i, (label, (xs, ys), style) in enumerate(lines):
+            if not xs:
+                continue
+            # the evaluation panel: SIM on the left axis, the error rate on its own right axis
+            target = ax.twinx() if title == "per-epoch evaluation" and i == 1 else ax
+            handles += target.plot(xs, ys, style, label=label, markersize=4, color=f"C{i}")
+            if target is not ax:
+                target.set_ylabel(label, fontsize=8)
+            elif title == "per-epoch evaluation":
+                ax.set_ylabel(label, fontsize=8)
         ax.set_title(f"{training['name']}: {title}")
         ax.set_xlabel(xlabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(handles=handles, fontsize=8)
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=100)
