@@ -11,6 +11,9 @@ Differences, all on purpose:
 * ``seed`` makes a call reproducible: the LLM samples from a forked global RNG seeded with it, and HiFT draws its
   noise from a private generator seeded with it, so the worker thread and the vocoder never share random draws.
 * ``speed`` other than 1.0 with ``stream=True`` is an error (the official code silently ignores it).
+* A streaming chunk runs the flow's 10 Euler steps on its new frames only, reusing the state of the earlier frames
+  (``flow.inference_chunk``); the official code recomputes the whole prefix each time. Same numbers (to float
+  rounding), cost linear instead of quadratic in the length; the last chunk still runs the whole utterance.
 """
 from __future__ import annotations
 
@@ -50,6 +53,8 @@ class CosyVoice2Model:
         self.flow = flow
         self.hift = hift
         self.fp16 = bool(fp16) and self.device.type == "cuda"
+        # autocast dtype of the LLM and flow on CUDA (None: float32); HiFT always runs in float32
+        self.amp_dtype: Optional[torch.dtype] = torch.float16 if self.fp16 else None
         self.token_hop_len = 25                       # first streaming hop; the flow's training chunk size
         self.token_max_hop_len = 4 * self.token_hop_len
         self.stream_scale_factor = 2                  # each hop is this times the previous one, up to the max
@@ -61,6 +66,12 @@ class CosyVoice2Model:
         self.tts_speech_token_dict: Dict[str, List[int]] = {}
         self.llm_end_dict: Dict[str, bool] = {}
         self.hift_cache_dict: Dict[str, Optional[dict]] = {}
+        # Streaming: the flow's per-layer state after the frames made so far (see flow.inference_chunk), so a chunk
+        # costs its new frames only. It takes 2 x 10 Euler steps x 56 transformer blocks x 2 x 512 floats per mel
+        # frame at full size (4.6 MB/frame in float32); chunks ending past this many frames are not cached
+        # (0: never cache, every chunk recomputes the whole prefix as the official code does).
+        self.flow_cache_dict: Dict[str, object] = {}
+        self.flow_cache_max_frames = 1000
         self._jobs: Dict[str, _LLMJob] = {}
         self.silent_tokens: List[int] = []            # CosyVoice2 has none; CosyVoice3 caps runs of them
 
@@ -73,8 +84,15 @@ class CosyVoice2Model:
         for module in (self.llm, self.flow, self.hift):
             module.to(self.device).eval()
 
+    def _flow_chunks(self) -> bool:
+        """Whether streaming chunks go through the flow's incremental ``inference_chunk``."""
+        supported = getattr(self.flow, "chunk_cache_supported", None)
+        return self.flow_cache_max_frames != 0 and callable(supported) and bool(supported())
+
     def _autocast(self):
-        return torch.autocast(device_type="cuda", dtype=torch.float16) if self.fp16 else nullcontext()
+        if self.amp_dtype is None or self.device.type != "cuda":
+            return nullcontext()
+        return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
 
     # ------------------------------------------------------------------------------------------------ token2wav
     def token2wav(self, token: torch.Tensor, prompt_token: torch.Tensor, prompt_feat: torch.Tensor,
@@ -84,24 +102,31 @@ class CosyVoice2Model:
         """Audio (1, samples) for speech tokens ``token[:, token_offset:]`` of the call ``uuid``.
 
         The flow always re-reads every token from the start (with the prompt); its mel is cut at
-        ``token_offset * token_mel_ratio``. A chunk that is not the last (``finalize=False``) keeps its last
+        ``token_offset * token_mel_ratio``. A streaming chunk that is not the last reuses the flow state of the
+        previous chunk of ``uuid`` (``flow_cache_dict``), so that only its new frames are computed; the result is
+        the same. A chunk that is not the last (``finalize=False``) keeps its last
         ``mel_cache_len`` mel frames, their source and their ``source_cache_len`` samples for the next chunk, which
         starts with those frames and cross-fades over those samples (Hamming window). ``speed`` stretches the mel by
         linear interpolation (last chunk of a call without earlier chunks only). ``generator``: HiFT's noise source
         (None: the global RNG, as the official code).
         """
+        flow_inputs = dict(
+            token=token.to(self.device, dtype=torch.int32),
+            token_len=torch.tensor([token.shape[1]], dtype=torch.int32, device=self.device),
+            prompt_token=prompt_token.to(self.device),
+            prompt_token_len=torch.tensor([prompt_token.shape[1]], dtype=torch.int32, device=self.device),
+            prompt_feat=prompt_feat.to(self.device),
+            prompt_feat_len=torch.tensor([prompt_feat.shape[1]], dtype=torch.int32, device=self.device),
+            embedding=embedding.to(self.device))
         with self._autocast():
-            tts_mel, _ = self.flow.inference(
-                token=token.to(self.device, dtype=torch.int32),
-                token_len=torch.tensor([token.shape[1]], dtype=torch.int32, device=self.device),
-                prompt_token=prompt_token.to(self.device),
-                prompt_token_len=torch.tensor([prompt_token.shape[1]], dtype=torch.int32, device=self.device),
-                prompt_feat=prompt_feat.to(self.device),
-                prompt_feat_len=torch.tensor([prompt_feat.shape[1]], dtype=torch.int32, device=self.device),
-                embedding=embedding.to(self.device),
-                streaming=stream,
-                finalize=finalize)
-        tts_mel = tts_mel[:, :, token_offset * self.flow.token_mel_ratio:]
+            if stream and not finalize and self._flow_chunks():
+                tts_mel, self.flow_cache_dict[uuid] = self.flow.inference_chunk(
+                    **flow_inputs, token_offset=token_offset, cache=self.flow_cache_dict.get(uuid),
+                    max_cache_frames=self.flow_cache_max_frames)
+            else:
+                self.flow_cache_dict.pop(uuid, None)
+                tts_mel, _ = self.flow.inference(**flow_inputs, streaming=stream, finalize=finalize)
+                tts_mel = tts_mel[:, :, token_offset * self.flow.token_mel_ratio:]
         cache = self.hift_cache_dict[uuid]
         if cache is not None:
             tts_mel = torch.concat([cache["mel"], tts_mel], dim=2)
@@ -271,7 +296,8 @@ class CosyVoice2Model:
             self._jobs[this_uuid].cancel.set()
             worker.join()
             with self.lock:
-                for table in (self.tts_speech_token_dict, self.llm_end_dict, self.hift_cache_dict, self._jobs):
+                for table in (self.tts_speech_token_dict, self.llm_end_dict, self.hift_cache_dict,
+                              self.flow_cache_dict, self._jobs):
                     table.pop(this_uuid, None)
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()

@@ -9,7 +9,7 @@ CosyVoice2) this module holds their building blocks, written after Matcha-TTS's
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -257,9 +257,16 @@ class ConditionalDecoder(nn.Module):
         return mask_to_bias(keep, x.dtype)
 
     def _run_transformers(self, blocks: nn.ModuleList, x: torch.Tensor, mask: torch.Tensor, t: torch.Tensor,
-                          streaming: bool) -> torch.Tensor:
+                          streaming: bool, biases: Optional[dict] = None) -> torch.Tensor:
+        """The transformer blocks on x (B, C, T). ``biases`` memoizes the attention bias per (mask, dtype) within
+        one forward (every level of a one-resolution U-Net shares the same mask)."""
         x = x.transpose(1, 2).contiguous()
-        bias = self._attention_bias(x, mask, streaming)
+        key = (id(mask), x.dtype)
+        bias = biases.get(key) if biases is not None else None
+        if bias is None:
+            bias = self._attention_bias(x, mask, streaming)
+            if biases is not None:
+                biases[key] = bias
         for block in blocks:
             x = block(hidden_states=x, attention_mask=bias, timestep=t)
         return x.transpose(1, 2).contiguous()
@@ -281,10 +288,11 @@ class ConditionalDecoder(nn.Module):
 
         skips: List[torch.Tensor] = []
         masks = [mask]
+        biases: dict = {}
         for resnet, transformers, downsample in self.down_blocks:
             mask_down = masks[-1]
             x = resnet(x, mask_down, t)
-            x = self._run_transformers(transformers, x, mask_down, t, streaming)
+            x = self._run_transformers(transformers, x, mask_down, t, streaming, biases)
             skips.append(x)
             x = downsample(x * mask_down)
             masks.append(mask_down[:, :, ::2])
@@ -292,16 +300,65 @@ class ConditionalDecoder(nn.Module):
         mask_mid = masks[-1]
         for resnet, transformers in self.mid_blocks:
             x = resnet(x, mask_mid, t)
-            x = self._run_transformers(transformers, x, mask_mid, t, streaming)
+            x = self._run_transformers(transformers, x, mask_mid, t, streaming, biases)
         for resnet, transformers, upsample in self.up_blocks:
             mask_up = masks.pop()
             skip = skips.pop()
             x = torch.cat([x[:, :, : skip.shape[-1]], skip], dim=1)
             x = resnet(x, mask_up, t)
-            x = self._run_transformers(transformers, x, mask_up, t, streaming)
+            x = self._run_transformers(transformers, x, mask_up, t, streaming, biases)
             x = upsample(x * mask_up)
         x = self.final_block(x, mask_up)
         return self.final_proj(x * mask_up) * mask
+
+
+# --- incremental (streaming) evaluation ------------------------------------------------------------------------
+# With chunk-causal attention and causal convs, frames before a chunk boundary never see later frames, so a streaming
+# caller can evaluate only the new frames given, per layer, the keys/values of the earlier frames (attention) and
+# their last ``causal_padding`` inputs (convs). ``StepCache`` maps each such layer (the module object) to that state.
+StepCache = Dict[nn.Module, object]
+
+
+def _causal_conv_step(conv: "CausalConv1d", x: torch.Tensor, cache: StepCache) -> torch.Tensor:
+    """``conv`` on new frames ``x`` (B, C, n) after the frames whose last inputs are in ``cache``."""
+    ctx = cache.get(conv)
+    if ctx is None:
+        ctx = x.new_zeros(x.size(0), x.size(1), conv.causal_padding)
+    full = torch.cat([ctx, x], dim=2)
+    cache[conv] = full[:, :, full.size(2) - conv.causal_padding:]
+    return F.conv1d(full, conv.weight, conv.bias, conv.stride, 0, conv.dilation, conv.groups)
+
+
+def _causal_block_step(block: "CausalBlock1D", x: torch.Tensor, cache: StepCache) -> torch.Tensor:
+    conv, *rest = block.block
+    x = _causal_conv_step(conv, x, cache)
+    for module in rest:
+        x = module(x)
+    return x
+
+
+def _resnet_step(resnet: ResnetBlock1D, x: torch.Tensor, t: torch.Tensor, cache: StepCache) -> torch.Tensor:
+    h = _causal_block_step(resnet.block1, x, cache)
+    h = h + resnet.mlp(t).unsqueeze(-1)
+    h = _causal_block_step(resnet.block2, h, cache)
+    return h + resnet.res_conv(x)
+
+
+def _attention_step(attn, x: torch.Tensor, bias: torch.Tensor, cache: StepCache) -> torch.Tensor:
+    """Self-attention of new frames x (B, n, C) over the cached keys/values and their own."""
+    query, key, value = attn._split(attn.to_q(x)), attn._split(attn.to_k(x)), attn._split(attn.to_v(x))
+    past = cache.get(attn)
+    if past is not None:
+        key, value = torch.cat([past[0], key], dim=2), torch.cat([past[1], value], dim=2)
+    cache[attn] = (key, value)
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=0.0)
+    out = out.transpose(1, 2).reshape(x.size(0), -1, attn.heads * attn.dim_head).to(query.dtype)
+    return attn.to_out[1](attn.to_out[0](out))
+
+
+def _transformer_step(block, x: torch.Tensor, bias: torch.Tensor, cache: StepCache) -> torch.Tensor:
+    x = _attention_step(block.attn1, block.norm1(x), bias, cache) + x
+    return block.ff(block.norm3(x)) + x
 
 
 class CausalConditionalDecoder(ConditionalDecoder):
@@ -320,3 +377,69 @@ class CausalConditionalDecoder(ConditionalDecoder):
         self.num_decoding_left_chunks = num_decoding_left_chunks
         self._build(in_channels, out_channels, channels, dropout, attention_head_dim, n_blocks,
                     num_mid_blocks, num_heads, act_fn)
+
+    # --- incremental streaming -------------------------------------------------------------------------------
+    def supports_chunk_cache(self) -> bool:
+        """True when :meth:`forward_chunk` is exact: chunk masks on, every conv causal and length-preserving (one
+        resolution: a single entry in ``channels``), self-attention only."""
+        if self.static_chunk_size <= 0:
+            return False
+        for _, _, sampler in list(self.down_blocks) + list(self.up_blocks):
+            if not isinstance(sampler, CausalConv1d) or sampler.dilation != (1,) or sampler.stride != (1,):
+                return False
+        for module in self.modules():
+            if isinstance(module, CausalConv1d) and (module.dilation != (1,) or module.stride != (1,)):
+                return False
+            if isinstance(module, BasicTransformerBlock) and (module.attn2 is not None or module.only_cross_attention):
+                return False
+        return True
+
+    def chunk_bias(self, offset: int, n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """(1, 1, n, offset + n) additive bias of frames offset..offset+n-1 over frames 0..offset+n-1: each sees
+        every frame up to the end of its static chunk (the streaming mask of :meth:`forward`, rows offset..)."""
+        chunk = self.static_chunk_size
+        rows = torch.arange(offset, offset + n, device=device)
+        ends = (torch.div(rows, chunk, rounding_mode="trunc") + 1) * chunk
+        keep = torch.arange(offset + n, device=device).unsqueeze(0) < ends.unsqueeze(1)
+        return mask_to_bias(keep, dtype).view(1, 1, n, offset + n)
+
+    def forward_chunk(self, x: torch.Tensor, mu: torch.Tensor, t: torch.Tensor, spks: Optional[torch.Tensor],
+                      cond: Optional[torch.Tensor], offset: int, cache: StepCache) -> torch.Tensor:
+        """``forward(..., streaming=True)`` with an all-ones mask, for frames offset..offset+n-1 only.
+
+        x, mu, cond (B, n_mels, n) are the inputs of those frames; ``cache`` holds the state left by the calls for
+        frames 0..offset-1 (empty when offset is 0) and is updated in place. Exact when ``offset`` is a multiple of
+        ``static_chunk_size`` (earlier frames are then final) and :meth:`supports_chunk_cache` holds.
+        """
+        n = x.size(2)
+        t = self.time_mlp(self.time_embeddings(t).to(t.dtype))
+        parts = [x, mu]
+        if spks is not None:
+            parts.append(spks.unsqueeze(-1).expand(-1, -1, n))
+        if cond is not None:
+            parts.append(cond)
+        x = torch.cat(parts, dim=1)
+        biases: Dict[torch.dtype, torch.Tensor] = {}
+
+        def transformers(blocks: nn.ModuleList, h: torch.Tensor) -> torch.Tensor:
+            h = h.transpose(1, 2).contiguous()
+            if h.dtype not in biases:
+                biases[h.dtype] = self.chunk_bias(offset, n, h.device, h.dtype)
+            for block in blocks:
+                h = _transformer_step(block, h, biases[h.dtype], cache)
+            return h.transpose(1, 2).contiguous()
+
+        skips: List[torch.Tensor] = []
+        for resnet, blocks, downsample in self.down_blocks:
+            x = transformers(blocks, _resnet_step(resnet, x, t, cache))
+            skips.append(x)
+            x = _causal_conv_step(downsample, x, cache)
+        for resnet, blocks in self.mid_blocks:
+            x = transformers(blocks, _resnet_step(resnet, x, t, cache))
+        for resnet, blocks, upsample in self.up_blocks:
+            skip = skips.pop()
+            x = torch.cat([x[:, :, : skip.shape[-1]], skip], dim=1)
+            x = transformers(blocks, _resnet_step(resnet, x, t, cache))
+            x = _causal_conv_step(upsample, x, cache)
+        x = _causal_block_step(self.final_block, x, cache)
+        return self.final_proj(x)

@@ -3,7 +3,7 @@ flow matching, conditioned on a speaker embedding and a mel prompt."""
 from __future__ import annotations
 
 import random
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -100,17 +100,9 @@ class CausalMaskedDiffWithXvec(nn.Module):
         )
         return {"loss": loss}
 
-    @torch.inference_mode()
-    def inference(self, token: torch.Tensor, token_len: torch.Tensor, prompt_token: torch.Tensor,
-                  prompt_token_len: torch.Tensor, prompt_feat: torch.Tensor, prompt_feat_len: torch.Tensor,
-                  embedding: torch.Tensor, streaming: bool, finalize: bool) -> Tuple[torch.Tensor, None]:
-        """Mel frames (1, output_size, F) for ``token`` (1, T) given the prompt tokens and their mel
-        ``prompt_feat`` (1, token_mel_ratio * T_prompt, output_size) and the x-vector ``embedding``.
-
-        ``finalize=False`` (a streaming chunk that is not the last): the last ``pre_lookahead_len``
-        tokens only serve as look-ahead and produce no frames. ``streaming`` uses chunk masks.
-        Returns (feat, None) as the official code.
-        """
+    def _encode(self, token, token_len, prompt_token, prompt_token_len, embedding, streaming: bool,
+                finalize: bool):
+        """Projected encoder output (1, F, output_size) of prompt + tokens, and the projected speaker (1, D)."""
         if token.size(0) != 1:
             raise ValueError(f"flow.inference takes one utterance, got a batch of {token.size(0)}")
         embedding = self._speaker(embedding)
@@ -122,14 +114,31 @@ class CausalMaskedDiffWithXvec(nn.Module):
         else:
             xs, context = xs[:, : -self.pre_lookahead_len], xs[:, -self.pre_lookahead_len:]
             h, _ = self.encoder(xs, token_len, context=context, streaming=streaming)
-        mel_len1 = prompt_feat.size(1)
-        mel_len2 = h.size(1) - mel_len1
-        h = self.encoder_proj(h)
+        return self.encoder_proj(h), embedding
 
-        conds = torch.zeros([1, mel_len1 + mel_len2, self.output_size], device=h.device, dtype=h.dtype)
-        conds[:, :mel_len1] = prompt_feat
-        conds = conds.transpose(1, 2)
-        mask = torch.ones(1, 1, mel_len1 + mel_len2, device=h.device, dtype=h.dtype)
+    def _conds(self, prompt_feat: torch.Tensor, begin: int, end: int, like: torch.Tensor) -> torch.Tensor:
+        """(1, output_size, end - begin): the prompt mel on prompt frames, zeros after, for frames begin..end-1."""
+        conds = torch.zeros([1, end - begin, self.output_size], device=like.device, dtype=like.dtype)
+        n_prompt = prompt_feat.size(1)
+        if begin < n_prompt:
+            conds[:, : n_prompt - begin] = prompt_feat[:, begin:]
+        return conds.transpose(1, 2)
+
+    @torch.inference_mode()
+    def inference(self, token: torch.Tensor, token_len: torch.Tensor, prompt_token: torch.Tensor,
+                  prompt_token_len: torch.Tensor, prompt_feat: torch.Tensor, prompt_feat_len: torch.Tensor,
+                  embedding: torch.Tensor, streaming: bool, finalize: bool) -> Tuple[torch.Tensor, None]:
+        """Mel frames (1, output_size, F) for ``token`` (1, T) given the prompt tokens and their mel
+        ``prompt_feat`` (1, token_mel_ratio * T_prompt, output_size) and the x-vector ``embedding``.
+
+        ``finalize=False`` (a streaming chunk that is not the last): the last ``pre_lookahead_len``
+        tokens only serve as look-ahead and produce no frames. ``streaming`` uses chunk masks.
+        Returns (feat, None) as the official code.
+        """
+        h, embedding = self._encode(token, token_len, prompt_token, prompt_token_len, embedding, streaming, finalize)
+        mel_len1 = prompt_feat.size(1)
+        conds = self._conds(prompt_feat, 0, h.size(1), h)
+        mask = torch.ones(1, 1, h.size(1), device=h.device, dtype=h.dtype)
         feat, _ = self.decoder(
             mu=h.transpose(1, 2).contiguous(),
             mask=mask,
@@ -140,3 +149,79 @@ class CausalMaskedDiffWithXvec(nn.Module):
         )
         feat = feat[:, :, mel_len1:]
         return feat.float(), None
+
+    def chunk_cache_supported(self) -> bool:
+        """Whether :meth:`inference_chunk` can reuse earlier frames (chunk masks in the encoder and estimator,
+        causal convs only)."""
+        estimator = getattr(self.decoder, "estimator", None)
+        return (getattr(self.encoder, "static_chunk_size", 0) > 0 and hasattr(self.decoder, "forward_chunk")
+                and hasattr(estimator, "supports_chunk_cache") and estimator.supports_chunk_cache())
+
+    @torch.inference_mode()
+    def inference_chunk(self, token: torch.Tensor, token_len: torch.Tensor, prompt_token: torch.Tensor,
+                        prompt_token_len: torch.Tensor, prompt_feat: torch.Tensor, prompt_feat_len: torch.Tensor,
+                        embedding: torch.Tensor, token_offset: int = 0, cache: Optional["FlowStreamCache"] = None,
+                        max_cache_frames: int = -1) -> Tuple[torch.Tensor, Optional["FlowStreamCache"]]:
+        """A streaming chunk that is not the last, computed incrementally.
+
+        Returns the mel ``inference(..., streaming=True, finalize=False)[0][:, :, token_offset * token_mel_ratio:]``
+        and a :class:`FlowStreamCache` for the next chunk. When ``cache`` (from the previous chunk of the same
+        stream) covers exactly the frames before the requested ones and was made from the same prompt, speaker
+        and leading tokens, only the new frames go through the 10 Euler steps; otherwise every frame does. The
+        encoder always runs on every token (it is cheap, and it is what the official code computes).
+        A cache is returned only when the frames end on a chunk boundary of both the encoder and the estimator
+        (then no later frame can change them) and number at most ``max_cache_frames`` (< 0: no limit; it costs
+        2 x Euler steps x transformer blocks x 2 x attention width floats per frame).
+        """
+        if not self.chunk_cache_supported():
+            raise ValueError("inference_chunk needs chunk masks and causal convs (see chunk_cache_supported)")
+        ratio = self.token_mel_ratio
+        start = prompt_feat.size(1) + token_offset * ratio
+        n_enc = prompt_token.size(1) + token.size(1) - self.pre_lookahead_len  # tokens that make frames
+        total = ratio * n_enc
+        enc_chunk = self.encoder.static_chunk_size
+        keep = (n_enc % enc_chunk == 0 and total % self.decoder.estimator.static_chunk_size == 0
+                and (max_cache_frames < 0 or total <= max_cache_frames))
+        if not keep and (cache is None or cache.frames != start):
+            feat, _ = self.inference(token, token_len, prompt_token, prompt_token_len, prompt_feat, prompt_feat_len,
+                                     embedding, streaming=True, finalize=False)
+            return feat[:, :, token_offset * ratio:], None
+        h, spk = self._encode(token, token_len, prompt_token, prompt_token_len, embedding, True, False)
+        all_tokens = torch.cat([prompt_token, token], dim=1)
+        usable = cache is not None and cache.frames == start and cache.matches(all_tokens, prompt_feat, embedding)
+        begin = start if usable else 0
+        steps = cache.steps if usable else [{} for _ in range(10)]
+        feat = self.decoder.forward_chunk(mu=h[:, begin:].transpose(1, 2).contiguous(), spks=spk,
+                                          cond=self._conds(prompt_feat, begin, total, h), offset=begin,
+                                          caches=steps)
+        feat = feat[:, :, start - begin:].float()
+        new_cache = FlowStreamCache(all_tokens, prompt_feat, embedding, total, steps) if keep else None
+        return feat, new_cache
+
+
+class FlowStreamCache:
+    """What :meth:`CausalMaskedDiffWithXvec.inference_chunk` keeps between chunks of one stream: the inputs that
+    fixed the first ``frames`` frames (prompt + tokens with look-ahead, prompt mel, speaker) and, per Euler step,
+    the estimator's per-layer state after those frames."""
+
+    def __init__(self, tokens: torch.Tensor, prompt_feat: torch.Tensor, embedding: torch.Tensor, frames: int,
+                 steps: List[dict]):
+        self.tokens = tokens
+        self.prompt_feat = prompt_feat
+        self.embedding = embedding
+        self.frames = frames
+        self.steps = steps
+
+    def matches(self, tokens: torch.Tensor, prompt_feat: torch.Tensor, embedding: torch.Tensor) -> bool:
+        n = self.tokens.size(1)
+        return (tokens.size(1) >= n and torch.equal(tokens[:, :n], self.tokens)
+                and prompt_feat.shape == self.prompt_feat.shape and torch.equal(prompt_feat, self.prompt_feat)
+                and embedding.shape == self.embedding.shape and torch.equal(embedding, self.embedding))
+
+    def nbytes(self) -> int:
+        total = 0
+        for step in self.steps:
+            for state in step.values():
+                for t in (state if isinstance(state, tuple) else (state,)):
+                    total += t.numel() * t.element_size()
+        return total

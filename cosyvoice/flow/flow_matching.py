@@ -2,7 +2,7 @@
 with classifier-free guidance."""
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Callable, List, Mapping, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -88,6 +88,15 @@ class ConditionalCFM(BASECFM):
         Each step runs the estimator once on a doubled batch: the first half conditioned on
         (mu, spks, cond), the second half with those zeroed.
         """
+        def estimate(step, x_in, mask_in, mu_in, t_in, spks_in, cond_in):
+            return self.forward_estimator(x_in, mask_in, mu_in, t_in, spks_in, cond_in, streaming)
+
+        return self._euler(x, t_span, mu, mask, spks, cond, estimate)
+
+    def _euler(self, x: torch.Tensor, t_span: torch.Tensor, mu: torch.Tensor, mask: torch.Tensor,
+               spks: Optional[torch.Tensor], cond: Optional[torch.Tensor], estimate: Callable) -> torch.Tensor:
+        """The Euler/CFG loop of :meth:`solve_euler`; ``estimate(step, x, mask, mu, t, spks, cond)`` evaluates the
+        vector field on the doubled batch at step 1, 2, ..."""
         dtype = spks.dtype if spks is not None else x.dtype
         batch = x.size(0)
 
@@ -104,7 +113,7 @@ class ConditionalCFM(BASECFM):
         for step in range(1, len(t_span)):
             x_in = torch.cat([x, x], dim=0).to(dtype)
             t_in = t.to(dtype).expand(2 * batch)
-            v = self.forward_estimator(x_in, mask_in, mu_in, t_in, spks_in, cond_in, streaming)
+            v = estimate(step, x_in, mask_in, mu_in, t_in, spks_in, cond_in)
             v_cond, v_uncond = torch.split(v, [batch, batch], dim=0)
             v = (1.0 + self.inference_cfg_rate) * v_cond - self.inference_cfg_rate * v_uncond
             x = x + dt * v
@@ -180,3 +189,28 @@ class CausalConditionalCFM(ConditionalCFM):
         z = z.expand(mu.size(0), -1, -1)
         t_span = self.time_span(n_timesteps, mu)
         return self.solve_euler(z, t_span=t_span, mu=mu, mask=mask, spks=spks, cond=cond, streaming=streaming), None
+
+    @torch.inference_mode()
+    def forward_chunk(self, mu: torch.Tensor, spks: Optional[torch.Tensor], cond: Optional[torch.Tensor],
+                      offset: int, caches: List[dict], n_timesteps: int = 10,
+                      temperature: float = 1.0) -> torch.Tensor:
+        """``forward(mu, ones mask, n_timesteps, streaming=True)`` for frames offset..offset+n-1 of a stream.
+
+        mu, cond (1, n_mels, n) belong to those frames. ``caches`` holds one estimator cache per Euler step (see
+        ``CausalConditionalDecoder.forward_chunk``) from the calls for frames 0..offset-1 (empty dicts when offset
+        is 0); they are updated in place. The noise is ``rand_noise[:, :, offset:offset+n]``, as in the full call.
+        """
+        frames = offset + mu.size(2)
+        if frames > self.rand_noise.size(2):
+            raise ValueError(f"CausalConditionalCFM: {frames} frames exceed the fixed noise length "
+                             f"{self.rand_noise.size(2)}; synthesize shorter segments")
+        if len(caches) != n_timesteps:
+            raise ValueError(f"forward_chunk: {len(caches)} step caches for {n_timesteps} Euler steps")
+        z = self.rand_noise[:, :, offset:frames].to(device=mu.device, dtype=mu.dtype) * temperature
+        z = z.expand(mu.size(0), -1, -1)
+        mask = torch.ones(mu.size(0), 1, mu.size(2), device=mu.device, dtype=mu.dtype)
+
+        def estimate(step, x_in, mask_in, mu_in, t_in, spks_in, cond_in):
+            return self.estimator.forward_chunk(x_in, mu_in, t_in, spks_in, cond_in, offset, caches[step - 1])
+
+        return self._euler(z, self.time_span(n_timesteps, mu), mu, mask, spks, cond, estimate)
