@@ -32,6 +32,7 @@ from cosyvoice.utils.executor import Executor
 from cosyvoice.utils.trackers import SWANLAB_MODES, init_tracker
 
 logger = logging.getLogger("cosyvoice.bin.train")
+DS_CONFIG = Path(__file__).resolve().parents[2] / "conf" / "ds_stage2.json"
 
 
 def get_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -47,7 +48,7 @@ def get_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--qwen_pretrain_path", help="CosyVoice-BlankEN dir [<checkpoint dir>/CosyVoice-BlankEN]")
     p.add_argument("--resume", action="store_true", help="continue from the newest intact checkpoint in model_dir")
     p.add_argument("--train_engine", default="torch_ddp", choices=["torch_ddp", "deepspeed"])
-    p.add_argument("--deepspeed_config", default="conf/ds_stage2.json", help="DeepSpeed json (deepspeed engine)")
+    p.add_argument("--deepspeed_config", default=str(DS_CONFIG), help="DeepSpeed json (deepspeed engine)")
     p.add_argument("--dist_backend", default="auto", choices=["auto", "nccl", "gloo"],
                    help="auto: nccl on GPUs, gloo on the CPU")
     p.add_argument("--use_amp", nargs="?", const="bf16", default=None, choices=sorted(tu.AMP_DTYPES),
@@ -187,5 +188,18 @@ def sample_llm_file(path: str) -> Optional[str]:
     return None
 
 
+def cli() -> int:
+    """``main`` with a bad option, file or checkpoint reported as one line (exit status 2), not a traceback."""
+    from cosyvoice.utils.common import CheckpointError
+    from cosyvoice.utils.config import ConfigError
+
+    try:
+        return main()
+    except (tu.TrainSetupError, CheckpointError, ckpt.CheckpointCorrupt, ConfigError, FileNotFoundError) as e:
+        logger.error("%s", e)
+        print(f"train.py: error: {e}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -28,8 +28,8 @@ import torch
 from tqdm import tqdm
 
 from cosyvoice.utils import checkpoint as ckpt
-from cosyvoice.utils.train_utils import (DistInfo, all_gather_object, all_reduce_mean, all_reduce_min, autocast,
-                                         barrier, unwrap)
+from cosyvoice.utils.train_utils import (DistInfo, TrainSetupError, all_gather_object, all_reduce_mean,
+                                         all_reduce_min, autocast, barrier, unwrap)
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ class Executor:
                         totals[k] = totals.get(k, 0.0) + float(v.detach().float().mean()) * n
                 n_utts += n
         if n_utts == 0:
-            raise RuntimeError("the CV set produced no batch (check --cv_data and the data pipeline's filter)")
+            raise TrainSetupError("the CV set produced no batch (check --cv_data and the data pipeline's filter)")
         cv = {k: v / n_utts for k, v in totals.items()}
         text = " ".join(f"{k} {v:.4f}" for k, v in sorted(cv.items()))
         logger.info("epoch %d step %d: CV %s (%d utterances)", self.epoch, self.step, text, n_utts)
@@ -239,12 +239,12 @@ class Executor:
         from cosyvoice.utils.common import load_checkpoint_strict
 
         if info.world_size != self.info.world_size:
-            raise RuntimeError(
+            raise TrainSetupError(
                 f"checkpoint {info.name} was written by {info.world_size} process(es), this run has "
                 f"{self.info.world_size}: exact resume needs the same number (or start a new model dir with "
                 f"--checkpoint {self.model_dir / info.model_file})")
         if info.train_engine != self.engine:
-            raise RuntimeError(f"checkpoint {info.name} was written with --train_engine {info.train_engine}, "
+            raise TrainSetupError(f"checkpoint {info.name} was written with --train_engine {info.train_engine}, "
                                f"this run uses {self.engine}; resume with the same engine")
         if self.engine == "deepspeed":
             _, client = self.model.load_checkpoint(str(self.model_dir), tag=info.state, load_optimizer_states=True,
@@ -260,7 +260,7 @@ class Executor:
             self.scheduler.load_state_dict(state["scheduler"])
             if self.scaler is not None:
                 if state["scaler"] is None:
-                    raise RuntimeError(f"checkpoint {info.name} was written without --use_amp fp16 (no grad "
+                    raise TrainSetupError(f"checkpoint {info.name} was written without --use_amp fp16 (no grad "
                                        "scaler state); resume with the same precision options")
                 self.scaler.load_state_dict(state["scaler"])
             position = state["position"]

@@ -154,7 +154,7 @@ def test_resume_refuses_another_world_size(llm_run, stand_in, lists, tmp_path):
     side = model_dir / "epoch_1_whole.ckpt.json"
     side.write_text(side.read_text().replace('"world_size": 1', '"world_size": 2'))
     argv = th.train_args("llm", stand_in, lists["train"], lists["cv"], model_dir, *th.LLM_TRAIN, "--resume")
-    with pytest.raises(RuntimeError, match="written by 2 process\\(es\\), this run has 1: exact resume needs"):
+    with pytest.raises(ValueError, match="written by 2 process\\(es\\), this run has 1: exact resume needs"):
         th.run_train(argv)
 
 
@@ -188,11 +188,17 @@ def test_fp16_amp_saves_and_restores_the_grad_scaler(stand_in, lists, tmp_path, 
 
 
 # ------------------------------------------------------------------------------------------------ option errors
-def test_missing_checkpoint_is_an_error(stand_in, lists, tmp_path):
+def test_missing_checkpoint_is_a_one_line_error(stand_in, lists, tmp_path):
     argv = th.train_args("llm", stand_in, lists["train"], lists["cv"], tmp_path / "m")
     argv[argv.index("--checkpoint") + 1] = str(tmp_path / "nope.pt")
     with pytest.raises(ValueError, match=f"--checkpoint {tmp_path / 'nope.pt'} not found"):
         th.run_train(argv)
+    r = subprocess.run([sys.executable, "-m", "cosyvoice.bin.train", *argv], cwd=th.ROOT, env=th.subprocess_env(),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.splitlines()[-1] == (f"train.py: error: --checkpoint {tmp_path / 'nope.pt'} not found (pass the "
+                                         "pretrained llm.pt, or leave it out to train from scratch)")
+    assert "Traceback" not in r.stderr
 
 
 def test_sample_llm_dir_without_checkpoints_means_base_llm_only(tmp_path):
