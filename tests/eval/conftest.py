@@ -2,28 +2,13 @@
 a tiny random Whisper dir, and a small data set of demo-voice clips (each built once per session)."""
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
 import pytest
 import torch
 
-from eval_helpers import make_tiny_whisper, write_data_dir
-
-ROOT = Path(__file__).resolve().parents[2]
-DEMO = ROOT / "local" / "demo_voice"
-SPK = "demo"
-# short test texts keep the stand-in's synthesis fast (it speaks until its length limit)
-TEST_UTTS = {"demo_0010": "这本书非常有意思。", "demo_0035": "Thank you very much for your help."}
-PROMPT_UTTS = ("demo_0001", "demo_0002", "demo_0003")
-
-
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_for_eval_tests", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from eval_helpers import DEMO, PROMPT_UTTS, SPK, TEST_UTTS, load_tool, make_tiny_whisper, write_data_dir
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """Helpers of the evaluation tests: a tiny random Whisper dir built offline, synthetic clips, Kaldi tables."""
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Dict
@@ -8,8 +9,23 @@ from typing import Dict
 import numpy as np
 import soundfile as sf
 
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "local" / "demo_voice"
+SPK = "demo"
+# short test texts keep the stand-in's synthesis fast (it speaks until its length limit)
+TEST_UTTS = {"demo_0010": "这本书非常有意思。", "demo_0035": "Thank you very much for your help."}
+PROMPT_UTTS = ("demo_0001", "demo_0002", "demo_0003")
+
 WHISPER_SPECIALS = ("<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|zh|>", "<|translate|>", "<|transcribe|>",
                     "<|startoflm|>", "<|startofprev|>", "<|nocaptions|>", "<|notimestamps|>")
+
+
+def load_tool(name: str):
+    """A script of tools/ imported as a module."""
+    spec = importlib.util.spec_from_file_location(f"{name}_for_eval_tests", ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def make_tiny_whisper(out: Path, seed: int = 0) -> Path:

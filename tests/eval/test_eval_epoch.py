@@ -9,7 +9,7 @@ import torch
 from cosyvoice.eval.epoch import EpochEvaluator, clear_inference_tensors, swapped_module, tracker_scalars
 from cosyvoice.eval.select import load_epoch_records, select_best
 from cosyvoice.utils import checkpoint as ckpt
-from conftest import TEST_UTTS
+from eval_helpers import TEST_UTTS
 
 
 def trained_module(stand_in_dir, name):

@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from cosyvoice.eval import quality as Q
-from conftest import load_tool
-from eval_helpers import tone, write_data_dir, write_wav
+from eval_helpers import load_tool, tone, write_data_dir, write_wav
 
 NORMAL_TEXT = "今天天气很好啊"  # 7 syllables in 2 s
 

@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 
 from cosyvoice.bin import evaluate
-from conftest import PROMPT_UTTS, SPK, TEST_UTTS
+from eval_helpers import PROMPT_UTTS, SPK, TEST_UTTS
 
 
 def args(stand_in_dir, sft_model_dir, eval_data, exp, *extra):
