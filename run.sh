@@ -7,7 +7,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 # ---- options and their defaults ----
 stage=0                 # first stage to run
-stop_stage=4            # last stage to run
+stop_stage=8            # last stage to run
 force=false             # true: redo finished stages even if their inputs did not change
 setup_env=true          # true: create/refresh the project's .venv first (tools/setup_env.sh); false: use it as is
 # data
@@ -30,9 +30,32 @@ train_engine=torch_ddp  # torch_ddp or deepspeed
 download_model=false    # true: first download the real CosyVoice2-0.5B into --pretrained_model_dir (needs network)
 nj=2                    # parallel workers of stages 1-3
 num_utts_per_parquet=1000  # rows per parquet shard (stage 3)
+# model training (stages 5-7)
+train_models="llm flow"  # stage 5/6: models to fine-tune, in this order (flow samples then pair with the new llm)
+train_config=""         # stage 5: training yaml; empty: conf/cosyvoice2.yaml, or the stand-in's own yaml (the same, tiny)
+max_epoch=""            # stage 5: epochs per model; empty: the yaml's train_conf.max_epoch (2 on the stand-in demo)
+lr=""                   # stage 5: learning rate; empty: the yaml's (1e-3 on the stand-in demo)
+accum_grad=""           # stage 5: batches per optimizer update; empty: the yaml's
+max_frames_in_batch=""  # stage 5: dynamic batch size in mel frames; empty: the yaml's
+save_per_step=""        # stage 5: also save (and run CV) every N updates; empty: the yaml's (-1: per epoch only)
+log_interval=""         # stage 5: log training scalars every N updates; empty: the yaml's (1 on the stand-in demo)
+use_amp=""              # stage 5: bf16 or fp16 mixed precision (GPU); empty: float32
+nproc_cpu=2             # stage 5 without a GPU: training processes (gloo)
+num_workers=""          # stage 5: DataLoader workers per process; empty: 4 on GPU, 0 on the CPU
+resume=false            # stage 5: true: continue an interrupted run from its newest intact checkpoint
+swanlab=auto            # stage 5: auto (cloud when logged in, else local/offline), cloud, local, offline or off
+sample_texts=${root}/conf/sample_texts.json  # stage 5: texts spoken after every epoch; empty: no samples
+eval_every_epoch=false  # stage 5: true: after every epoch, synthesize a few test texts and log SIM (and CER)
+average_num=5           # stage 6: checkpoints averaged into <exp_dir>/model/<model>.pt
+select_by=cv_loss       # stage 6: newest, cv_loss (lowest), sim or cer (need --eval_every_epoch true)
+drop_flagged=false      # true: stages 2+ read <data_root>/<set>_filtered, the set without the utterances the quality
+                        # report after stage 1 flags (<data_root>/<set>/flagged.tsv)
+asr_model_dir=""        # stage 8: Whisper or Paraformer model dir for CER/WER; empty: CER/WER are reported as skipped
+eval_max_utts=0         # stage 8: test texts to evaluate, spread evenly over the test set; 0: all
+eval_max_token_text_ratio=""  # stage 8: speech-token cap per text token; empty: the model's default (20)
 
 help_message="Usage: bash run.sh [options]
-Fine-tune CosyVoice2-0.5B on one speaker. Without options: the bundled demo voice, stages 0-4.
+Fine-tune CosyVoice2-0.5B on one speaker. Without options: the whole recipe (stages 0-8) on the bundled demo voice with the tiny stand-in model.
 
 Stages:
   -1  convert a raw character pack (--raw_pack_dir) into train/test pair folders under <data_root>/pack_pairs
@@ -41,6 +64,10 @@ Stages:
    2  speech tokens (speech_tokenizer_v2.onnx): <data_root>/<set>/utt2speech_token.pt
    3  parquet shards for training: <data_root>/<set>/parquet/{data,utt2data,spk2data}.list
    4  speaker info: <exp_dir>/model/spk2info.pt, in a model dir laid out like the official one
+   5  train the llm and the flow (torchrun, one process per GPU or --nproc_cpu on the CPU): <exp_dir>/<model>/
+   6  average checkpoints: <exp_dir>/model/{llm,flow}.pt
+   7  export the flow for deployment: <exp_dir>/model/{flow.encoder.fp32.zip,flow.decoder.estimator.fp32.onnx}
+   8  evaluation, base (zero-shot) vs fine-tuned (SFT): <exp_dir>/{report.html,metrics.json}
 
 Options (default in brackets):
   --stage N                 first stage to run [${stage}]
@@ -66,6 +93,27 @@ Options (default in brackets):
   --download_model BOOL     download the real CosyVoice2-0.5B into --pretrained_model_dir first [${download_model}]
   --nj N                    parallel workers of stages 1-3 [${nj}]
   --num_utts_per_parquet N  rows per parquet shard [${num_utts_per_parquet}]
+  --train_models LIST       models to fine-tune in stage 5/6, from llm and flow [${train_models}]
+  --train_config FILE       training yaml [${train_config:-conf/cosyvoice2.yaml, or the stand-in yaml}]
+  --max_epoch N             epochs per model [${max_epoch:-from the yaml; 2 on the stand-in}]
+  --lr X                    learning rate [${lr:-from the yaml; 1e-3 on the stand-in}]
+  --accum_grad N            batches per update [${accum_grad:-from the yaml}]
+  --max_frames_in_batch N   batch size in mel frames [${max_frames_in_batch:-from the yaml}]
+  --save_per_step N         also checkpoint every N updates [${save_per_step:-from the yaml}]
+  --log_interval N          log training scalars every N updates [${log_interval:-from the yaml; 1 on the stand-in}]
+  --use_amp bf16|fp16       mixed precision [${use_amp:-off}]
+  --nproc_cpu N             CPU training processes when there is no GPU [${nproc_cpu}]
+  --num_workers N           data loader workers per process [${num_workers:-4 on GPU, 0 on CPU}]
+  --resume BOOL             continue an interrupted stage 5 from its newest intact checkpoint [${resume}]
+  --swanlab MODE            auto, cloud, local, offline or off [${swanlab}]
+  --sample_texts FILE       json list of texts spoken after each epoch; empty: none [${sample_texts}]
+  --eval_every_epoch BOOL   per-epoch SIM (and CER with --asr_model_dir) on a few test texts [${eval_every_epoch}]
+  --average_num N           checkpoints averaged in stage 6 [${average_num}]
+  --select_by WHAT          stage 6: newest, cv_loss, sim or cer [${select_by}]
+  --drop_flagged BOOL       stages 2+ use <set>_filtered, without the flagged utterances [${drop_flagged}]
+  --asr_model_dir DIR       stage 8: Whisper/Paraformer dir for CER/WER [${asr_model_dir:-none: skipped}]
+  --eval_max_utts N         stage 8: test texts to evaluate; 0: all [${eval_max_utts}]
+  --eval_max_token_text_ratio R  stage 8: speech-token cap per text token [${eval_max_token_text_ratio:-20}]
   --config FILE             read option assignments (name=value lines) from FILE
   --help                    print this message"
 
@@ -82,9 +130,11 @@ die() {
 }
 
 [ $# -eq 0 ] || die "unexpected argument '$1' (options are --name value; see --help)"
-for opt in stage stop_stage num_test seed nj num_utts_per_parquet; do
+for opt in stage stop_stage num_test seed nj num_utts_per_parquet nproc_cpu average_num; do
   [[ ${!opt} =~ ^-?[0-9]+$ ]] || die "--${opt} must be an integer, got '${!opt}'"
 done
+case "${drop_flagged}" in true | false) ;; *) die "--drop_flagged must be true or false, got '${drop_flagged}'" ;; esac
+case "${select_by}" in newest | cv_loss | sim | cer) ;; *) die "--select_by must be newest, cv_loss, sim or cer, got '${select_by}'" ;; esac
 case "${train_engine}" in torch_ddp | deepspeed) ;; *) die "--train_engine must be torch_ddp or deepspeed, got '${train_engine}'" ;; esac
 [ "${stage}" -le "${stop_stage}" ] || die "--stage ${stage} is after --stop_stage ${stop_stage}"
 
@@ -198,6 +248,11 @@ fi
 # ---- the pretrained model dir, needed from stage 1 on: the real model, or the tiny stand-in by default ----
 default_pretrained_model_dir=exp/pretrained/CosyVoice2-0.5B-tiny
 model_dir=${exp_dir}/model   # stage 4 output: laid out like the official model dir
+
+# set_dir SET: the data dir stages 2+ read for SET (without the flagged utterances when --drop_flagged true)
+set_dir() {
+  if [ "${drop_flagged}" = true ]; then echo "${data_root}/$1_filtered"; else echo "${data_root}/$1"; fi
+}
 if [ "${stop_stage}" -ge 1 ]; then
   if [ "${download_model}" = true ]; then
     log "Downloading CosyVoice2-0.5B into ${pretrained_model_dir} (modelscope, then huggingface_hub)"
@@ -234,11 +289,27 @@ if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
       echo "${fp}" > "${marker}"
     fi
   done
+  for x in "${train_set}" "${test_set}"; do
+    d=${data_root}/${x}
+    log "Stage 1: data quality report: ${d} -> ${d}/{quality.tsv,quality_summary.json,flagged.tsv}$(
+      [ "${drop_flagged}" = true ] && echo " and ${d}_filtered/ without the flagged utterances")"
+    marker=${d}/.quality.done
+    fp=$(fingerprint "path:${d}/wav.scp" "path:${d}/text" "path:${d}/utt2embedding.pt" \
+      "path:${root}/tools/data_quality.py" "path:${root}/cosyvoice/eval/quality.py" "drop=${drop_flagged}")
+    if is_done "${marker}" "${fp}" && [ -f "${d}/quality.tsv" ]; then
+      log "Stage 1: ${x}: quality report already done for these inputs; skipped (--force true redoes it)"
+    else
+      rm -f "${marker}"
+      python3 "${root}/tools/data_quality.py" --data_dir "${d}" --drop_flagged "${drop_flagged}" \
+        --out_dir "${d}_filtered"
+      echo "${fp}" > "${marker}"
+    fi
+  done
 fi
 
 if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
   for x in "${train_set}" "${test_set}"; do
-    d=${data_root}/${x}
+    d=$(set_dir "${x}")
     log "Stage 2: speech tokens: ${d}/wav.scp -> ${d}/utt2speech_token.pt (clips over 30 s: ${d}/skipped_speech_token.tsv)"
     check_data_dir 2 "${d}"
     marker=${d}/.stage2.done
@@ -257,7 +328,7 @@ fi
 
 if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
   for x in "${train_set}" "${test_set}"; do
-    d=${data_root}/${x}
+    d=$(set_dir "${x}")
     log "Stage 3: parquet lists: ${d}/{wav.scp,text,utt2spk,*.pt} -> ${d}/parquet/{data,utt2data,spk2data}.list"
     marker=${d}/.stage3.done
     fp=$(fingerprint "path:${d}/wav.scp" "path:${d}/text" "path:${d}/utt2spk" "path:${d}/utt2embedding.pt" \
@@ -275,11 +346,140 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
 fi
 
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
-  d=${data_root}/${train_set}
+  d=$(set_dir "${train_set}")
   log "Stage 4: speaker info: ${d}/spk2embedding.pt -> ${model_dir}/spk2info.pt (+ links to ${pretrained_model_dir})"
   python3 "${root}/tools/save_spk2info.py" --data_dir "${d}" --pretrained_model_dir "${pretrained_model_dir}" \
     --model_dir "${model_dir}"
 fi
 
+if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
+  train_list=$(set_dir "${train_set}")/parquet/data.list
+  cv_list=$(set_dir "${test_set}")/parquet/data.list
+  for f in "${train_list}" "${cv_list}"; do
+    [ -f "${f}" ] || die "stage 5: ${f} not found: run stage 3 first (--stage 3)"
+  done
+  [ -f "${model_dir}/spk2info.pt" ] || die "stage 5: ${model_dir}/spk2info.pt not found: run stage 4 first (--stage 4)"
+  config=${train_config}
+  if [ -z "${config}" ]; then
+    if [ -f "${pretrained_model_dir}/.stand_in.done" ]; then
+      config=${pretrained_model_dir}/cosyvoice2.yaml  # conf/cosyvoice2.yaml with the stand-in's tiny sizes
+      # demo settings: a couple of quick epochs, not the real fine-tuning schedule
+      max_epoch=${max_epoch:-2}; lr=${lr:-1e-3}; log_interval=${log_interval:-1}
+      log "Stage 5: stand-in demo: --max_epoch ${max_epoch} --lr ${lr} --log_interval ${log_interval}"
+    else
+      config=${root}/conf/cosyvoice2.yaml
+    fi
+  fi
+  [ -f "${config}" ] || die "stage 5: training config ${config} not found (--train_config)"
+  [ -z "${gpus}" ] || export CUDA_VISIBLE_DEVICES=${gpus}
+  num_gpus=$(python3 -c "import torch; print(torch.cuda.device_count())")
+  if [ "${num_gpus}" -gt 0 ]; then
+    nproc=${num_gpus}; backend=nccl; workers=${num_workers:-4}; where="${num_gpus} GPU(s)"
+  else
+    nproc=${nproc_cpu}; backend=gloo; workers=${num_workers:-0}; where="${nproc_cpu} CPU process(es)"
+  fi
+  opts=(--qwen_pretrain_path "${pretrained_model_dir}/CosyVoice-BlankEN")
+  [ -z "${max_epoch}" ] || opts+=(--max_epoch "${max_epoch}")
+  [ -z "${lr}" ] || opts+=(--lr "${lr}")
+  [ -z "${accum_grad}" ] || opts+=(--accum_grad "${accum_grad}")
+  [ -z "${max_frames_in_batch}" ] || opts+=(--max_frames_in_batch "${max_frames_in_batch}")
+  [ -z "${save_per_step}" ] || opts+=(--save_per_step "${save_per_step}")
+  [ -z "${log_interval}" ] || opts+=(--log_interval "${log_interval}")
+  [ -z "${use_amp}" ] || opts+=(--use_amp "${use_amp}")
+  [ -z "${sample_texts}" ] || opts+=(--sample_texts "${sample_texts}" --sample_model_dir "${model_dir}" \
+    --sample_llm "${exp_dir}/llm")
+  if [ "${eval_every_epoch}" = true ]; then
+    opts+=(--eval_every_epoch true --eval_model_dir "${model_dir}" --eval_data_dir "$(set_dir "${test_set}")")
+    [ -z "${asr_model_dir}" ] || opts+=(--asr_model_dir "${asr_model_dir}")
+  fi
+  for m in ${train_models}; do
+    out=${exp_dir}/${m}
+    log "Stage 5: train ${m} on ${where} (${train_engine}): ${train_list} + ${pretrained_model_dir}/${m}.pt -> ${out}/"
+    marker=${out}/.stage5.done
+    fp=$(fingerprint "path:${train_list}" "path:${cv_list}" "path:${config}" "path:${pretrained_model_dir}/${m}.pt" \
+      "engine=${train_engine}" "nproc=${nproc}" "opts=${opts[*]}")
+    if is_done "${marker}" "${fp}"; then
+      log "Stage 5: ${m}: already trained with these inputs; skipped (--force true retrains it)"
+      continue
+    fi
+    resume_opt=()
+    if [ "${resume}" = true ]; then
+      resume_opt=(--resume)
+    elif compgen -G "${out}/*.ckpt.json" >/dev/null; then
+      [ "${force}" = true ] || die "stage 5: ${out} holds checkpoints of another or unfinished run:" \
+        "--resume true continues it, --force true starts ${m} over (deletes ${out})"
+      rm -rf "${out:?}"
+    fi
+    rm -f "${marker}"
+    port=$(python3 -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+    python3 -m torch.distributed.run --nnodes 1 --nproc_per_node "${nproc}" \
+      --master_addr 127.0.0.1 --master_port "${port}" \
+      -m cosyvoice.bin.train --model "${m}" --config "${config}" --checkpoint "${pretrained_model_dir}/${m}.pt" \
+      --train_data "${train_list}" --cv_data "${cv_list}" --model_dir "${out}" \
+      --train_engine "${train_engine}" --deepspeed_config "${root}/conf/ds_stage2.json" --dist_backend "${backend}" \
+      --num_workers "${workers}" --swanlab "${swanlab}" "${opts[@]}" "${resume_opt[@]}"
+    echo "${fp}" > "${marker}"
+  done
+  log "Stage 5: curves: tensorboard --logdir ${exp_dir} (SwanLab runs: ${exp_dir}/<model>/swanlog);" \
+    "samples: ${exp_dir}/<model>/samples/epoch_*/"
+fi
 
+if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
+  for m in ${train_models}; do
+    log "Stage 6: average ${average_num} checkpoints chosen by ${select_by}: ${exp_dir}/${m}/epoch_*.pt -> ${model_dir}/${m}.pt"
+    [ -f "${exp_dir}/${m}/config.yaml" ] || die "stage 6: ${exp_dir}/${m} holds no training run: run stage 5 first (--stage 5)"
+    python3 -m cosyvoice.bin.average_model --src_path "${exp_dir}/${m}" --dst_model "${model_dir}/${m}.pt" \
+      --num "${average_num}" --select_by "${select_by}"
+  done
+fi
+
+if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
+  log "Stage 7: export the flow: ${model_dir}/flow.pt -> ${model_dir}/{flow.encoder.fp32.zip,flow.decoder.estimator.fp32.onnx}"
+  [ -f "${model_dir}/flow.pt" ] || die "stage 7: ${model_dir}/flow.pt not found: run stages 4-6 first (--stage 4)"
+  python3 -m cosyvoice.bin.export --model_dir "${model_dir}"
+  log "Stage 7: model dir ready: ${model_dir} (bash inference.sh --model_dir ${model_dir})"
+fi
+
+if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
+  test_dir=$(set_dir "${test_set}")
+  log "Stage 8: evaluation: ${test_dir} texts by ${pretrained_model_dir} (zero-shot) and ${model_dir} (SFT)" \
+    "-> ${exp_dir}/{report.html,metrics.json}"
+  check_data_dir 8 "${test_dir}"
+  [ -f "${model_dir}/spk2info.pt" ] || die "stage 8: ${model_dir}/spk2info.pt not found: run stage 4 first (--stage 4)"
+  ratio=${eval_max_token_text_ratio}
+  threads=0
+  if [ -f "${pretrained_model_dir}/.stand_in.done" ]; then
+    threads=1                     # its many tiny ops run fastest on one thread
+  fi
+  marker=${exp_dir}/.stage8.done
+  # the weights by size and time (hashing GBs on every run is slow), the rest by content
+  weights=$(stat -L -c '%n %s %Y' "${model_dir}"/{llm,flow,hift}.pt "${pretrained_model_dir}"/{llm,flow,hift}.pt)
+  fp=$(fingerprint "${weights}" \
+    "path:$(set_dir "${train_set}")/spk2embedding.pt" "path:${test_dir}/wav.scp" "path:${test_dir}/text" \
+    "path:$(set_dir "${train_set}")/wav.scp" "path:${root}/cosyvoice/bin/evaluate.py" \
+    "path:${root}/cosyvoice/eval/runner.py" "path:${root}/cosyvoice/eval/metrics.py" \
+    "path:${root}/cosyvoice/eval/asr.py" "path:${root}/cosyvoice/eval/report.py" "asr=${asr_model_dir}" \
+    "utts=${eval_max_utts}" "ratio=${ratio}" "seed=${seed}")
+  if is_done "${marker}" "${fp}" && [ -f "${exp_dir}/report.html" ]; then
+    log "Stage 8: already done for these inputs; skipped (--force true redoes it)"
+  else
+    rm -f "${marker}"
+    extra=()
+    [ -z "${asr_model_dir}" ] || extra+=(--asr_model_dir "${asr_model_dir}")
+    [ -z "${ratio}" ] || extra+=(--max_token_text_ratio "${ratio}")
+    [ -z "${spk_id}" ] || extra+=(--spk_id "${spk_id}")
+    python3 -m cosyvoice.bin.evaluate --pretrained_model_dir "${pretrained_model_dir}" --model_dir "${model_dir}" \
+      --test_data_dir "${test_dir}" --prompt_data_dir "$(set_dir "${train_set}")" --exp_dir "${exp_dir}" \
+      --max_utts "${eval_max_utts}" --seed "${seed}" --num_threads "${threads}" "${extra[@]}"
+    echo "${fp}" > "${marker}"
+  fi
+  log "Stage 8: open ${exp_dir}/report.html in a browser"
+fi
+
+if [ "${stop_stage}" -ge 5 ]; then
+  log "Where things are:" \
+    "model dir ${model_dir} (bash inference.sh --model_dir ${model_dir});" \
+    "samples of each epoch ${exp_dir}/<model>/samples/; curves: tensorboard --logdir ${exp_dir};" \
+    "report ${exp_dir}/report.html"
+fi
 log "Done: stages ${stage}..${stop_stage} in ${SECONDS} s"

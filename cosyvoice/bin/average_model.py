@@ -31,34 +31,38 @@ def get_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--src_path", required=True, help="a training model dir (train.py --model_dir)")
     p.add_argument("--dst_model", required=True, help="output file, e.g. <model dir>/llm.pt")
     p.add_argument("--num", type=int, default=5, help="how many checkpoints to average (at most)")
-    p.add_argument("--val_best", action="store_true", help="the best --num by CV loss (default: the newest)")
+    p.add_argument("--val_best", action="store_true", help="the best --num by CV loss (= --select_by cv_loss)")
+    p.add_argument("--select_by", choices=["newest", "cv_loss", "sim", "cer"], default=None,
+                   help="newest; cv_loss: lowest CV loss; sim: highest per-epoch speaker similarity; cer: lowest "
+                        "per-epoch ASR error rate (sim and cer need training with --eval_every_epoch true) "
+                        "[cv_loss with --val_best, else newest]")
     p.add_argument("--model", choices=["llm", "flow"], help="module to check the result against [from train.cmd]")
     return p.parse_args(argv)
 
 
-def select_checkpoints(src: Path, num: int, val_best: bool) -> List[ckpt.CheckpointInfo]:
+def select_checkpoints(src: Path, num: int, val_best: bool,
+                       select_by: Optional[str] = None) -> List[ckpt.CheckpointInfo]:
     """The checkpoints to average, best (or newest) first."""
     if num < 1:
         raise ValueError(f"--num must be >= 1, got {num}")
-    by_step: Dict[int, ckpt.CheckpointInfo] = {}
+    select_by = select_by or ("cv_loss" if val_best else "newest")
+    by_step: Dict[int, ckpt.CheckpointInfo] = {}  # a step saved twice (epoch end + every N steps) counts once
     for info in ckpt.list_checkpoints(src):
         kept = by_step.get(info.step)
         if kept is None or (info.name.endswith("_whole") and not kept.name.endswith("_whole")):
             by_step[info.step] = info
-    pool = list(by_step.values())
+    pool = {c.name: c for c in by_step.values()}
     if not pool:
         raise FileNotFoundError(f"no checkpoint (*.ckpt.json) in {src}: run training (train.py) first")
-    if val_best:
-        missing = [c.name for c in pool if c.cv_loss is None]
-        if missing:
-            raise ValueError(f"{src}: no CV loss recorded for {', '.join(missing)}; average the newest instead")
-        pool.sort(key=lambda c: (c.cv_loss, -c.step))
-    else:
-        pool.sort(key=lambda c: -c.step)
-    if len(pool) < num:
-        logger.warning("%s has %d distinct checkpoint(s), fewer than --num %d: averaging all of them",
-                       src, len(pool), num)
-    return pool[:num]
+    if select_by == "newest":
+        if len(pool) < num:
+            logger.warning("%s has %d distinct checkpoint(s), fewer than --num %d: averaging all of them",
+                           src, len(pool), num)
+        return sorted(pool.values(), key=lambda c: -c.step)[:num]
+    from cosyvoice.eval.select import load_epoch_records, select_best
+
+    records = [r for r in load_epoch_records(src) if r["name"] in pool]
+    return [pool[r["name"]] for r in select_best(records, select_by, num)]
 
 
 def average_states(src: Path, chosen: List[ckpt.CheckpointInfo]) -> Dict[str, torch.Tensor]:
@@ -101,7 +105,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s")
     args = get_args(argv)
     src, dst = Path(args.src_path), Path(args.dst_model)
-    chosen = select_checkpoints(src, args.num, args.val_best)
+    chosen = select_checkpoints(src, args.num, args.val_best, args.select_by)
     for c in chosen:
         cv = f"CV loss {c.cv_loss:.5f}" if c.cv_loss is not None else "no CV loss"
         logger.info("averaging %s (epoch %d, step %d, %s)", c.name, c.epoch, c.step, cv)
@@ -109,7 +113,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     check_against_model(src, args.model or guess_model(src), state)
     dst.parent.mkdir(parents=True, exist_ok=True)
     ckpt.atomic_torch_save(state, dst)
-    record = {"src_path": str(src.resolve()), "val_best": args.val_best, "num": args.num,
+    record = {"src_path": str(src.resolve()), "val_best": args.val_best, "select_by": args.select_by, "num": args.num,
               "checkpoints": [{"name": c.name, "epoch": c.epoch, "step": c.step, "cv": c.cv} for c in chosen]}
     ckpt.atomic_write_text(dst.with_name(dst.name + ".average.json"), json.dumps(record, indent=2) + "\n")
     logger.info("wrote %s (average of %d checkpoints)", dst, len(chosen))

@@ -71,6 +71,14 @@ def get_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--sample_spk", help="speaker id of spk2info.pt for the samples [the first one]")
     p.add_argument("--sample_llm", help="fine-tuned llm (an llm.pt, or an llm training dir: its newest checkpoint) "
                    "to pair with the new flow in samples (llm_flow); a dir without checkpoints is skipped")
+    p.add_argument("--eval_every_epoch", default="false", choices=["true", "false"],
+                   help="after each epoch, synthesize a fixed subset of the test texts and log SIM (and CER)")
+    p.add_argument("--eval_model_dir", help="model dir to evaluate in, with spk2info.pt (stage 4) [--pretrained_model_dir]")
+    p.add_argument("--eval_data_dir", help="Kaldi data dir of the speaker's test clips (e.g. data/test)")
+    p.add_argument("--eval_spk_data_dir", help="data dir with spk2embedding.pt, when --eval_model_dir has no spk2info.pt")
+    p.add_argument("--eval_num_utts", type=int, default=4, help="texts in the per-epoch subset")
+    p.add_argument("--asr_model_dir", default="", help="Whisper/Paraformer dir for the per-epoch CER [none]")
+    p.add_argument("--eval_max_token_text_ratio", type=float, default=None, help="speech-token cap per text token")
     return p.parse_args(argv)
 
 
@@ -123,9 +131,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                            args.swanlab_project, model_dir.name, {"args": vars(args), "train_conf": conf},
                            is_main=info.is_main)
     renderer = make_renderer(args, model, tracker, model_dir, info)
+    evaluator = make_epoch_evaluator(args, model, tracker, model_dir, info)
+    hooks = [h for h in (renderer, evaluator) if h is not None]
     executor = Executor(model, optimizer, scheduler, conf, info, model_dir, train_engine=args.train_engine,
                         amp_dtype=args.use_amp, scaler=scaler, tracker=tracker, keep_states=args.keep_states,
-                        on_epoch_end=renderer)
+                        on_epoch_end=(lambda epoch, step: [h(epoch, step) for h in hooks]) if hooks else None)
     if args.resume:
         found = ckpt.find_resume_checkpoint(model_dir)
         if found is None:
@@ -167,6 +177,29 @@ def make_renderer(args, model, tracker, model_dir: Path, info: tu.DistInfo):
     renderer = SampleRenderer(args.model, sample_dir, args.sample_texts, model_dir / "samples",
                               spk_id=args.sample_spk, base_llm=tuned_llm, seed=args.seed)
     return lambda epoch, step: renderer(tu.unwrap(model), epoch, step, tracker)
+
+
+def make_epoch_evaluator(args, model, tracker, model_dir: Path, info: tu.DistInfo):
+    """The per-epoch SIM/CER hook (rank 0 only), or None without ``--eval_every_epoch true``."""
+    if args.eval_every_epoch != "true":
+        return None
+    eval_model_dir = args.eval_model_dir or args.pretrained_model_dir
+    if not eval_model_dir or not args.eval_data_dir:
+        raise tu.TrainSetupError("--eval_every_epoch true needs --eval_data_dir (the test clips) and "
+                                 "--eval_model_dir (the stage-4 model dir) or --pretrained_model_dir")
+    if not info.is_main:
+        return None
+    from cosyvoice.eval.epoch import EpochEvaluator, tracker_scalars
+
+    evaluator = EpochEvaluator(eval_model_dir, args.eval_data_dir, args.eval_spk_data_dir,
+                               num_utts=args.eval_num_utts, asr_model_dir=args.asr_model_dir,
+                               max_token_text_ratio=args.eval_max_token_text_ratio)
+
+    def hook(epoch: int, step: int) -> None:
+        metrics = evaluator(tu.unwrap(model), args.model, epoch, model_dir=str(model_dir))
+        tracker.log_scalars(tracker_scalars(metrics), step)
+
+    return hook
 
 
 def sample_llm_file(path: str) -> Optional[str]:

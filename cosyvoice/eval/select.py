@@ -97,7 +97,8 @@ def _usable(value) -> bool:
 def select_best(records: List[Dict[str, Any]], select_by: str = "cv_loss", num: int = 1) -> List[Dict[str, Any]]:
     """The ``num`` best records by ``select_by`` (cv_loss | sim | cer), best first; ties: the later step first.
 
-    Records without the metric are left out; fewer than ``num`` with it is an error saying how to get them.
+    Records without the metric are left out; fewer than ``num`` with it gives them all (with a warning), none is an
+    error saying how to get them.
     """
     if select_by not in CRITERIA:
         raise ValueError(f"--select_by must be one of {', '.join(CRITERIA)}, got {select_by!r}")
@@ -105,14 +106,14 @@ def select_best(records: List[Dict[str, Any]], select_by: str = "cv_loss", num: 
         raise ValueError(f"--num must be >= 1, got {num}")
     key, higher = CRITERIA[select_by]
     pool = [r for r in records if _usable(r.get(key))]
-    if len(pool) < num:
+    if not pool:
         hint = {"cv_loss": "train with a CV set",
                 "sim": "train with --eval_every_epoch true",
                 "cer": "train with --eval_every_epoch true and an --asr_model_dir"}[select_by]
-        if len(pool) == len(records):
-            hint = "lower --num"
-        raise ValueError(f"--select_by {select_by}: {len(pool)} of {len(records)} checkpoint(s) have '{key}', "
-                         f"fewer than --num {num} ({hint})")
+        raise ValueError(f"--select_by {select_by}: none of {len(records)} checkpoint(s) has '{key}' ({hint})")
+    if len(pool) < num:
+        logger.warning("--select_by %s: only %d of %d checkpoint(s) have '%s', fewer than --num %d: using those",
+                       select_by, len(pool), len(records), key, num)
     left_out = [r["name"] for r in records if not _usable(r.get(key))]
     if left_out:
         logger.info("--select_by %s: no %s for %s; not considered", select_by, key, ", ".join(left_out))
