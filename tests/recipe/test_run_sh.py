@@ -163,18 +163,34 @@ def test_stage_minus1_without_pack_is_a_no_op(run_recipe, tmp_path):
 
 
 def test_demo_defaults_from_another_directory(run_recipe, tmp_path):
-    # The defaults point into the project, so run.sh works from any directory; outputs go to the cwd.
+    """The README's demo command: the whole recipe on the demo voice and the stand-in (the CPU smoke run).
+
+    The defaults point into the project, so run.sh works from any directory; outputs go to the cwd.
+    """
     r = run_recipe(cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 0, r.stderr[-3000:]
     assert table_keys(tmp_path / "data" / "train" / "wav.scp")[:2] == ["demo_0001", "demo_0002"]
     assert validate_data_dir(tmp_path / "data" / "test") == {"utterances": 12, "speakers": 1}
     assert dict(read_table(tmp_path / "data" / "train" / "wav.scp"))["demo_0001"] == str(
         ROOT / "local" / "demo_voice" / "train" / "demo_0001.wav")
     assert r.stdout.splitlines()[0].endswith("run.sh --setup_env false")
-    assert r.stdout.splitlines()[-1].split(") ", 1)[1].startswith("Done: stages 0..4 in ")
+    assert r.stdout.splitlines()[-1].split(") ", 1)[1].startswith("Done: stages 0..8 in ")
     # stages 1-4 ran on the tiny stand-in written into the cwd's exp/
     for x in ("train", "test"):
-        for name in ("utt2embedding.pt", "spk2embedding.pt", "utt2speech_token.pt", "parquet/data.list"):
+        for name in ("utt2embedding.pt", "spk2embedding.pt", "utt2speech_token.pt", "parquet/data.list",
+                     "quality.tsv"):
             assert (tmp_path / "data" / x / name).is_file(), name
     assert (tmp_path / "exp" / "pretrained" / "CosyVoice2-0.5B-tiny" / ".stand_in.done").is_file()
-    assert (tmp_path / "exp" / "cosyvoice2_sft" / "model" / "spk2info.pt").is_file()
+    exp = tmp_path / "exp" / "cosyvoice2_sft"
+    model = exp / "model"
+    assert (model / "spk2info.pt").is_file()
+    # stages 5-7: two epochs of each model, averaged weights replace the links, the flow is exported
+    for m in ("llm", "flow"):
+        assert (exp / m / "epoch_0_whole.pt").is_file() and (exp / m / "epoch_1_whole.pt").is_file()  # from 0
+        assert list((exp / m / "samples" / "epoch_1").glob("*.wav")), m
+        assert (model / f"{m}.pt").is_file() and not (model / f"{m}.pt").is_symlink()
+    assert (model / "flow.decoder.estimator.fp32.onnx").is_file() and (model / "flow.encoder.fp32.zip").is_file()
+    # stage 8: the report, with one player per clip (real / base / fine-tuned for each of the 12 test texts)
+    html = (exp / "report.html").read_text(encoding="utf-8")
+    assert html.count("<audio") == 3 * 12
+    assert "Where things are:" in r.stdout
