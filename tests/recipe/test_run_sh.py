@@ -194,3 +194,18 @@ def test_demo_defaults_from_another_directory(run_recipe, tmp_path):
     html = (exp / "report.html").read_text(encoding="utf-8")
     assert html.count("<audio") == 3 * 12
     assert "Where things are:" in r.stdout
+
+
+def test_pretrained_dir_missing_a_file_fails_at_once_naming_it(run_recipe, tmp_path):
+    from cosyvoice.utils.pretrained import REQUIRED_FILES
+
+    model = tmp_path / "model"
+    for rel in REQUIRED_FILES:
+        if rel != "campplus.onnx":
+            write_text(model / rel, "x")
+    r = run_recipe("--stage", "1", "--stop_stage", "4", "--pretrained_model_dir", model,
+                   "--data_root", tmp_path / "data", cwd=tmp_path)
+    assert r.returncode == 1
+    assert "is missing 1 file(s): campplus.onnx" in r.stderr
+    assert "Stage 1" not in r.stdout  # nothing ran
+    assert not (tmp_path / "data").exists()
