@@ -32,3 +32,22 @@ def full_qwen_dir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("full_qwen")
     shutil.copy(ROOT / "conf" / "qwen2_0.5b_config.json", d / "config.json")
     return d
+
+
+@pytest.fixture(scope="session")
+def make_tiny_pretrained():
+    """tools/make_tiny_pretrained.py as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_tiny_pretrained", ROOT / "tools" / "make_tiny_pretrained.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def stand_in_dir(tmp_path_factory, make_tiny_pretrained) -> Path:
+    """The tiny stand-in CosyVoice2-0.5B dir, written once per session by tools/make_tiny_pretrained.py (seed 1986)."""
+    out = tmp_path_factory.mktemp("pretrained") / "CosyVoice2-0.5B-tiny"
+    make_tiny_pretrained.make_stand_in(out, 1986)
+    return out

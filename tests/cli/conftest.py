@@ -2,7 +2,6 @@
 with an SFT speaker, a loaded CosyVoice2, and a short prompt clip."""
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
@@ -14,21 +13,6 @@ from cli_helpers import link_model_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_WAV = ROOT / "local" / "demo_voice" / "test" / "demo_0005.wav"
-
-
-def _load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="session")
-def stand_in_dir(tmp_path_factory) -> Path:
-    """The tiny stand-in CosyVoice2-0.5B dir, written once by tools/make_tiny_pretrained.py (seed 1986)."""
-    out = tmp_path_factory.mktemp("pretrained") / "CosyVoice2-0.5B-tiny"
-    _load_tool("make_tiny_pretrained").make_stand_in(out, 1986)
-    return out
 
 
 @pytest.fixture(scope="session")

@@ -8,15 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from eval_helpers import DEMO, PROMPT_UTTS, SPK, TEST_UTTS, load_tool, make_tiny_whisper, write_data_dir
-
-
-@pytest.fixture(scope="session")
-def stand_in_dir(tmp_path_factory) -> Path:
-    """The tiny stand-in CosyVoice2-0.5B dir (tools/make_tiny_pretrained.py, seed 1986)."""
-    out = tmp_path_factory.mktemp("pretrained") / "CosyVoice2-0.5B-tiny"
-    load_tool("make_tiny_pretrained").make_stand_in(out, 1986)
-    return out
+from eval_helpers import DEMO, PROMPT_UTTS, SPK, TEST_UTTS, make_tiny_whisper, write_data_dir
 
 
 @pytest.fixture(scope="session")
