@@ -74,7 +74,7 @@ def test_stage0_reruns_only_when_inputs_change_or_forced(run_recipe, tmp_path):
         for i in range(n):
             write_wav(d / s / f"a_{s}{i}.wav", 0.7)
             write_text(d / s / f"a_{s}{i}.normalized.txt", "x")
-    args = ("--data_dir", d, "--data_root", tmp_path / "data")
+    args = ("--data_dir", d, "--data_root", tmp_path / "data", "--stop_stage", "0")
     first = run_recipe(*args)
     assert first.returncode == 0 and "prepare_data.py" in first.stdout
     again = run_recipe(*args)
@@ -95,7 +95,7 @@ def test_stage0_reruns_only_when_inputs_change_or_forced(run_recipe, tmp_path):
 
 
 def test_stage0_flat_folder_is_split(run_recipe, tmp_path, bad_folder):
-    r = run_recipe("--data_dir", bad_folder, "--data_root", tmp_path / "data", "--num_test", "1")
+    r = run_recipe("--data_dir", bad_folder, "--data_root", tmp_path / "data", "--num_test", "1", "--stop_stage", "0")
     assert r.returncode == 0, r.stderr
     assert "is one flat folder: splitting off the test set" in r.stdout
     train, test = table_keys(tmp_path / "data" / "train" / "text"), table_keys(tmp_path / "data" / "test" / "text")
@@ -104,16 +104,16 @@ def test_stage0_flat_folder_is_split(run_recipe, tmp_path, bad_folder):
 
 
 def test_stage0_guards_name_what_is_missing(run_recipe, tmp_path):
-    r = run_recipe("--data_dir", tmp_path / "nope", "--data_root", tmp_path / "data")
+    r = run_recipe("--data_dir", tmp_path / "nope", "--data_root", tmp_path / "data", "--stop_stage", "0")
     assert r.returncode == 1
     assert r.stderr.strip() == f"run.sh: error: stage 0: data folder {tmp_path / 'nope'} not found: give --data_dir"
 
     (tmp_path / "only_train" / "train").mkdir(parents=True)
-    r = run_recipe("--data_dir", tmp_path / "only_train", "--data_root", tmp_path / "data")
+    r = run_recipe("--data_dir", tmp_path / "only_train", "--data_root", tmp_path / "data", "--stop_stage", "0")
     assert r.returncode == 1
     assert r.stderr.strip() == f"run.sh: error: stage 0: {tmp_path / 'only_train' / 'test'} not found: put the test pairs there"
 
-    r = run_recipe("--raw_pack_dir", tmp_path, "--stage", "0", "--data_root", tmp_path / "data")
+    r = run_recipe("--raw_pack_dir", tmp_path, "--stage", "0", "--stop_stage", "0", "--data_root", tmp_path / "data")
     assert r.returncode == 1
     assert r.stderr.strip().endswith("not found: run stage -1 first (--stage -1)")
 
@@ -122,7 +122,7 @@ def test_stage0_fails_with_one_line_when_nothing_is_usable(run_recipe, tmp_path)
     for s in ("train", "test"):
         write_wav(tmp_path / "D" / s / "a_1.wav", 0.1)
         write_text(tmp_path / "D" / s / "a_1.normalized.txt", "too short")
-    r = run_recipe("--data_dir", tmp_path / "D", "--data_root", tmp_path / "data")
+    r = run_recipe("--data_dir", tmp_path / "D", "--data_root", tmp_path / "data", "--stop_stage", "0")
     assert r.returncode == 1
     assert r.stderr.strip() == (f"prepare_data.py: error: no usable utterance in {tmp_path / 'D' / 'train'} "
                                 f"(reasons in {tmp_path / 'data' / 'train' / 'rejected.tsv'})")
