@@ -250,9 +250,12 @@ class ConditionalDecoder(nn.Module):
                 nn.init.constant_(m.bias, 0)
 
     # --- forward -------------------------------------------------------------------------------------
-    def _attention_bias(self, x: torch.Tensor, mask: torch.Tensor, streaming: bool) -> torch.Tensor:
-        """Additive bias for x (B, T, C): key padding, plus static chunks when streaming."""
+    def _attention_bias(self, x: torch.Tensor, mask: torch.Tensor, streaming: bool) -> Optional[torch.Tensor]:
+        """Additive bias for x (B, T, C): key padding, plus static chunks when streaming; None when nothing is
+        masked (an all-zero bias gives the same attention, only slower)."""
         chunk = self.static_chunk_size if streaming else 0
+        if chunk <= 0 and bool(mask.bool().all()):
+            return None
         keep = add_optional_chunk_mask(x, mask.bool(), False, False, 0, chunk, -1)
         return mask_to_bias(keep, x.dtype)
 
@@ -262,8 +265,9 @@ class ConditionalDecoder(nn.Module):
         one forward (every level of a one-resolution U-Net shares the same mask)."""
         x = x.transpose(1, 2).contiguous()
         key = (id(mask), x.dtype)
-        bias = biases.get(key) if biases is not None else None
-        if bias is None:
+        if biases is not None and key in biases:
+            bias = biases[key]
+        else:
             bias = self._attention_bias(x, mask, streaming)
             if biases is not None:
                 biases[key] = bias

@@ -1,0 +1,627 @@
+#!/usr/bin/env python3
+"""Speed benchmark: LLM decoding, flow + HiFT token2wav (offline and streaming) and training throughput.
+
+    python tools/benchmark.py                                  # full-size conf/cosyvoice2.yaml, random weights
+    python tools/benchmark.py --stand_in                       # the tiny stand-in (written to a temp dir)
+    python tools/benchmark.py --model_dir pretrained_models/CosyVoice2-0.5B
+    python tools/benchmark.py --device cuda --dtype bf16       # CUDA, autocast
+
+Every figure is the median of ``--runs`` runs after ``--warmup`` runs. Prints a table and writes JSON
+(``--out``, default exp/benchmark/<model>_<device>_<dtype>.json) with the device, dtype, threads, versions and git
+commit. Random weights give the same speed as trained ones (same shapes, same work), except that the LLM may stop
+early (then fewer tokens are timed) and the streaming schedule depends only on the token count, which is fixed here.
+
+Figures:
+* llm: prefill of the prompt (ms), decode ms/token at batch 1, the weights read per token and the measured memory
+  bandwidth, hence the bandwidth floor (ms/token) and the fraction of it reached; its RTF (25 tokens per second).
+* token2wav: ``CosyVoice2Model.token2wav`` on ``--audio_seconds`` of random speech tokens, offline (one call) and
+  streaming (``CosyVoice2Model.tts`` with the tokens given, the official chunk schedule): total RTF, time to the first
+  chunk (p50/p90 over runs), and the flow and HiFT shares.
+* train_llm / train_flow: forward + backward + grad clip + Adam on a synthetic batch made by
+  ``cosyvoice.dataset.processor.padding``: step time, utterances/s, speech tokens/s (llm) or mel frames/s (flow),
+  peak memory, and the Adam step alone with the for-loop, foreach and fused implementations.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+logger = logging.getLogger("benchmark")
+
+STAGES = ("llm", "token2wav", "train_llm", "train_flow")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+TOKEN_RATE = 25            # speech tokens per second of audio
+SPEECH_TOKEN_SIZE = 6561   # ids 0..6560 are speech tokens
+
+
+def get_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--config", default=str(ROOT / "conf" / "cosyvoice2.yaml"),
+                     help="build llm/flow/hift from this yaml with random weights (default: full size)")
+    src.add_argument("--model_dir", help="load a model dir (cosyvoice2.yaml, llm.pt, flow.pt, hift.pt, "
+                                         "CosyVoice-BlankEN/) strictly instead")
+    src.add_argument("--stand_in", action="store_true",
+                     help="write the tiny stand-in (tools/make_tiny_pretrained.py) to a temp dir and load it")
+    p.add_argument("--qwen_config", default=str(ROOT / "conf" / "qwen2_0.5b_config.json"),
+                   help="Qwen2 config.json for --config (the LLM backbone's shape)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--dtype", default="fp32", choices=sorted(DTYPES),
+                   help="fp32, or bf16/fp16 autocast (CUDA only; HiFT stays fp32 as in inference)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--stages", default=",".join(STAGES), help=f"comma list of {', '.join(STAGES)}")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs before the timed ones")
+    p.add_argument("--runs", type=int, default=3, help="timed runs (figures are their median)")
+    p.add_argument("--text_tokens", type=int, default=20, help="LLM prompt: sos + text + task_id positions")
+    p.add_argument("--decode_tokens", type=int, default=50, help="LLM decode steps timed per run")
+    p.add_argument("--audio_seconds", type=float, default=5.0, help="token2wav length (25 tokens per second)")
+    p.add_argument("--prompt_tokens", type=int, default=0,
+                   help="flow prompt tokens (0: SFT, no prompt; zero-shot uses a few seconds)")
+    p.add_argument("--train_batch", type=int, default=4, help="utterances per training batch")
+    p.add_argument("--train_text_tokens", type=int, default=18, help="text tokens per training utterance")
+    p.add_argument("--train_speech_tokens", type=int, default=125, help="speech tokens per training utterance")
+    p.add_argument("--no_optimizer_variants", action="store_true",
+                   help="skip timing the Adam for-loop / foreach / fused step separately")
+    p.add_argument("--bandwidth_mib", type=int, default=256,
+                   help="size of the buffer the memory bandwidth is measured on (well above the last-level cache)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="JSON output path")
+    return p.parse_args(argv)
+
+
+# ------------------------------------------------------------------------------------------------------ helpers
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median(xs: List[float]) -> float:
+    return float(statistics.median(xs))
+
+
+def percentile(xs: List[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs, dtype=np.float64), q))
+
+
+def timed_runs(fn: Callable[[int], None], warmup: int, runs: int, device: torch.device) -> List[float]:
+    """Seconds of each timed call of ``fn(run_index)`` after ``warmup`` untimed ones."""
+    times = []
+    for i in range(warmup + runs):
+        sync(device)
+        t0 = time.perf_counter()
+        fn(i)
+        sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+class PeakMemory:
+    """Peak memory while the block runs: CUDA max allocated, or the process RSS sampled every 5 ms on the CPU."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    @staticmethod
+    def rss_bytes() -> int:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError):
+            import resource
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self.peak_bytes = max(self.peak_bytes, self.rss_bytes())
+            self._stop.wait(0.005)
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self.peak_bytes = self.rss_bytes()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            self.peak_bytes = torch.cuda.max_memory_allocated(self.device)
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak_bytes = max(self.peak_bytes, self.rss_bytes())
+
+    @property
+    def mb(self) -> float:
+        return round(self.peak_bytes / 2 ** 20, 1)
+
+
+def autocast(device: torch.device, dtype: torch.dtype):
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def git_commit() -> Dict[str, object]:
+    def git(*args):
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=10)
+    try:
+        head = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--", "cosyvoice", "tools")
+    except (OSError, subprocess.TimeoutExpired):
+        return {"commit": None, "dirty": None}
+    if head.returncode != 0:
+        return {"commit": None, "dirty": None}
+    return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+
+
+def environment(args, device: torch.device) -> Dict[str, object]:
+    import transformers
+
+    env = {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
+        "dtype": args.dtype,
+        "threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+    env.update(git_commit())
+    return env
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+# ------------------------------------------------------------------------------------------------------ models
+def build_models(args, workdir: Path):
+    """(CosyVoice2Model on the device, a description of where the weights came from)."""
+    from cosyvoice.cli.model import CosyVoice2Model
+    from cosyvoice.utils.config import load_config
+
+    keys = ["llm", "flow", "hift"]
+    if args.stand_in:
+        sys.path.insert(0, str(ROOT / "tools"))
+        from make_tiny_pretrained import make_stand_in
+
+        args.model_dir = str(workdir / "stand_in")
+        make_stand_in(Path(args.model_dir), 1986)
+    if args.model_dir:
+        model_dir = Path(args.model_dir)
+        configs = load_config(str(model_dir / "cosyvoice2.yaml"),
+                              {"qwen_pretrain_path": str(model_dir / "CosyVoice-BlankEN")}, keys=keys)
+        model = CosyVoice2Model(configs["llm"], configs["flow"], configs["hift"])
+        model.device = torch.device(args.device)
+        model.load(str(model_dir / "llm.pt"), str(model_dir / "flow.pt"), str(model_dir / "hift.pt"))
+        source = "stand_in" if args.stand_in else f"model_dir:{model_dir}"
+    else:
+        qwen_dir = workdir / "qwen"
+        qwen_dir.mkdir()
+        shutil.copy(args.qwen_config, qwen_dir / "config.json")
+        torch.manual_seed(args.seed)
+        configs = load_config(args.config, {"qwen_pretrain_path": str(qwen_dir)}, keys=keys)
+        model = CosyVoice2Model(configs["llm"], configs["flow"], configs["hift"])
+        model.device = torch.device(args.device)
+        for module in (model.llm, model.flow, model.hift):
+            module.to(model.device).eval()
+        source = f"config:{Path(args.config).name} (random weights)"
+    if args.dtype != "fp32":
+        model.amp_dtype = DTYPES[args.dtype]
+    return model, source
+
+
+def n_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+# ------------------------------------------------------------------------------------------------------ stages
+def memory_bandwidth(device: torch.device, mib: int = 256, runs: int = 5) -> Dict[str, float]:
+    """Read bandwidth (GB/s): a sum and a matrix-vector product over ``mib`` MiB of float32; the faster is used."""
+    n = max(1, mib * 2 ** 18 // 8192) * 8192
+    x = torch.ones(n, device=device)
+    w = torch.ones(8192, n // 8192, device=device)
+    v = torch.ones(n // 8192, device=device)
+    sum_s = median(timed_runs(lambda i: x.sum(), 1, runs, device))
+    gemv_s = median(timed_runs(lambda i: torch.mv(w, v), 1, runs, device))
+    del x, w, v
+    nbytes = n * 4
+    return {"sum_gbps": round(nbytes / sum_s / 1e9, 2), "gemv_gbps": round(nbytes / gemv_s / 1e9, 2),
+            "gbps": round(nbytes / min(sum_s, gemv_s) / 1e9, 2)}
+
+
+def llm_weight_bytes(llm) -> int:
+    """Bytes of the weights read for one decode step: the Qwen2 layers and final norm, llm_decoder, one embedding
+    row (not the 151,936-row text embedding, which is only gathered, nor its tied lm_head, which is not run)."""
+    backbone = llm.llm.model.model
+    mods = [backbone.layers, backbone.norm, llm.llm_decoder]
+    total = sum(p.numel() * p.element_size() for m in mods for p in m.parameters())
+    emb = llm.speech_embedding.weight
+    return total + emb.size(1) * emb.element_size()
+
+
+def bench_llm(model, args, device, dtype, bandwidth) -> Dict[str, object]:
+    llm = model.llm
+    width = llm.llm_input_size
+    g = torch.Generator().manual_seed(args.seed)
+    text = torch.randint(0, llm.llm.model.config.vocab_size, (1, args.text_tokens), generator=g).to(device)
+    with torch.inference_mode():
+        sos, task = llm._sos_task_emb()
+        lm_input = torch.cat([sos, llm._embed_text(text), task], dim=1)
+    assert lm_input.shape == (1, args.text_tokens + 2, width)
+    prefill, decode, counts = [], [], []
+
+    def run(i):
+        torch.manual_seed(args.seed + i)
+        n, t_first = 0, None
+        with autocast(device, dtype):
+            t0 = time.perf_counter()
+            for _ in llm.inference_wrapper(lm_input, 25, args.decode_tokens, args.decode_tokens):
+                n += 1
+                if t_first is None:
+                    sync(device)
+                    t_first = time.perf_counter()
+            sync(device)
+            t_end = time.perf_counter()
+        if i >= args.warmup:
+            prefill.append(t_first - t0)
+            if n > 1:
+                decode.append((t_end - t_first) / (n - 1))
+            counts.append(n)
+
+    timed_runs(run, args.warmup, args.runs, device)
+    if not decode:
+        raise RuntimeError("the LLM stopped after its first token in every run; use more --runs or another --seed")
+    ms_tok = median(decode) * 1e3
+    wbytes = llm_weight_bytes(llm)
+    floor_ms = wbytes / (bandwidth["gbps"] * 1e9) * 1e3
+    return {
+        "prefill_positions": args.text_tokens + 2,
+        "prefill_ms": round(median(prefill) * 1e3, 2),
+        "decode_ms_per_token": round(ms_tok, 2),
+        "decode_tokens_per_s": round(1e3 / ms_tok, 2),
+        "decode_tokens_timed": counts,
+        "rtf": round(ms_tok * TOKEN_RATE / 1e3, 4),
+        "weight_bytes_per_token": wbytes,
+        "bandwidth_floor_ms_per_token": round(floor_ms, 2),
+        "fraction_of_floor": round(floor_ms / ms_tok, 3),
+        "times_floor": round(ms_tok / floor_ms, 2),
+        "params": n_params(llm),
+    }
+
+
+class StageTimer:
+    """Wraps ``module.inference`` of flow and HiFT to add up the seconds spent in each."""
+
+    def __init__(self, model, device: torch.device):
+        self.model, self.device = model, device
+        self.seconds = {"flow": 0.0, "hift": 0.0}
+
+    def _wrap(self, name, fn):
+        def wrapped(*a, **kw):
+            sync(self.device)
+            t0 = time.perf_counter()
+            out = fn(*a, **kw)
+            sync(self.device)
+            self.seconds[name] += time.perf_counter() - t0
+            return out
+        return wrapped
+
+    def __enter__(self):
+        self.model.flow.inference = self._wrap("flow", self.model.flow.inference)
+        self.model.hift.inference = self._wrap("hift", self.model.hift.inference)
+        return self
+
+    def __exit__(self, *exc):
+        del self.model.flow.inference, self.model.hift.inference  # back to the class methods
+
+
+def token2wav_inputs(model, args, device):
+    g = torch.Generator().manual_seed(args.seed + 1)
+    n_tok = max(1, round(args.audio_seconds * TOKEN_RATE))
+    p = args.prompt_tokens
+    return dict(
+        tokens=torch.randint(0, SPEECH_TOKEN_SIZE, (1, n_tok), dtype=torch.int32, generator=g),
+        prompt_token=torch.randint(0, SPEECH_TOKEN_SIZE, (1, p), dtype=torch.int32, generator=g),
+        prompt_feat=torch.randn(1, 2 * p, 80, generator=g) - 5.0,
+        embedding=torch.randn(1, 192, generator=g),
+    )
+
+
+def bench_token2wav(model, args, device, dtype) -> Dict[str, object]:
+    inputs = token2wav_inputs(model, args, device)
+    n_tok = inputs["tokens"].shape[1]
+    samples_per_token = model.flow.token_mel_ratio * 480
+    audio_s = n_tok * samples_per_token / 24000
+    result = {"speech_tokens": n_tok, "prompt_tokens": args.prompt_tokens, "audio_s": audio_s}
+
+    # offline: one token2wav call over every token
+    offline = {"total": [], "flow": [], "hift": []}
+
+    def run_offline(i):
+        uuid = f"bench-offline-{i}"
+        model.hift_cache_dict[uuid] = None
+        with StageTimer(model, device) as st, autocast(device, dtype):
+            t0 = time.perf_counter()
+            wav = model.token2wav(token=inputs["tokens"], prompt_token=inputs["prompt_token"],
+                                  prompt_feat=inputs["prompt_feat"], embedding=inputs["embedding"],
+                                  token_offset=0, uuid=uuid, stream=False, finalize=True,
+                                  generator=torch.Generator(device=device).manual_seed(i))
+            sync(device)
+            total = time.perf_counter() - t0
+        model.hift_cache_dict.pop(uuid)
+        if wav.shape[1] != n_tok * samples_per_token:
+            raise RuntimeError(f"token2wav gave {wav.shape[1]} samples for {n_tok} tokens")
+        if i >= args.warmup:
+            offline["total"].append(total)
+            offline["flow"].append(st.seconds["flow"])
+            offline["hift"].append(st.seconds["hift"])
+
+    timed_runs(run_offline, args.warmup, args.runs, device)
+    result["offline"] = _t2w_figures(offline, audio_s)
+
+    # streaming: CosyVoice2Model.tts with the tokens given up front (the official chunk schedule)
+    stream = {"total": [], "flow": [], "hift": [], "first_chunk": [], "chunks": []}
+
+    def run_stream(i):
+        with StageTimer(model, device) as st, autocast(device, dtype):
+            t0 = time.perf_counter()
+            first, n_chunks, n_samples = None, 0, 0
+            for out in model.tts(source_speech_token=inputs["tokens"], flow_embedding=inputs["embedding"],
+                                 flow_prompt_speech_token=inputs["prompt_token"],
+                                 prompt_speech_feat=inputs["prompt_feat"], stream=True, seed=i):
+                n_chunks += 1
+                n_samples += out["tts_speech"].shape[1]
+                if first is None:
+                    first = time.perf_counter() - t0
+            total = time.perf_counter() - t0
+        if n_samples != n_tok * samples_per_token:
+            raise RuntimeError(f"streaming gave {n_samples} samples for {n_tok} tokens")
+        if i >= args.warmup:
+            stream["total"].append(total)
+            stream["flow"].append(st.seconds["flow"])
+            stream["hift"].append(st.seconds["hift"])
+            stream["first_chunk"].append(first)
+            stream["chunks"].append(n_chunks)
+
+    timed_runs(run_stream, args.warmup, args.runs, device)
+    figs = _t2w_figures(stream, audio_s)
+    figs["chunks"] = stream["chunks"][0]
+    figs["first_chunk_ms_p50"] = round(percentile(stream["first_chunk"], 50) * 1e3, 1)
+    figs["first_chunk_ms_p90"] = round(percentile(stream["first_chunk"], 90) * 1e3, 1)
+    result["stream"] = figs
+    return result
+
+
+def _t2w_figures(times: Dict[str, List[float]], audio_s: float) -> Dict[str, float]:
+    out = {}
+    for key in ("total", "flow", "hift"):
+        s = median(times[key])
+        out[f"{key}_s"] = round(s, 4)
+        out[f"{key}_rtf"] = round(s / audio_s, 4)
+    return out
+
+
+def synthetic_batch(args, token_mel_ratio: int, text_vocab: int) -> Dict[str, object]:
+    """A training batch as cosyvoice.dataset.processor.padding builds it, from random samples."""
+    from cosyvoice.dataset.processor import padding
+
+    g = torch.Generator().manual_seed(args.seed + 2)
+    samples = []
+    for i in range(args.train_batch):
+        n_speech = args.train_speech_tokens
+        frames = token_mel_ratio * n_speech
+        samples.append({
+            "utt": f"bench_{i}", "text": "benchmark",
+            "speech": torch.zeros(1, frames * 480),
+            "text_token": torch.randint(0, text_vocab, (args.train_text_tokens,), generator=g).tolist(),
+            "speech_token": torch.randint(0, SPEECH_TOKEN_SIZE, (n_speech,), generator=g).tolist(),
+            "speech_feat": torch.randn(frames, 80, generator=g) - 5.0,
+            "utt_embedding": torch.randn(192, generator=g),
+            "spk_embedding": torch.randn(192, generator=g),
+        })
+    return next(iter(padding([samples], use_spk_embedding=True)))
+
+
+def bench_train(name: str, module: torch.nn.Module, batch, args, device, dtype) -> Dict[str, object]:
+    """forward + backward + clip + Adam (torch's default implementation) on ``batch``, then each Adam variant alone."""
+    module.train()
+    params = [p for p in module.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=1e-5)
+    parts = {"forward_backward": [], "optimizer": []}
+
+    def step(i):
+        random.seed(args.seed + i)
+        torch.manual_seed(args.seed + i)
+        opt.zero_grad(set_to_none=True)
+        t0 = time.perf_counter()
+        with autocast(device, dtype):
+            loss = module(batch, device)["loss"]
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 5.0)
+        sync(device)
+        t1 = time.perf_counter()
+        opt.step()
+        sync(device)
+        if i >= args.warmup:
+            parts["forward_backward"].append(t1 - t0)
+            parts["optimizer"].append(time.perf_counter() - t1)
+        if not torch.isfinite(loss):
+            logger.warning("%s training loss is %s (random weights)", name, loss.item())
+
+    with PeakMemory(device) as mem:
+        times = timed_runs(step, args.warmup, args.runs, device)
+    del opt
+    step_s = median(times)
+    n_utt = batch["speech_token"].shape[0]
+    n_tok = int(batch["speech_token_len"].sum())
+    result = {
+        "batch": n_utt,
+        "speech_tokens_per_utt": args.train_speech_tokens,
+        "params": sum(p.numel() for p in params),
+        "step_s": round(step_s, 4),
+        "forward_backward_s": round(median(parts["forward_backward"]), 4),
+        "optimizer_s": round(median(parts["optimizer"]), 4),
+        "utts_per_s": round(n_utt / step_s, 3),
+        "speech_tokens_per_s": round(n_tok / step_s, 1),
+        "peak_memory_mb": mem.mb,
+    }
+    if name == "flow":
+        result["mel_frames_per_s"] = round(int(batch["speech_feat_len"].sum()) / step_s, 1)
+    if not args.no_optimizer_variants:
+        result["adam_step_s"] = adam_variants(params, args, device)
+    for p in params:
+        p.grad = None
+    module.eval()
+    return result
+
+
+def adam_variants(params, args, device) -> Dict[str, object]:
+    """Seconds of one Adam step on the current gradients with each implementation (median of --runs)."""
+    out = {}
+    for label, kw in (("for_loop", {"foreach": False}), ("foreach", {"foreach": True}), ("fused", {"fused": True})):
+        try:
+            opt = torch.optim.Adam(params, lr=1e-5, **kw)
+            out[label] = round(median(timed_runs(lambda i: opt.step(), 1, args.runs, device)), 4)
+        except (RuntimeError, ValueError) as e:  # e.g. fused not implemented for this device or dtype
+            out[label] = f"unsupported: {str(e).splitlines()[0][:120]}"
+        finally:
+            opt = None
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------ output
+def print_report(res: Dict[str, object]) -> None:
+    env = res["env"]
+    print(f"\n== benchmark: {res['model']} on {env['device']} ({env['device_name']}), {env['dtype']}, "
+          f"{env['threads']} threads, torch {env['torch']}, commit {str(env['commit'])[:10]}"
+          f"{' (dirty)' if env['dirty'] else ''}")
+    print(f"   memory bandwidth {res['bandwidth']['gbps']} GB/s (sum {res['bandwidth']['sum_gbps']}, "
+          f"gemv {res['bandwidth']['gemv_gbps']})")
+    if "llm" in res:
+        r = res["llm"]
+        print(f"llm        prefill {r['prefill_positions']} pos {r['prefill_ms']} ms | decode "
+              f"{r['decode_ms_per_token']} ms/token ({r['decode_tokens_per_s']} tok/s, RTF {r['rtf']}) | floor "
+              f"{r['bandwidth_floor_ms_per_token']} ms/token for {r['weight_bytes_per_token'] / 1e6:.0f} MB -> "
+              f"{r['fraction_of_floor']:.1%} of floor ({r['times_floor']}x)")
+    if "token2wav" in res:
+        r = res["token2wav"]
+        for mode in ("offline", "stream"):
+            m = r[mode]
+            extra = (f" | first chunk p50 {m['first_chunk_ms_p50']} ms p90 {m['first_chunk_ms_p90']} ms, "
+                     f"{m['chunks']} chunks") if mode == "stream" else ""
+            print(f"token2wav  {mode:8s} {r['audio_s']:.2f} s audio: {m['total_s']} s (RTF {m['total_rtf']}) | "
+                  f"flow {m['flow_s']} s (RTF {m['flow_rtf']}) | hift {m['hift_s']} s (RTF {m['hift_rtf']}){extra}")
+    for name in ("llm", "flow"):
+        key = f"train_{name}"
+        if key in res:
+            r = res[key]
+            rate = (f"{r['mel_frames_per_s']} mel frames/s" if name == "flow"
+                    else f"{r['speech_tokens_per_s']} speech tokens/s")
+            print(f"train {name:4s} batch {r['batch']}x{r['speech_tokens_per_utt']} tokens: step {r['step_s']} s "
+                  f"(fwd+bwd {r['forward_backward_s']} s, adam {r['optimizer_s']} s) | {r['utts_per_s']} utt/s, "
+                  f"{rate} | peak {r['peak_memory_mb']} MB")
+            if "adam_step_s" in r:
+                print(f"           adam step alone: {r['adam_step_s']}")
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s")
+    args = get_args(argv)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        print(f"ERROR: unknown --stages {', '.join(unknown)} (known: {', '.join(STAGES)})", file=sys.stderr)
+        return 2
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("ERROR: --device cuda but torch sees no CUDA device; use --device cpu", file=sys.stderr)
+        return 2
+    if device.type == "cpu" and args.dtype != "fp32":
+        print(f"ERROR: --dtype {args.dtype} is for CUDA; the CPU path runs fp32", file=sys.stderr)
+        return 2
+    if args.model_dir and not (Path(args.model_dir) / "cosyvoice2.yaml").is_file():
+        print(f"ERROR: {args.model_dir}/cosyvoice2.yaml not found: --model_dir must be a CosyVoice2 model dir",
+              file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtype = DTYPES[args.dtype]
+
+    with tempfile.TemporaryDirectory(prefix="cosyvoice_bench_") as tmp:
+        logger.info("building the models")
+        t0 = time.perf_counter()
+        model, source = build_models(args, Path(tmp))
+        res: Dict[str, object] = {"model": source, "env": environment(args, device),
+                                  "settings": {k: v for k, v in vars(args).items() if k != "out"},
+                                  "build_s": round(time.perf_counter() - t0, 2)}
+        res["bandwidth"] = memory_bandwidth(device, args.bandwidth_mib)
+        if "llm" in stages:
+            logger.info("llm decoding")
+            res["llm"] = bench_llm(model, args, device, dtype, res["bandwidth"])
+        if "token2wav" in stages:
+            logger.info("token2wav offline and streaming")
+            res["token2wav"] = bench_token2wav(model, args, device, dtype)
+        if "llm" in res and "token2wav" in res:
+            res["tts_rtf_estimate"] = {mode: round(res["llm"]["rtf"] + res["token2wav"][mode]["total_rtf"], 4)
+                                       for mode in ("offline", "stream")}
+        if "train_llm" in stages:
+            logger.info("llm training steps")
+            batch = synthetic_batch(args, model.flow.token_mel_ratio, model.llm.llm.model.config.vocab_size)
+            res["train_llm"] = bench_train("llm", model.llm, batch, args, device, dtype)
+        if "train_flow" in stages:
+            logger.info("flow training steps")
+            batch = synthetic_batch(args, model.flow.token_mel_ratio, 100)
+            res["train_flow"] = bench_train("flow", model.flow, batch, args, device, dtype)
+
+    name = "stand_in" if args.stand_in else Path(args.model_dir or args.config).stem
+    out = Path(args.out or ROOT / "exp" / "benchmark" / f"{name}_{device.type}_{args.dtype}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+    print_report(res)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
