@@ -331,29 +331,42 @@ def bench_llm(model, args, device, dtype, bandwidth) -> Dict[str, object]:
 
 
 class StageTimer:
-    """Wraps ``module.inference`` of flow and HiFT to add up the seconds spent in each."""
+    """Wraps the flow's ``inference`` / ``inference_chunk`` and HiFT's ``inference`` to add up the seconds spent in
+    each stage (a call made from inside another wrapped call of the same stage is not counted twice)."""
+
+    METHODS = (("flow", "inference"), ("flow", "inference_chunk"), ("hift", "inference"))
 
     def __init__(self, model, device: torch.device):
         self.model, self.device = model, device
         self.seconds = {"flow": 0.0, "hift": 0.0}
+        self._depth = {"flow": 0, "hift": 0}
 
     def _wrap(self, name, fn):
         def wrapped(*a, **kw):
-            sync(self.device)
-            t0 = time.perf_counter()
-            out = fn(*a, **kw)
-            sync(self.device)
-            self.seconds[name] += time.perf_counter() - t0
-            return out
+            self._depth[name] += 1
+            try:
+                if self._depth[name] > 1:
+                    return fn(*a, **kw)
+                sync(self.device)
+                t0 = time.perf_counter()
+                out = fn(*a, **kw)
+                sync(self.device)
+                self.seconds[name] += time.perf_counter() - t0
+                return out
+            finally:
+                self._depth[name] -= 1
         return wrapped
 
     def __enter__(self):
-        self.model.flow.inference = self._wrap("flow", self.model.flow.inference)
-        self.model.hift.inference = self._wrap("hift", self.model.hift.inference)
+        for stage, method in self.METHODS:
+            module = getattr(self.model, stage)
+            if hasattr(module, method):
+                setattr(module, method, self._wrap(stage, getattr(module, method)))
         return self
 
     def __exit__(self, *exc):
-        del self.model.flow.inference, self.model.hift.inference  # back to the class methods
+        for stage, method in self.METHODS:  # back to the class methods
+            getattr(self.model, stage).__dict__.pop(method, None)
 
 
 def token2wav_inputs(model, args, device):

@@ -190,7 +190,9 @@ class CausalMaskedDiffWithXvec(nn.Module):
         all_tokens = torch.cat([prompt_token, token], dim=1)
         usable = cache is not None and cache.frames == start and cache.matches(all_tokens, prompt_feat, embedding)
         begin = start if usable else 0
-        steps = cache.steps if usable else [{} for _ in range(10)]
+        steps = [{} for _ in range(10)]
+        if usable:  # the state is updated in place and moves to the new cache; the old one is spent
+            steps, cache.steps = cache.steps, None
         feat = self.decoder.forward_chunk(mu=h[:, begin:].transpose(1, 2).contiguous(), spks=spk,
                                           cond=self._conds(prompt_feat, begin, total, h), offset=begin,
                                           caches=steps)
@@ -213,14 +215,15 @@ class FlowStreamCache:
         self.steps = steps
 
     def matches(self, tokens: torch.Tensor, prompt_feat: torch.Tensor, embedding: torch.Tensor) -> bool:
+        """Whether this (unspent) cache was made from these prompt mel and speaker and these leading tokens."""
         n = self.tokens.size(1)
-        return (tokens.size(1) >= n and torch.equal(tokens[:, :n], self.tokens)
+        return (self.steps is not None and tokens.size(1) >= n and torch.equal(tokens[:, :n], self.tokens)
                 and prompt_feat.shape == self.prompt_feat.shape and torch.equal(prompt_feat, self.prompt_feat)
                 and embedding.shape == self.embedding.shape and torch.equal(embedding, self.embedding))
 
     def nbytes(self) -> int:
         total = 0
-        for step in self.steps:
+        for step in self.steps or []:
             for state in step.values():
                 for t in (state if isinstance(state, tuple) else (state,)):
                     total += t.numel() * t.element_size()

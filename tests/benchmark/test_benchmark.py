@@ -53,7 +53,8 @@ def test_stand_in_writes_every_figure(bench_tool, tmp_path, capsys):
     for mode in ("offline", "stream"):
         for key in ("total_s", "total_rtf", "flow_s", "flow_rtf", "hift_s", "hift_rtf"):
             assert _positive(t2w[mode][key]), (mode, key)
-        assert t2w[mode]["flow_s"] + t2w[mode]["hift_s"] <= t2w[mode]["total_s"] * 1.05
+        # the stages account for most of the time (every flow entry point is timed) and not more than all of it
+        assert 0.5 * t2w[mode]["total_s"] <= t2w[mode]["flow_s"] + t2w[mode]["hift_s"] <= t2w[mode]["total_s"] * 1.05
     stream = t2w["stream"]
     assert stream["chunks"] == 2                                   # 25 tokens (+3 look-ahead), then the rest
     assert 0 < stream["first_chunk_ms_p50"] <= stream["first_chunk_ms_p90"]

@@ -126,6 +126,18 @@ def test_cache_of_other_inputs_is_not_used(tiny_flow):
         assert (feat - _official(tiny_flow, inputs, 78, 25)).abs().max().item() < TOL
 
 
+def test_a_spent_cache_is_not_reused(tiny_flow):
+    x = _inputs(0, 120, seed=4)
+    _, cache = tiny_flow.inference_chunk(**_flow_args(x, 28), token_offset=0)
+    first, _ = tiny_flow.inference_chunk(**_flow_args(x, 78), token_offset=25, cache=cache)
+    assert cache.nbytes() == 0 and not cache.matches(torch.cat([x["prompt_token"], x["tokens"]], dim=1),
+                                                     x["prompt_feat"], x["embedding"])
+    with _FrameCounter(tiny_flow.decoder.estimator) as counter:   # the same call again: computed from frame 0
+        again, _ = tiny_flow.inference_chunk(**_flow_args(x, 78), token_offset=25, cache=cache)
+    assert counter.frames == [150] * N_STEPS
+    assert (again - first).abs().max().item() < TOL
+
+
 def test_unaligned_or_too_long_chunks_are_not_cached(tiny_flow):
     x = _inputs(0, 120, seed=2)
     feat, cache = tiny_flow.inference_chunk(**_flow_args(x, 33), token_offset=0)   # 30 tokens: mid-chunk
