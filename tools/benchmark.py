@@ -627,6 +627,8 @@ def main(argv=None) -> int:
             batch = synthetic_batch(args, model.flow.token_mel_ratio, 100)
             res["train_flow"] = bench_train("flow", model.flow, batch, args, device, dtype)
 
+    if hasattr(os, "getloadavg"):
+        res["env"]["load_average_end"] = os.getloadavg()  # other jobs on the machine skew the figures
     name = "stand_in" if args.stand_in else Path(args.model_dir or args.config).stem
     out = Path(args.out or ROOT / "exp" / "benchmark" / f"{name}_{device.type}_{args.dtype}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
