@@ -48,6 +48,63 @@ def agreed_windows(batches: Iterator, size: int, info: DistInfo) -> Iterator[Lis
             return
 
 
+class Throughput:
+    """Training speed between two log lines: optimizer steps, utterances, speech tokens and mel frames read, and
+    the wall time spent on them (data loading included; CV and checkpoint writing excluded)."""
+
+    def __init__(self):
+        self.restart()
+
+    def restart(self) -> None:
+        self.counts = {"steps": 0.0, "utts": 0.0, "speech_tokens": 0.0, "mel_frames": 0.0, "seconds": 0.0}
+        self.mark = time.perf_counter()
+
+    def resume(self) -> None:
+        self.mark = time.perf_counter()
+
+    def add_window(self, window: List[Dict[str, Any]]) -> None:
+        now = time.perf_counter()
+        self.counts["seconds"] += now - self.mark
+        self.mark = now
+        self.counts["steps"] += 1
+        for batch in window:
+            self.counts["utts"] += len(batch["utts"]) if "utts" in batch else len(batch["speech_token_len"])
+            if "speech_token_len" in batch:
+                self.counts["speech_tokens"] += float(batch["speech_token_len"].sum())
+            if "speech_feat_len" in batch:
+                self.counts["mel_frames"] += float(batch["speech_feat_len"].sum())
+
+    def take(self) -> Dict[str, float]:
+        """The counts since the last take (or restart), and start counting again."""
+        counts = self.counts
+        self.restart()
+        return counts
+
+    @staticmethod
+    def rates(mean_counts: Dict[str, float], world_size: int) -> Dict[str, float]:
+        """Per-rank mean counts -> step_s (wall seconds per optimizer step) and utts/tokens/frames per second summed
+        over the ranks."""
+        seconds, steps = mean_counts.get("seconds", 0.0), mean_counts.get("steps", 0.0)
+        if seconds <= 0 or steps <= 0:
+            return {}
+        out = {"step_s": seconds / steps}
+        for key in ("utts", "speech_tokens", "mel_frames"):
+            if mean_counts.get(key, 0.0) > 0:
+                out[f"{key}_per_s"] = mean_counts[key] * world_size / seconds
+        return out
+
+    @staticmethod
+    def describe(speed: Dict[str, float]) -> str:
+        if not speed:
+            return "speed n/a"
+        parts = [f"{speed['step_s']:.3g} s/step"]
+        for key, unit in (("utts_per_s", "utt/s"), ("speech_tokens_per_s", "speech tokens/s"),
+                          ("mel_frames_per_s", "mel frames/s")):
+            if key in speed:
+                parts.append(f"{speed[key]:.1f} {unit}")
+        return ", ".join(parts)
+
+
 class Executor:
     """Runs epochs for one model (llm or flow) with torch DDP (or one process) or a DeepSpeed engine."""
 
@@ -71,6 +128,7 @@ class Executor:
         self.batch_in_epoch = 0   # batches of this epoch already used
         self.step = 0             # optimizer updates so far
         self.last_batches = None  # batches per epoch seen last time (for the progress bar)
+        self.meter = Throughput()  # training speed since the last log line
 
     # ------------------------------------------------------------------------------------------ training
     def fit(self, train_set, train_loader, cv_loader) -> None:
@@ -91,8 +149,10 @@ class Executor:
         bar = tqdm(total=self.last_batches, initial=skip, desc=f"epoch {epoch}", unit="batch", leave=False,
                    disable=None if self.info.is_main else True, mininterval=2.0)
         start = time.time()
+        self.meter.restart()
         for window in agreed_windows(batches, self.accum, self.info):
             losses, grad_norm = self.train_window(window)
+            self.meter.add_window(window)
             self.batch_in_epoch += len(window)
             self.step += 1
             bar.update(len(window))
@@ -103,6 +163,7 @@ class Executor:
                 cv = self.cv(cv_loader)
                 self.save(f"epoch_{epoch}_step_{self.step}", cv)
                 self.model.train()
+                self.meter.resume()  # CV and saving are not training time
         bar.close()
         self.last_batches = self.batch_in_epoch
         logger.info("epoch %d: %d batches, %d steps so far, %.1f s", epoch, self.batch_in_epoch, self.step,
@@ -158,13 +219,19 @@ class Executor:
         return float(norm)
 
     def log_train(self, losses: Dict[str, float], grad_norm: float) -> None:
-        losses = all_reduce_mean(losses, self.info)
+        counts = self.meter.take()
+        both = all_reduce_mean({**{f"loss/{k}": v for k, v in losses.items()},
+                                **{f"count/{k}": v for k, v in counts.items()}}, self.info)
+        losses = {k[5:]: v for k, v in both.items() if k.startswith("loss/")}
+        speed = Throughput.rates({k[6:]: v for k, v in both.items() if k.startswith("count/")}, self.info.world_size)
         lr = self.optimizer.param_groups[0]["lr"]
         text = " ".join(f"{k} {v:.4f}" for k, v in sorted(losses.items()))
-        logger.info("epoch %d step %d: %s lr %.3g grad_norm %.3f", self.epoch, self.step, text, lr, grad_norm)
+        logger.info("epoch %d step %d: %s lr %.3g grad_norm %.3f | %s", self.epoch, self.step, text, lr, grad_norm,
+                    Throughput.describe(speed))
         if self.tracker is not None:
             scalars = {f"train/{k}": v for k, v in losses.items()}
             scalars.update({"train/lr": lr, "train/grad_norm": grad_norm, "train/epoch": self.epoch})
+            scalars.update({f"speed/{k}": v for k, v in speed.items()})
             self.tracker.log_scalars(scalars, self.step)
 
     # ------------------------------------------------------------------------------------------ CV

@@ -307,10 +307,42 @@ def init_model(model: torch.nn.Module, checkpoint: Optional[str]) -> torch.nn.Mo
 
 
 def init_optimizer(model: torch.nn.Module, conf: Dict[str, Any]) -> torch.optim.Optimizer:
+    """Adam or AdamW over the trainable parameters with ``train_conf.optim_conf``.
+
+    Unless ``optim_conf`` names ``fused`` or ``foreach`` itself, the fused implementation (one kernel over all
+    parameters) is used where torch has it for the parameters' device and dtype (CPU and CUDA floats): the same
+    update up to float rounding, several times faster than the per-parameter loop (tools/benchmark.py prints the
+    Adam step with each; BENCHMARKS.md). ``fused: false`` in ``optim_conf`` gives torch's default back.
+    """
     kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
     if conf["optim"] not in kinds:
         raise TrainSetupError(f"unknown train_conf.optim '{conf['optim']}' (use adam or adamw)")
-    return kinds[conf["optim"]](model.parameters(), **dict(conf["optim_conf"]))
+    optim_conf = dict(conf["optim_conf"])
+    params = list(model.parameters())
+    if "fused" not in optim_conf and "foreach" not in optim_conf and fused_supported(params):
+        optim_conf["fused"] = True
+    try:
+        optimizer = kinds[conf["optim"]](params, **optim_conf)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TrainSetupError(f"train_conf.optim_conf {dict(conf['optim_conf'])}: {str(e).splitlines()[0]}") from None
+    group = optimizer.param_groups[0]
+    impl = "fused" if group.get("fused") else "foreach" if group.get("foreach") else "torch default"
+    logger.info("optimizer %s (%s implementation), %s", conf["optim"], impl,
+                {k: v for k, v in optim_conf.items() if k not in ("fused", "foreach")})
+    return optimizer
+
+
+def fused_supported(params: List[torch.Tensor]) -> bool:
+    """Whether torch's fused Adam/AdamW kernels take all of ``params`` (floating point, one supported device)."""
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+    except ImportError:  # an older torch: no fused kernels to pick
+        return False
+    if not params:
+        return False
+    devices = {p.device.type for p in params}
+    return (len(devices) == 1 and devices <= set(_get_fused_kernels_supported_devices())
+            and all(p.is_floating_point() for p in params))
 
 
 def init_scheduler(optimizer: torch.optim.Optimizer, conf: Dict[str, Any]):

@@ -79,3 +79,84 @@ def test_loss_goes_down_on_a_repeated_batch_of_the_demo_voice(stand_in, lists, m
         executor.train_window([batch])
     after = loss()
     assert after < 0.9 * before, (before, after)
+
+
+def test_log_line_and_tracker_carry_the_training_speed(stand_in, lists, caplog):
+    model, batch = _one_batch(stand_in, lists, "flow")
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    conf = {"accum_grad": 2, "grad_clip": 5, "max_epoch": 1, "log_interval": 100, "save_per_step": -1}
+
+    class Tracker:
+        logged = []
+
+        def log_scalars(self, scalars, step):
+            self.logged.append((step, dict(scalars)))
+
+    tracker = Tracker()
+    executor = Executor(model, optimizer, scheduler, conf, DistInfo(), stand_in, tracker=tracker)
+    executor.meter.restart()
+    for _ in range(3):  # three steps of two batches
+        window = [batch, batch]
+        losses, norm = executor.train_window(window)
+        executor.meter.add_window(window)
+        executor.step += 1
+    with caplog.at_level("INFO", logger="cosyvoice.utils.executor"):
+        executor.log_train(losses, norm)
+    [(step, scalars)] = tracker.logged
+    assert step == 3
+    n_utts = 3 * 2 * len(batch["utts"])
+    n_tokens = 3 * 2 * int(batch["speech_token_len"].sum())
+    n_frames = 3 * 2 * int(batch["speech_feat_len"].sum())
+    seconds = 3 * scalars["speed/step_s"]
+    assert scalars["speed/step_s"] > 0
+    assert scalars["speed/utts_per_s"] == pytest.approx(n_utts / seconds)
+    assert scalars["speed/speech_tokens_per_s"] == pytest.approx(n_tokens / seconds)
+    assert scalars["speed/mel_frames_per_s"] == pytest.approx(n_frames / seconds)
+    assert "s/step" in caplog.text and "utt/s" in caplog.text and "mel frames/s" in caplog.text
+    # the counts start again after each log line
+    assert executor.meter.counts["steps"] == 0 and executor.meter.counts["utts"] == 0
+
+
+def test_throughput_rates_sum_the_ranks():
+    from cosyvoice.utils.executor import Throughput
+
+    # per-rank means over 2 ranks: 4 steps in 8 s, 10 utterances and 1000 tokens per rank
+    speed = Throughput.rates({"steps": 4, "seconds": 8.0, "utts": 10, "speech_tokens": 1000, "mel_frames": 0}, 2)
+    assert speed == {"step_s": 2.0, "utts_per_s": 2.5, "speech_tokens_per_s": 250.0}
+    assert Throughput.rates({"steps": 0, "seconds": 0.0}, 1) == {}
+    assert Throughput.describe({}) == "speed n/a"
+
+
+def test_default_optimizer_is_fused_where_torch_has_it_and_follows_the_yaml_otherwise(caplog):
+    from cosyvoice.utils.train_utils import TrainSetupError, fused_supported, init_optimizer
+
+    def model():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Linear(16, 4))
+
+    with caplog.at_level("INFO", logger="cosyvoice.utils.train_utils"):
+        fused = init_optimizer(model(), {"optim": "adam", "optim_conf": {"lr": 1e-2}})
+    assert fused_supported(list(model().parameters()))  # CPU floats with torch >= 2.4
+    assert fused.param_groups[0]["fused"] is True and "fused implementation" in caplog.text
+    plain = init_optimizer(model(), {"optim": "adam", "optim_conf": {"lr": 1e-2, "fused": False}})
+    assert not plain.param_groups[0]["fused"]
+    foreach = init_optimizer(model(), {"optim": "adamw", "optim_conf": {"lr": 1e-2, "foreach": True}})
+    assert foreach.param_groups[0]["foreach"] is True and not foreach.param_groups[0]["fused"]
+    with pytest.raises(TrainSetupError, match="optim_conf"):
+        init_optimizer(model(), {"optim": "adam", "optim_conf": {"lr": 1e-2, "fused": True, "foreach": True}})
+
+    # the same updates up to float rounding
+    finals = []
+    for conf in ({"lr": 1e-2}, {"lr": 1e-2, "fused": False, "foreach": False}):
+        m = model()
+        opt = init_optimizer(m, {"optim": "adam", "optim_conf": conf})
+        g = torch.Generator().manual_seed(1)
+        for _ in range(5):
+            opt.zero_grad()
+            m(torch.randn(3, 8, generator=g)).pow(2).sum().backward()
+            opt.step()
+        finals.append(torch.cat([p.detach().flatten() for p in m.parameters()]))
+    start = torch.cat([p.detach().flatten() for p in model().parameters()])
+    assert (finals[0] - start).abs().max() > 1e-2  # it trained
+    torch.testing.assert_close(finals[0], finals[1], rtol=1e-5, atol=1e-6)

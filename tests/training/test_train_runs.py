@@ -36,7 +36,8 @@ def test_llm_run_records_command_commit_config_and_log(llm_run, stand_in):
     assert "-m cosyvoice.bin.train --model llm" in cmd[1] and "--save_per_step 4" in cmd[1]
     log = (llm_run / "train.log").read_text().splitlines()
     assert log and all(LOG_LINE.match(line) for line in log if line[:2] == "20"), log[:3]
-    assert any("epoch 1 step 6:" in line and "loss" in line for line in log)
+    assert any("epoch 1 step 6:" in line and "loss" in line and "utt/s" in line for line in log)
+    assert any("optimizer adam (fused implementation)" in line for line in log)
 
 
 def test_llm_run_checkpoints(llm_run, stand_in):
@@ -62,6 +63,8 @@ def test_tensorboard_holds_scalars_and_audio(llm_run):
     assert [e.step for e in acc.Scalars("train/loss")] == [1, 2, 3, 4, 5, 6]
     assert [e.step for e in acc.Scalars("cv/loss")] == [3, 4, 6]
     assert {"train/acc", "train/lr", "train/grad_norm", "cv/acc"} <= set(acc.Tags()["scalars"])
+    assert [e.step for e in acc.Scalars("speed/speech_tokens_per_s")] == [1, 2, 3, 4, 5, 6]
+    assert all(e.value > 0 for e in acc.Scalars("speed/utts_per_s"))
     audio = acc.Audio("sft/llm/short")
     assert [e.step for e in audio] == [3, 6] and audio[0].sample_rate == 24000
 
