@@ -50,6 +50,15 @@ import torch  # noqa: E402
 logger = logging.getLogger("benchmark")
 
 STAGES = ("llm", "token2wav", "train_llm", "train_flow")
+# --undo: each speed change this toolkit makes over the official code, put back the official way, so that one
+# commit measures the figure with and without it (BENCHMARKS.md).
+UNDO = {
+    "lm_head": "each decode step runs Qwen2ForCausalLM, lm_head (151,936 outputs) included, and keeps the hidden "
+               "state only (official Qwen2Encoder.forward_one_step)",
+    "stream_cache": "each streaming chunk re-runs the flow on the whole prefix (official token2wav)",
+    "attn_bias": "the flow estimator adds an all-zero attention bias when nothing is masked (offline)",
+    "fused_adam": "training uses torch's default Adam implementation instead of the fused one",
+}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TOKEN_RATE = 25            # speech tokens per second of audio
 SPEECH_TOKEN_SIZE = 6561   # ids 0..6560 are speech tokens
@@ -85,6 +94,9 @@ def get_args(argv=None):
                    help="skip timing the Adam for-loop / foreach / fused step separately")
     p.add_argument("--bandwidth_mib", type=int, default=256,
                    help="size of the buffer the memory bandwidth is measured on (well above the last-level cache)")
+    p.add_argument("--undo", default="",
+                   help="comma list of speed changes to put back the official way, to measure each one: "
+                        + "; ".join(f"{k}: {v}" for k, v in UNDO.items()))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="JSON output path")
     return p.parse_args(argv)
@@ -249,6 +261,33 @@ def build_models(args, workdir: Path):
     if args.dtype != "fp32":
         model.amp_dtype = DTYPES[args.dtype]
     return model, source
+
+
+def undo_speedups(model, undo: List[str]) -> None:
+    """Put the official behaviour back for each name in ``undo`` (see UNDO)."""
+    if "lm_head" in undo:
+        encoder = model.llm.llm
+
+        def forward_one_step_with_head(xs, masks=None, cache=None):
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=encoder.model.config) if cache is None else cache
+            out = encoder.model(inputs_embeds=xs, past_key_values=cache, use_cache=True, output_hidden_states=True)
+            return out.hidden_states[-1], out.past_key_values
+
+        encoder.forward_one_step = forward_one_step_with_head
+    if "stream_cache" in undo:
+        model.flow_cache_max_frames = 0
+    if "attn_bias" in undo:
+        from cosyvoice.flow.decoder import add_optional_chunk_mask, mask_to_bias
+
+        estimator = model.flow.decoder.estimator
+
+        def attention_bias_always(x, mask, streaming):
+            chunk = estimator.static_chunk_size if streaming else 0
+            return mask_to_bias(add_optional_chunk_mask(x, mask.bool(), False, False, 0, chunk, -1), x.dtype)
+
+        estimator._attention_bias = attention_bias_always
 
 
 def n_params(module: torch.nn.Module) -> int:
@@ -478,10 +517,16 @@ def synthetic_batch(args, token_mel_ratio: int, text_vocab: int) -> Dict[str, ob
 
 
 def bench_train(name: str, module: torch.nn.Module, batch, args, device, dtype) -> Dict[str, object]:
-    """forward + backward + clip + Adam (torch's default implementation) on ``batch``, then each Adam variant alone."""
+    """forward + backward + clip + the trainer's Adam (cosyvoice.utils.train_utils.init_optimizer: fused where torch
+    has it, torch's default with ``--undo fused_adam``) on ``batch``, then each Adam implementation alone."""
+    from cosyvoice.utils.train_utils import init_optimizer
+
     module.train()
     params = [p for p in module.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=1e-5)
+    optim_conf = {"lr": 1e-5, **({"fused": False} if "fused_adam" in args.undo_list else {})}
+    opt = init_optimizer(module, {"optim": "adam", "optim_conf": optim_conf})
+    group = opt.param_groups[0]
+    impl = "fused" if group.get("fused") else "foreach" if group.get("foreach") else "torch default"
     parts = {"forward_backward": [], "optimizer": []}
 
     def step(i):
@@ -516,6 +561,7 @@ def bench_train(name: str, module: torch.nn.Module, batch, args, device, dtype) 
         "step_s": round(step_s, 4),
         "forward_backward_s": round(median(parts["forward_backward"]), 4),
         "optimizer_s": round(median(parts["optimizer"]), 4),
+        "optimizer": f"adam ({impl})",
         "utts_per_s": round(n_utt / step_s, 3),
         "speech_tokens_per_s": round(n_tok / step_s, 1),
         "peak_memory_mb": mem.mb,
@@ -549,7 +595,8 @@ def print_report(res: Dict[str, object]) -> None:
     env = res["env"]
     print(f"\n== benchmark: {res['model']} on {env['device']} ({env['device_name']}), {env['dtype']}, "
           f"{env['threads']} threads, torch {env['torch']}, commit {str(env['commit'])[:10]}"
-          f"{' (dirty)' if env['dirty'] else ''}")
+          f"{' (dirty)' if env['dirty'] else ''}"
+          f"{', undo ' + res['settings']['undo'] if res['settings'].get('undo') else ''}")
     print(f"   memory bandwidth {res['bandwidth']['gbps']} GB/s (sum {res['bandwidth']['sum_gbps']}, "
           f"gemv {res['bandwidth']['gemv_gbps']})")
     if "llm" in res:
@@ -574,7 +621,7 @@ def print_report(res: Dict[str, object]) -> None:
                     else f"{r['speech_tokens_per_s']} speech tokens/s")
             print(f"train {name:4s} batch {r['batch']}x{r['speech_tokens_per_utt']} tokens: step {r['step_s']} s "
                   f"(fwd+bwd {r['forward_backward_s']} s, adam {r['optimizer_s']} s) | {r['utts_per_s']} utt/s, "
-                  f"{rate} | peak {r['peak_memory_mb']} MB")
+                  f"{rate} | peak {r['peak_memory_mb']} MB | {r['optimizer']}")
             if "adam_step_s" in r:
                 print(f"           adam step alone: {r['adam_step_s']}")
 
@@ -598,6 +645,11 @@ def main(argv=None) -> int:
         print(f"ERROR: {args.model_dir}/cosyvoice2.yaml not found: --model_dir must be a CosyVoice2 model dir",
               file=sys.stderr)
         return 2
+    args.undo_list = [u.strip() for u in args.undo.split(",") if u.strip()]
+    bad = sorted(set(args.undo_list) - set(UNDO))
+    if bad:
+        print(f"ERROR: unknown --undo {', '.join(bad)} (known: {', '.join(UNDO)})", file=sys.stderr)
+        return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = DTYPES[args.dtype]
@@ -606,8 +658,9 @@ def main(argv=None) -> int:
         logger.info("building the models")
         t0 = time.perf_counter()
         model, source = build_models(args, Path(tmp))
+        undo_speedups(model, args.undo_list)
         res: Dict[str, object] = {"model": source, "env": environment(args, device),
-                                  "settings": {k: v for k, v in vars(args).items() if k != "out"},
+                                  "settings": {k: v for k, v in vars(args).items() if k not in ("out", "undo_list")},
                                   "build_s": round(time.perf_counter() - t0, 2)}
         res["bandwidth"] = memory_bandwidth(device, args.bandwidth_mib)
         if "llm" in stages:
@@ -631,7 +684,8 @@ def main(argv=None) -> int:
     if hasattr(os, "getloadavg"):
         res["env"]["load_average_end"] = os.getloadavg()  # other jobs on the machine skew the figures
     name = "stand_in" if args.stand_in else Path(args.model_dir or args.config).stem
-    out = Path(args.out or ROOT / "exp" / "benchmark" / f"{name}_{device.type}_{args.dtype}.json")
+    undone = "".join(f"_undo-{u}" for u in args.undo_list)
+    out = Path(args.out or ROOT / "exp" / "benchmark" / f"{name}_{device.type}_{args.dtype}{undone}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
     print_report(res)

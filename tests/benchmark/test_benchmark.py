@@ -71,7 +71,61 @@ def test_stand_in_writes_every_figure(bench_tool, tmp_path, capsys):
                         rel_tol=1e-2)
 
 
+def test_undo_puts_the_official_work_back_and_records_it(bench_tool, tmp_path, capsys):
+    out = tmp_path / "undo.json"
+    argv = ["--stand_in", "--out", str(out), "--stages", "token2wav,train_flow", "--no_optimizer_variants",
+            "--undo", "stream_cache,attn_bias,fused_adam"] + TINY
+    assert bench_tool.main(argv) == 0
+    res = json.loads(out.read_text())
+    assert res["settings"]["undo"] == "stream_cache,attn_bias,fused_adam"
+    assert "undo stream_cache,attn_bias,fused_adam" in capsys.readouterr().out
+    assert res["train_flow"]["optimizer"] == "adam (torch default)" and "adam_step_s" not in res["train_flow"]
+    assert _positive(res["token2wav"]["stream"]["total_s"]) and "llm" not in res
+
+
+def test_each_undo_changes_the_work_not_the_numbers(bench_tool, tmp_path):
+    """The official way of each change computes the same numbers, by a different path."""
+    import torch
+
+    args = bench_tool.get_args(["--stand_in"])
+    model, _ = bench_tool.build_models(args, tmp_path)
+    encoder, flow = model.llm.llm, model.flow
+    x = torch.randn(1, 5, model.llm.llm_input_size, generator=torch.Generator().manual_seed(0))
+    n = 40
+    flow_args = dict(token=torch.randint(0, 6561, (1, n), dtype=torch.int32), token_len=torch.tensor([n]),
+                     prompt_token=torch.zeros(1, 0, dtype=torch.int32), prompt_token_len=torch.tensor([0]),
+                     prompt_feat=torch.zeros(1, 0, 80), prompt_feat_len=torch.tensor([0]),
+                     embedding=torch.randn(1, 192))
+
+    def run():
+        with torch.inference_mode():
+            hidden, cache = encoder.forward_one_step(x)
+            step, _ = encoder.forward_one_step(x[:, :1], cache=cache)
+            mel, _ = flow.inference(**flow_args, streaming=False, finalize=True)
+        return hidden, step, mel
+
+    calls = {"head": 0, "bias": 0}
+    head = encoder.model.lm_head
+    head.register_forward_hook(lambda *a: calls.__setitem__("head", calls["head"] + 1))
+    before = run()
+    assert calls["head"] == 0                        # our decode never runs lm_head
+    bench_tool.undo_speedups(model, ["lm_head", "attn_bias", "stream_cache"])
+    real_bias = flow.decoder.estimator._attention_bias
+
+    def counted(*a, **kw):
+        bias = real_bias(*a, **kw)
+        calls["bias"] += bias is not None
+        return bias
+    flow.decoder.estimator._attention_bias = counted
+    after = run()
+    assert calls["head"] == 2 and calls["bias"] > 0  # the official way: lm_head per step, an all-zero bias
+    assert model.flow_cache_max_frames == 0 and not model._flow_chunks()
+    for a, b in zip(before, after):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("argv, message", [
+    (["--undo", "kv_cache"], "unknown --undo kv_cache"),
     (["--dtype", "bf16"], "--dtype bf16 is for CUDA; the CPU path runs fp32"),
     (["--stages", "llm,vocoder"], "unknown --stages vocoder"),
     (["--model_dir", "/nonexistent/model"], "/nonexistent/model/cosyvoice2.yaml not found"),
