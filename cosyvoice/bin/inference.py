@@ -64,6 +64,8 @@ def get_args(argv=None):
     p.add_argument("--speed", type=float, default=1.0, help="speaking rate (stream false only)")
     p.add_argument("--seed", type=int, default=1986, help="seed of every random draw")
     p.add_argument("--text_frontend", default="true", choices=("true", "false"), help="normalize the text first")
+    p.add_argument("--fp16", default="false", choices=("true", "false"),
+                   help="float16 autocast on a CUDA GPU (ignored without one: float32)")
     return p.parse_args(argv)
 
 
@@ -259,7 +261,7 @@ def main(argv=None) -> int:
         from cosyvoice.utils.pretrained import PretrainedDirError
 
         try:
-            cosyvoice = CosyVoice2(args.model_dir)
+            cosyvoice = CosyVoice2(args.model_dir, fp16=args.fp16 == "true")
         except (PretrainedDirError, CheckpointError, ConfigError) as e:  # a model dir that cannot be used
             raise InputError(str(e))
         todo = plan_jobs(args.mode, jobs, spk_id, cosyvoice.list_available_spks(), args.text_json)

@@ -121,6 +121,8 @@ def test_inference_sh_help_and_bad_option():
     assert r.returncode == 1
     assert "inference.sh: error: --mode must be sft, zero-shot, cross-lingual, instruct or all, got 'karaoke'" \
         in r.stderr
+    r = subprocess.run(["bash", os.path.join(ROOT, "inference.sh"), "--fp16", "yes"], capture_output=True, text=True)
+    assert r.returncode == 1 and "inference.sh: option --fp16 takes true or false, got 'yes'" in r.stderr
 
 
 def test_inference_sh_all_modes(tmp_path, model_dir, text_json, pair_dir):
@@ -128,7 +130,7 @@ def test_inference_sh_all_modes(tmp_path, model_dir, text_json, pair_dir):
     result_dir = tmp_path / "results"
     r = subprocess.run(["bash", os.path.join(ROOT, "inference.sh"), "--mode", "all", "--model_dir", str(model_dir),
                         "--text_json", str(text_json), "--test_data_dir", str(pair_dir), "--result_dir",
-                        str(result_dir), "--stream", "true", "--seed", "7"],
+                        str(result_dir), "--stream", "true", "--seed", "7", "--fp16", "true"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = [line.split("\t") for line in (result_dir / "index.tsv").read_text(encoding="utf-8").splitlines()]
@@ -144,3 +146,4 @@ def test_inference_sh_all_modes(tmp_path, model_dir, text_json, pair_dir):
         assert int(chunks) >= 1 and float(rtf) > 0
     assert sorted(os.listdir(result_dir)) == sorted([row[0] for row in rows[1:]] + ["index.tsv"])
     assert f"prompt: demo_0001 ({pair_dir}/demo_0001.wav) '{PROMPT_TEXT} demo_0001'" in r.stderr
+    assert "no CUDA device: fp16 is ignored, running in float32" in r.stderr
