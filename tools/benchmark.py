@@ -372,7 +372,9 @@ def bench_llm(model, args, device, dtype, bandwidth) -> Dict[str, object]:
 
 class StageTimer:
     """Wraps the flow's ``inference`` / ``inference_chunk`` and HiFT's ``inference`` to add up the seconds spent in
-    each stage (a call made from inside another wrapped call of the same stage is not counted twice)."""
+    each stage (a call made from inside another wrapped call of the same stage is not counted twice), and counts the
+    work of the flow estimator: the mel frames of each of its calls (one call = one Euler step of the CFG pair)
+    added up, a figure that, unlike the time, does not depend on what else the machine is doing."""
 
     METHODS = (("flow", "inference"), ("flow", "inference_chunk"), ("hift", "inference"))
 
@@ -380,6 +382,8 @@ class StageTimer:
         self.model, self.device = model, device
         self.seconds = {"flow": 0.0, "hift": 0.0}
         self._depth = {"flow": 0, "hift": 0}
+        self.estimator_frames = 0
+        self._hook = None
 
     def _wrap(self, name, fn):
         def wrapped(*a, **kw):
@@ -397,16 +401,32 @@ class StageTimer:
                 self._depth[name] -= 1
         return wrapped
 
+    def _count(self, x) -> None:
+        self.estimator_frames += int(x.size(2))
+
     def __enter__(self):
         for stage, method in self.METHODS:
             module = getattr(self.model, stage)
             if hasattr(module, method):
                 setattr(module, method, self._wrap(stage, getattr(module, method)))
+        estimator = getattr(getattr(self.model.flow, "decoder", None), "estimator", None)
+        if isinstance(estimator, torch.nn.Module):
+            self._hook = estimator.register_forward_pre_hook(lambda m, args: self._count(args[0]))
+            if hasattr(estimator, "forward_chunk"):
+                real = estimator.forward_chunk
+
+                def counted(x, *a, **kw):
+                    self._count(x)
+                    return real(x, *a, **kw)
+                estimator.forward_chunk = counted
         return self
 
     def __exit__(self, *exc):
         for stage, method in self.METHODS:  # back to the class methods
             getattr(self.model, stage).__dict__.pop(method, None)
+        if self._hook is not None:
+            self._hook.remove()
+            self.model.flow.decoder.estimator.__dict__.pop("forward_chunk", None)
 
 
 def token2wav_inputs(model, args, device):
@@ -429,7 +449,7 @@ def bench_token2wav(model, args, device, dtype) -> Dict[str, object]:
     result = {"speech_tokens": n_tok, "prompt_tokens": args.prompt_tokens, "audio_s": audio_s}
 
     # offline: one token2wav call over every token
-    offline = {"total": [], "flow": [], "hift": []}
+    offline = {"total": [], "flow": [], "hift": [], "frames": []}
 
     def run_offline(i):
         uuid = f"bench-offline-{i}"
@@ -449,12 +469,13 @@ def bench_token2wav(model, args, device, dtype) -> Dict[str, object]:
             offline["total"].append(total)
             offline["flow"].append(st.seconds["flow"])
             offline["hift"].append(st.seconds["hift"])
+            offline["frames"].append(st.estimator_frames)
 
     timed_runs(run_offline, args.warmup, args.runs, device)
     result["offline"] = _t2w_figures(offline, audio_s)
 
     # streaming: CosyVoice2Model.tts with the tokens given up front (the official chunk schedule)
-    stream = {"total": [], "flow": [], "hift": [], "first_chunk": [], "chunks": []}
+    stream = {"total": [], "flow": [], "hift": [], "frames": [], "first_chunk": [], "chunks": []}
 
     def run_stream(i):
         with StageTimer(model, device) as st, autocast(device, dtype):
@@ -474,6 +495,7 @@ def bench_token2wav(model, args, device, dtype) -> Dict[str, object]:
             stream["total"].append(total)
             stream["flow"].append(st.seconds["flow"])
             stream["hift"].append(st.seconds["hift"])
+            stream["frames"].append(st.estimator_frames)
             stream["first_chunk"].append(first)
             stream["chunks"].append(n_chunks)
 
@@ -492,6 +514,7 @@ def _t2w_figures(times: Dict[str, List[float]], audio_s: float) -> Dict[str, flo
         s = median(times[key])
         out[f"{key}_s"] = round(s, 4)
         out[f"{key}_rtf"] = round(s / audio_s, 4)
+    out["estimator_frames"] = int(median(times["frames"]))
     return out
 
 
@@ -612,7 +635,8 @@ def print_report(res: Dict[str, object]) -> None:
             extra = (f" | first chunk p50 {m['first_chunk_ms_p50']} ms p90 {m['first_chunk_ms_p90']} ms, "
                      f"{m['chunks']} chunks") if mode == "stream" else ""
             print(f"token2wav  {mode:8s} {r['audio_s']:.2f} s audio: {m['total_s']} s (RTF {m['total_rtf']}) | "
-                  f"flow {m['flow_s']} s (RTF {m['flow_rtf']}) | hift {m['hift_s']} s (RTF {m['hift_rtf']}){extra}")
+                  f"flow {m['flow_s']} s (RTF {m['flow_rtf']}, estimator {m['estimator_frames']} frames x steps) | "
+                  f"hift {m['hift_s']} s (RTF {m['hift_rtf']}){extra}")
     for name in ("llm", "flow"):
         key = f"train_{name}"
         if key in res:

@@ -57,6 +57,9 @@ def test_stand_in_writes_every_figure(bench_tool, tmp_path, capsys):
         assert 0.5 * t2w[mode]["total_s"] <= t2w[mode]["flow_s"] + t2w[mode]["hift_s"] <= t2w[mode]["total_s"] * 1.05
     stream = t2w["stream"]
     assert stream["chunks"] == 2                                   # 25 tokens (+3 look-ahead), then the rest
+    # estimator work, in mel frames x Euler steps: offline 50 tokens = 100 frames x 10 steps; streaming adds the
+    # first chunk's 25 tokens = 50 frames, and the last chunk is an offline pass over all of them (as officially)
+    assert t2w["offline"]["estimator_frames"] == 1000 and stream["estimator_frames"] == 1500
     assert 0 < stream["first_chunk_ms_p50"] <= stream["first_chunk_ms_p90"]
     assert set(res["tts_rtf_estimate"]) == {"offline", "stream"}
 
@@ -74,13 +77,24 @@ def test_stand_in_writes_every_figure(bench_tool, tmp_path, capsys):
 def test_undo_puts_the_official_work_back_and_records_it(bench_tool, tmp_path, capsys):
     out = tmp_path / "undo.json"
     argv = ["--stand_in", "--out", str(out), "--stages", "token2wav,train_flow", "--no_optimizer_variants",
-            "--undo", "stream_cache,attn_bias,fused_adam"] + TINY
+            "--undo", "stream_cache,attn_bias,fused_adam"] + TINY + ["--audio_seconds", "5"]
     assert bench_tool.main(argv) == 0
     res = json.loads(out.read_text())
+    # 125 tokens stream as 25 (+3 look-ahead), 75 (+3), then all 125 offline. Without the stream cache the second
+    # chunk recomputes the first one's frames: 50 + 150 + 250 frames, x 10 Euler steps (with it: 50 + 100 + 250)
+    assert res["token2wav"]["stream"]["estimator_frames"] == 4500
+    assert res["token2wav"]["offline"]["estimator_frames"] == 2500
     assert res["settings"]["undo"] == "stream_cache,attn_bias,fused_adam"
     assert "undo stream_cache,attn_bias,fused_adam" in capsys.readouterr().out
     assert res["train_flow"]["optimizer"] == "adam (torch default)" and "adam_step_s" not in res["train_flow"]
     assert _positive(res["token2wav"]["stream"]["total_s"]) and "llm" not in res
+
+
+def test_stream_cache_saves_the_recomputed_frames(bench_tool, tmp_path):
+    out = tmp_path / "cached.json"
+    argv = ["--stand_in", "--out", str(out), "--stages", "token2wav"] + TINY + ["--audio_seconds", "5"]
+    assert bench_tool.main(argv) == 0
+    assert json.loads(out.read_text())["token2wav"]["stream"]["estimator_frames"] == 4000
 
 
 def test_each_undo_changes_the_work_not_the_numbers(bench_tool, tmp_path):
