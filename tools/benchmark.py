@@ -542,14 +542,13 @@ def synthetic_batch(args, token_mel_ratio: int, text_vocab: int) -> Dict[str, ob
 def bench_train(name: str, module: torch.nn.Module, batch, args, device, dtype) -> Dict[str, object]:
     """forward + backward + clip + the trainer's Adam (cosyvoice.utils.train_utils.init_optimizer: fused where torch
     has it, torch's default with ``--undo fused_adam``) on ``batch``, then each Adam implementation alone."""
-    from cosyvoice.utils.train_utils import init_optimizer
+    from cosyvoice.utils.train_utils import init_optimizer, optimizer_impl
 
     module.train()
     params = [p for p in module.parameters() if p.requires_grad]
     optim_conf = {"lr": 1e-5, **({"fused": False} if "fused_adam" in args.undo_list else {})}
     opt = init_optimizer(module, {"optim": "adam", "optim_conf": optim_conf})
-    group = opt.param_groups[0]
-    impl = "fused" if group.get("fused") else "foreach" if group.get("foreach") else "torch default"
+    impl = optimizer_impl(opt)
     parts = {"forward_backward": [], "optimizer": []}
 
     def step(i):

@@ -307,7 +307,7 @@ def init_model(model: torch.nn.Module, checkpoint: Optional[str]) -> torch.nn.Mo
 
 
 def init_optimizer(model: torch.nn.Module, conf: Dict[str, Any]) -> torch.optim.Optimizer:
-    """Adam or AdamW over the trainable parameters with ``train_conf.optim_conf``.
+    """Adam or AdamW over the model's parameters with ``train_conf.optim_conf``.
 
     Unless ``optim_conf`` names ``fused`` or ``foreach`` itself, the fused implementation (one kernel over all
     parameters) is used where torch has it for the parameters' device and dtype (CPU and CUDA floats): the same
@@ -325,11 +325,15 @@ def init_optimizer(model: torch.nn.Module, conf: Dict[str, Any]) -> torch.optim.
         optimizer = kinds[conf["optim"]](params, **optim_conf)
     except (TypeError, ValueError, RuntimeError) as e:
         raise TrainSetupError(f"train_conf.optim_conf {dict(conf['optim_conf'])}: {str(e).splitlines()[0]}") from None
-    group = optimizer.param_groups[0]
-    impl = "fused" if group.get("fused") else "foreach" if group.get("foreach") else "torch default"
-    logger.info("optimizer %s (%s implementation), %s", conf["optim"], impl,
+    logger.info("optimizer %s (%s implementation), %s", conf["optim"], optimizer_impl(optimizer),
                 {k: v for k, v in optim_conf.items() if k not in ("fused", "foreach")})
     return optimizer
+
+
+def optimizer_impl(optimizer: torch.optim.Optimizer) -> str:
+    """'fused', 'foreach' or 'torch default' (torch picks foreach or the for-loop itself)."""
+    group = optimizer.param_groups[0]
+    return "fused" if group.get("fused") else "foreach" if group.get("foreach") else "torch default"
 
 
 def fused_supported(params: List[torch.Tensor]) -> bool:
