@@ -53,8 +53,8 @@ STAGES = ("llm", "token2wav", "train_llm", "train_flow")
 # --undo: each speed change this toolkit makes over the official code, put back the official way, so that one
 # commit measures the figure with and without it (BENCHMARKS.md).
 UNDO = {
-    "lm_head": "each decode step runs Qwen2ForCausalLM, lm_head (151,936 outputs) included, and keeps the hidden "
-               "state only (official Qwen2Encoder.forward_one_step)",
+    "lm_head": "each decode step and each training forward run Qwen2ForCausalLM, lm_head (151,936 outputs) "
+               "included, and keep the hidden state only (official Qwen2Encoder.forward_one_step and forward)",
     "stream_cache": "each streaming chunk re-runs the flow on the whole prefix (official token2wav)",
     "attn_bias": "the flow estimator adds an all-zero attention bias when nothing is masked (offline)",
     "fused_adam": "training uses torch's default Adam implementation instead of the fused one",
@@ -275,7 +275,15 @@ def undo_speedups(model, undo: List[str]) -> None:
             out = encoder.model(inputs_embeds=xs, past_key_values=cache, use_cache=True, output_hidden_states=True)
             return out.hidden_states[-1], out.past_key_values
 
+        def forward_with_head(xs, xs_lens):
+            from cosyvoice.utils.mask import make_pad_mask
+
+            masks = ~make_pad_mask(xs_lens, xs.size(1))
+            out = encoder.model(inputs_embeds=xs, attention_mask=masks, output_hidden_states=True)
+            return out.hidden_states[-1], masks.unsqueeze(1)
+
         encoder.forward_one_step = forward_one_step_with_head
+        encoder.forward = forward_with_head
     if "stream_cache" in undo:
         model.flow_cache_max_frames = 0
     if "attn_bias" in undo:

@@ -116,7 +116,8 @@ def test_each_undo_changes_the_work_not_the_numbers(bench_tool, tmp_path):
             hidden, cache = encoder.forward_one_step(x)
             step, _ = encoder.forward_one_step(x[:, :1], cache=cache)
             mel, _ = flow.inference(**flow_args, streaming=False, finalize=True)
-        return hidden, step, mel
+        train_hidden, _ = encoder(x, torch.tensor([5]))  # the training forward
+        return hidden, step, mel, train_hidden
 
     calls = {"head": 0, "bias": 0}
     head = encoder.model.lm_head
@@ -132,7 +133,7 @@ def test_each_undo_changes_the_work_not_the_numbers(bench_tool, tmp_path):
         return bias
     flow.decoder.estimator._attention_bias = counted
     after = run()
-    assert calls["head"] == 2 and calls["bias"] > 0  # the official way: lm_head per step, an all-zero bias
+    assert calls["head"] == 3 and calls["bias"] > 0  # the official way: lm_head each call, an all-zero bias
     assert model.flow_cache_max_frames == 0 and not model._flow_chunks()
     for a, b in zip(before, after):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
