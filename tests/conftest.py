@@ -51,3 +51,24 @@ def stand_in_dir(tmp_path_factory, make_tiny_pretrained) -> Path:
     out = tmp_path_factory.mktemp("pretrained") / "CosyVoice2-0.5B-tiny"
     make_tiny_pretrained.make_stand_in(out, 1986)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_flow(fixtures_dir):
+    """The tiny flow of fixtures/cosyvoice2/tiny.yaml with its golden flow.pt loaded (strict), in eval mode."""
+    from cosyvoice.utils.common import load_checkpoint_strict
+    from cosyvoice.utils.config import load_config
+
+    flow = load_config(str(fixtures_dir / "tiny.yaml"), keys=["flow"])["flow"]
+    load_checkpoint_strict(flow, fixtures_dir / "flow.pt")
+    return flow.eval()
+
+
+@pytest.fixture(scope="session")
+def load_io(fixtures_dir):
+    """load_io(name): the tensors of fixtures/cosyvoice2/<name>.safetensors."""
+    from safetensors.torch import load_file
+
+    def load(name: str):
+        return load_file(fixtures_dir / f"{name}.safetensors")
+    return load

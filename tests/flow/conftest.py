@@ -1,26 +1,8 @@
-"""Fixtures for the flow tests: the tiny flow of fixtures/cosyvoice2/tiny.yaml with flow.pt loaded."""
+"""Fixtures for the flow tests: a recorder of module calls (tiny_flow and load_io come from tests/conftest.py)."""
 from __future__ import annotations
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
-from cosyvoice.utils.common import load_checkpoint_strict
-from cosyvoice.utils.config import load_config
-
-
-@pytest.fixture(scope="session")
-def tiny_flow(fixtures_dir):
-    flow = load_config(str(fixtures_dir / "tiny.yaml"), keys=["flow"])["flow"]
-    load_checkpoint_strict(flow, fixtures_dir / "flow.pt")
-    return flow.eval()
-
-
-@pytest.fixture(scope="session")
-def load_io(fixtures_dir):
-    def load(name: str):
-        return load_file(fixtures_dir / f"{name}.safetensors")
-    return load
 
 
 class DecoderInputs:
