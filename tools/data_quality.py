@@ -30,18 +30,11 @@ for p in (str(ROOT), str(Path(__file__).resolve().parent)):
     if p not in sys.path:
         sys.path.insert(0, p)
 
+from cosyvoice.utils.common import str2bool  # noqa: E402
 from stage_common import StageInputError, atomic_write, load_pt_table, read_table, save_pt, write_lines  # noqa: E402
 
 TOOL = "data_quality"
 TABLES = ("wav.scp", "text", "utt2spk", "utt2dur")
-
-
-def str2bool(value: str) -> bool:
-    if value.lower() in ("true", "1", "yes"):
-        return True
-    if value.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
 def get_args(argv=None):

@@ -21,15 +21,9 @@ import shutil
 import sys
 from typing import List, Optional
 
+from cosyvoice.utils.common import str2bool
+
 logger = logging.getLogger("cosyvoice.bin.evaluate")
-
-
-def str2bool(value: str) -> bool:
-    if value.lower() in ("true", "1", "yes"):
-        return True
-    if value.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
 def get_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

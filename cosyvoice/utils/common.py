@@ -1,6 +1,7 @@
 """Small helpers shared by the models (the names match the official cosyvoice.utils.common)."""
 from __future__ import annotations
 
+import argparse
 import os
 import random
 from typing import List, Mapping
@@ -9,6 +10,15 @@ import numpy as np
 import torch
 
 IGNORE_ID = -1
+
+
+def str2bool(value: str) -> bool:
+    """An argparse ``type`` for boolean options: true/1/yes or false/0/no (any case)."""
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
 def pad_list(xs: List[torch.Tensor], pad_value: float) -> torch.Tensor:
