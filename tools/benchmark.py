@@ -409,6 +409,13 @@ class StageTimer:
                 self._depth[name] -= 1
         return wrapped
 
+    def record(self, times: Dict[str, List[float]], total: float) -> None:
+        """Append this run's total, flow and HiFT seconds and estimator frames to ``times``."""
+        times["total"].append(total)
+        times["flow"].append(self.seconds["flow"])
+        times["hift"].append(self.seconds["hift"])
+        times["frames"].append(self.estimator_frames)
+
     def _count(self, x) -> None:
         self.estimator_frames += int(x.size(2))
 
@@ -474,10 +481,7 @@ def bench_token2wav(model, args, device, dtype) -> Dict[str, object]:
         if wav.shape[1] != n_tok * samples_per_token:
             raise RuntimeError(f"token2wav gave {wav.shape[1]} samples for {n_tok} tokens")
         if i >= args.warmup:
-            offline["total"].append(total)
-            offline["flow"].append(st.seconds["flow"])
-            offline["hift"].append(st.seconds["hift"])
-            offline["frames"].append(st.estimator_frames)
+            st.record(offline, total)
 
     timed_runs(run_offline, args.warmup, args.runs, device)
     result["offline"] = _t2w_figures(offline, audio_s)
@@ -500,10 +504,7 @@ def bench_token2wav(model, args, device, dtype) -> Dict[str, object]:
         if n_samples != n_tok * samples_per_token:
             raise RuntimeError(f"streaming gave {n_samples} samples for {n_tok} tokens")
         if i >= args.warmup:
-            stream["total"].append(total)
-            stream["flow"].append(st.seconds["flow"])
-            stream["hift"].append(st.seconds["hift"])
-            stream["frames"].append(st.estimator_frames)
+            st.record(stream, total)
             stream["first_chunk"].append(first)
             stream["chunks"].append(n_chunks)
 
