@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: where the golden CosyVoice2 data lives, and a tiny Qwen2 pretrain dir."""
+"""Shared pytest fixtures: where the golden CosyVoice2/3 data lives (tests/data), and a tiny Qwen2 pretrain dir."""
 from __future__ import annotations
 
 import json
@@ -8,14 +8,23 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "cosyvoice2"
+DATA = ROOT / "tests" / "data"
+FIXTURES = DATA / "cosyvoice2"
+FIXTURES3 = DATA / "cosyvoice3"
 
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     if not (FIXTURES / "README.md").is_file():
-        pytest.fail(f"golden fixtures not found at {FIXTURES} (they ship beside the repo as ../shared)")
+        pytest.fail(f"golden fixtures not found at {FIXTURES} (tests/data is part of the repository: restore it)")
     return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def fixtures3_dir() -> Path:
+    if not (FIXTURES3 / "README.md").is_file():
+        pytest.fail(f"golden fixtures not found at {FIXTURES3} (tests/data is part of the repository: restore it)")
+    return FIXTURES3
 
 
 @pytest.fixture(scope="session")
