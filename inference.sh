@@ -9,15 +9,17 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # ---- options and their defaults ----
 mode=all                # sft, zero-shot, cross-lingual, instruct, or all (every mode the text json has)
 model_dir=""            # model dir to use; empty: <exp_dir>/model if it exists, else <pretrained_model_dir>
-exp_dir=exp/cosyvoice2_sft  # the recipe's experiment dir (as in run.sh)
+exp_dir=""              # the recipe's experiment dir; empty: the one holding --model_dir (<exp_dir>/model), else
+                        # the demo's (exp/demo_voice)
 pretrained_model_dir=exp/pretrained/CosyVoice2-0.5B-tiny  # fallback model dir (as in run.sh)
 text_json=${root}/local/tts_text.json  # lines to speak: {spk: {"sft_inference": [...], "zero-shot": [...], ...}}
-spk_id=""               # speaker: the text json section and the SFT speaker; empty: the json's only speaker
+spk_id=""               # SFT speaker (and the text json section it speaks); empty: the experiment's speaker
 prompt_wav=""           # prompt audio (zero-shot, cross-lingual, instruct); empty: taken from --test_data_dir
 prompt_text=""          # transcript of the prompt audio (zero-shot); empty: from --test_data_dir
-test_data_dir=""        # Kaldi data dir or pair folder holding prompts; empty: data/test if it exists, else the demo voice
+test_data_dir=""        # Kaldi data dir or pair folder holding prompts; empty: the experiment's test set, else the demo voice
 example_id=""           # utterance of --test_data_dir used as the prompt; empty: the first one
-result_dir=""           # where the wavs and index.tsv go; empty: <exp_dir>/inference
+result_dir=""           # where the wavs and index.tsv go; empty: <exp_dir>/inference (exp/inference/<name> for a
+                        # model dir that is not an experiment's)
 stream=false            # true: synthesize in streaming chunks (as a server would)
 speed=1.0               # speaking rate; only 1.0 with --stream true
 seed=1986               # seed of every random draw
@@ -30,13 +32,13 @@ Synthesize the lines of a text json with a CosyVoice2 model dir; one wav per lin
 Options (default in brackets):
   --mode MODE               sft | zero-shot | cross-lingual | instruct | all [${mode}]
   --model_dir DIR           model dir [${model_dir:-<exp_dir>/model if it exists, else <pretrained_model_dir>}]
-  --exp_dir DIR             the recipe's experiment dir [${exp_dir}]
+  --exp_dir DIR             the recipe's experiment dir [${exp_dir:-the one holding --model_dir, else exp/demo_voice}]
   --pretrained_model_dir D  fallback model dir [${pretrained_model_dir}]
   --text_json FILE          lines to speak [${text_json}]
-  --spk_id ID               speaker (json section, SFT speaker) [${spk_id:-the only speaker of the json}]
+  --spk_id ID               SFT speaker (and its json section) [${spk_id:-the speaker of the experiment}]
   --prompt_wav FILE         prompt audio [${prompt_wav:-from --test_data_dir}]
   --prompt_text TEXT        transcript of the prompt [${prompt_text:-from --test_data_dir}]
-  --test_data_dir DIR       Kaldi data dir or pair folder of prompts [${test_data_dir:-data/test, else local/demo_voice/test}]
+  --test_data_dir DIR       Kaldi data dir or pair folder of prompts [${test_data_dir:-the test set of the experiment, else local/demo_voice/test}]
   --example_id ID           prompt utterance in --test_data_dir [${example_id:-the first}]
   --result_dir DIR          output folder [${result_dir:-<exp_dir>/inference}]
   --stream BOOL             streaming synthesis [${stream}]
@@ -68,16 +70,34 @@ log "${cmdline}"
 . "${root}/path.sh"
 
 if [ -z "${model_dir}" ]; then
+  [ -n "${exp_dir}" ] || exp_dir=exp/demo_voice
   if [ -f "${exp_dir}/model/cosyvoice2.yaml" ]; then
     model_dir=${exp_dir}/model
   else
     model_dir=${pretrained_model_dir}
   fi
+elif [ -z "${exp_dir}" ] && [ "$(basename "${model_dir%/}")" = model ]; then
+  exp_dir=$(dirname "${model_dir%/}")
 fi
-[ -d "${model_dir}" ] || die "model dir ${model_dir} not found: run the recipe (bash run.sh), give --model_dir, or write the stand-in with python tools/make_tiny_pretrained.py --out_dir ${model_dir}"
-[ -n "${result_dir}" ] || result_dir=${exp_dir}/inference
+[ -d "${model_dir}" ] || die "model dir ${model_dir} not found: run the recipe (bash run.sh), give --model_dir, or write the stand-in with: . path.sh && python tools/make_tiny_pretrained.py --out_dir ${model_dir}"
+if [ -z "${result_dir}" ]; then
+  if [ -n "${exp_dir}" ]; then result_dir=${exp_dir}/inference; else result_dir=exp/inference/$(basename "${model_dir%/}"); fi
+fi
+# What run.sh stage 4 recorded for this experiment: its speaker and its test set (the zero-shot prompts).
+recipe_conf=${exp_dir:+${exp_dir}/recipe_data.conf}
+if [ -n "${recipe_conf}" ] && [ -f "${recipe_conf}" ] && [ "${model_dir%/}" = "${exp_dir%/}/model" ]; then
+  while IFS='=' read -r key value; do
+    case "${key}" in
+      spk_id) [ -n "${spk_id}" ] || spk_id=${value} ;;
+      test_data_dir) [ -n "${test_data_dir}" ] || [ -n "${prompt_wav}" ] || test_data_dir=${value} ;;
+    esac
+  done < "${recipe_conf}"
+fi
 if [ -z "${prompt_wav}" ] && [ -z "${test_data_dir}" ]; then
-  if [ -f data/test/wav.scp ]; then test_data_dir=data/test; else test_data_dir=${root}/local/demo_voice/test; fi
+  case "${spk_id}" in
+    "" | demo) test_data_dir=${root}/local/demo_voice/test ;;
+    *) [ "${mode}" = sft ] || die "no prompt for speaker '${spk_id}': give --prompt_wav (and --prompt_text) or --test_data_dir with its clips" ;;
+  esac
 fi
 
 log "Synthesis (${mode}): ${text_json} with ${model_dir} -> ${result_dir}/{*.wav,index.tsv}"

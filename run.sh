@@ -13,7 +13,9 @@ setup_env=true          # true: create/refresh the project's .venv first (tools/
 # data
 raw_pack_dir=""         # stage -1: raw character pack (nested <name>.wav + <name>.lab) to convert; empty: no stage -1
 data_dir=${root}/local/demo_voice  # stage 0 input: pair folders <data_dir>/<train_set>/ and <data_dir>/<test_set>/
-data_root=data          # where the recipe writes its data: Kaldi tables <data_root>/<set>/, converted packs
+tag=""                  # experiment name: the default --data_root data/<tag> and --exp_dir exp/<tag>; empty: --spk_id,
+                        # else the name of --raw_pack_dir or --data_dir (so a second dataset never mixes with the first)
+data_root=""            # where the recipe writes its data (Kaldi tables <data_root>/<set>/, converted packs); empty: data/<tag>
 train_set=train         # name of the training set
 test_set="test"         # name of the test set
 spk_id=""               # speaker id of every utterance; empty: the file-name prefix before the first '_'
@@ -24,7 +26,7 @@ test_ratio=0.05         # share of clips held out for the test set when splittin
 seed=1234               # seed of that split
 # model and training (used by the training and inference stages)
 pretrained_model_dir=exp/pretrained/CosyVoice2-0.5B-tiny  # CosyVoice2-0.5B files (llm.pt, flow.pt, hift.pt, ...)
-exp_dir=exp/cosyvoice2_sft  # experiment dir: checkpoints, logs, resolved config
+exp_dir=""              # experiment dir (checkpoints, logs, resolved config, model dir, report); empty: exp/<tag>
 gpus=""                 # GPU ids to train on, e.g. 0,1; empty: every visible GPU, or the CPU when there is none
 train_engine=torch_ddp  # torch_ddp or deepspeed
 download_model=false    # true: first download the real CosyVoice2-0.5B into --pretrained_model_dir (needs network)
@@ -77,7 +79,8 @@ Options (default in brackets):
   --raw_pack_dir DIR        raw character pack for stage -1 [${raw_pack_dir:-none}]
   --data_dir DIR            pair folders <DIR>/<train_set>/, <DIR>/<test_set>/ (or one flat folder, split by
                             --num_test/--test_ratio) [${data_dir}]
-  --data_root DIR           where data is written [${data_root}]
+  --tag NAME                experiment name for the default --data_root/--exp_dir [${tag:-the speaker or data folder name}]
+  --data_root DIR           where data is written [${data_root:-data/<tag>}]
   --train_set NAME          training set name [${train_set}]
   --test_set NAME           test set name [${test_set}]
   --spk_id ID               speaker id [${spk_id:-file-name prefix before the first _}]
@@ -87,7 +90,7 @@ Options (default in brackets):
   --test_ratio R            test share when splitting [${test_ratio}]
   --seed N                  split seed [${seed}]
   --pretrained_model_dir D  CosyVoice2-0.5B model dir [${pretrained_model_dir}]
-  --exp_dir DIR             experiment dir [${exp_dir}]
+  --exp_dir DIR             experiment dir [${exp_dir:-exp/<tag>}]
   --gpus IDS                GPU ids, e.g. 0,1 [${gpus:-all visible, or CPU}]
   --train_engine NAME       torch_ddp or deepspeed [${train_engine}]
   --download_model BOOL     download the real CosyVoice2-0.5B into --pretrained_model_dir first [${download_model}]
@@ -137,36 +140,125 @@ case "${drop_flagged}" in true | false) ;; *) die "--drop_flagged must be true o
 case "${select_by}" in newest | cv_loss | sim | cer) ;; *) die "--select_by must be newest, cv_loss, sim or cer, got '${select_by}'" ;; esac
 case "${train_engine}" in torch_ddp | deepspeed) ;; *) die "--train_engine must be torch_ddp or deepspeed, got '${train_engine}'" ;; esac
 [ "${stage}" -le "${stop_stage}" ] || die "--stage ${stage} is after --stop_stage ${stop_stage}"
+if [ -n "${raw_pack_dir}" ] && [ "${data_dir}" != "${root}/local/demo_voice" ]; then
+  die "give --raw_pack_dir or --data_dir, not both: stage -1 writes <data_root>/pack_pairs and stage 0 reads it"
+fi
+
+# ---- the experiment: one tag per speaker/dataset, so a second dataset never reuses the first one's data or models ----
+if [ -z "${tag}" ]; then
+  if [ -n "${spk_id}" ]; then
+    tag=${spk_id}
+  elif [ -n "${raw_pack_dir}" ]; then
+    tag=$(basename "${raw_pack_dir%/}")
+  else
+    tag=$(basename "${data_dir%/}")
+  fi
+  tag=$(python3 -c 'import re, sys; print(re.sub(r"[^\w.-]+", "-", sys.argv[1]).strip("-.") or "exp")' "${tag}")
+fi
+[[ ${tag} =~ ^[[:alnum:]_.-]+$ ]] && [ "${tag}" != . ] && [ "${tag}" != .. ] \
+  || die "--tag must be a plain name (letters, digits, '_', '.', '-'), got '${tag}'"
+[ -n "${data_root}" ] || data_root=data/${tag}
+[ -n "${exp_dir}" ] || exp_dir=exp/${tag}
 
 log "${cmdline}"
+log "Experiment '${tag}': data in ${data_root}, models in ${exp_dir}"
+
+# ---- one run per experiment and data dir at a time (the lock goes with the last process that holds it) ----
+# lock DIR FD: hold an exclusive lock on DIR/.lock through file descriptor FD, or fail naming the holder.
+lock() {
+  local d=$1 fd=$2 holder
+  mkdir -p "${d}" || die "cannot create ${d} (is its parent writable?)"
+  eval "exec ${fd}>>\"${d}/.lock\"" || die "cannot write ${d}/.lock (is ${d} writable?)"
+  if ! flock -n "${fd}"; then
+    holder=$(head -c 600 "${d}/.lock" | tr '\n' ' ')
+    die "${d} is in use by another run (${holder:-unknown holder}); wait for it to finish, or give another --exp_dir/--data_root (--tag)"
+  fi
+  printf 'PID %s: %s\n' "$$" "${cmdline}" > "${d}/.lock"
+}
+# (a dir is created for its lock only when this run writes into it: data_root from stage 0, exp_dir from stage 1)
+[ "${stop_stage}" -lt 1 ] || lock "${exp_dir}" 8
+if [ -d "${data_root}" ] || [ "${stage}" -le 0 ]; then
+  [ "$(cd "${data_root}" 2>/dev/null && pwd -P)" = "$(cd "${exp_dir}" 2>/dev/null && pwd -P)" ] || lock "${data_root}" 9
+fi
+
+# ---- every long command runs as a child that dies with run.sh: SIGINT, SIGTERM, or SIGKILL of run.sh ----
+child=""
+# run CMD...: run CMD, wait for it, return its exit status.
+run() {
+  local me=${BASHPID}  # expanded here: in the background command it would be the child's own pid
+  python3 -m cosyvoice.utils.lifeline --parent "${me}" -- "$@" &
+  child=$!
+  local rc=0
+  wait "${child}" || rc=$?
+  child=""
+  return "${rc}"
+}
+on_signal() {
+  trap - INT TERM HUP
+  if [ -n "${child}" ]; then
+    kill -TERM "${child}" 2>/dev/null || true
+    wait "${child}" 2>/dev/null || true
+  fi
+  echo "run.sh: stopped by SIG$1; every process it started was stopped too" >&2
+  exit $((128 + $2))
+}
+trap 'on_signal INT 2' INT
+trap 'on_signal TERM 15' TERM
+trap 'on_signal HUP 1' HUP
 
 if [ "${setup_env}" = true ]; then
   bash "${root}/tools/setup_env.sh"
 fi
 . "${root}/path.sh"
 
-# fingerprint ITEM...: a hash of the items; an item 'path:P' stands for the file P's content, or for the names,
-# sizes and times of the files under the folder P; any other item stands for itself (an option value).
+# fingerprint ITEM...: a hash of the items' content (python -m cosyvoice.utils.fingerprint: 'path:P' a file or folder,
+# 'list:P' a list file and every file it names, 'src:' this toolkit's code, anything else the value itself).
 fingerprint() {
-  local item p
-  for item in "$@"; do
-    echo "${item}"
-    case "${item}" in
-      path:*)
-        p=${item#path:}
-        if [ -d "${p}" ]; then
-          (cd "${p}" && find . -type f ! -name '.*done' -printf '%p %s %T@\n' | LC_ALL=C sort)
-        elif [ -f "${p}" ]; then
-          sha256sum < "${p}"
-        fi
-        ;;
-    esac
-  done | sha256sum | cut -d' ' -f1
+  python3 -m cosyvoice.utils.fingerprint --cache "${XDG_CACHE_HOME:-${HOME}/.cache}/cosyvoice-sft/sha256.tsv" "$@"
 }
 
-# is_done MARKER FINGERPRINT: the stage finished with these inputs before (and --force is false).
-is_done() {
-  [ "${force}" = false ] && [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]
+# marker_text FINGERPRINT OUTPUT...: what a stage marker holds: the inputs' fingerprint and the outputs' identity.
+marker_text() {
+  echo "$1"
+  shift
+  local out
+  for out in "$@"; do
+    if [ -e "${out}" ]; then stat -L -c '%n %s %y' "${out}"; else echo "${out} missing"; fi
+  done
+}
+
+# explain_rerun WHAT MARKER FINGERPRINT OUTPUT...: say why a stage that ran before runs again.
+explain_rerun() {
+  local what=$1 marker=$2 fp=$3 why
+  shift 3
+  [ -f "${marker}" ] || return 0
+  if [ "${force}" = true ]; then
+    why="--force true"
+  else
+    why=$(diff <(marker_text "${fp}" "$@") "${marker}" | sed -n 's/^< [0-9a-f]\{64\} //p; s/^< \(.*\) missing$/\1 is missing/p' \
+      | head -5 | tr '\n' ';' | sed 's/;$//; s/;/; /g') || true
+    why=${why:-an output changed}
+  fi
+  log "${what}: running again: ${why}"
+}
+
+# run_once WHAT MARKER FINGERPRINT OUTPUTS CMD...: run CMD (a command, or a function of this script) unless it
+# finished before with the same inputs (FINGERPRINT) and its outputs (the names in the array variable OUTPUTS) are
+# still as it left them.
+run_once() {
+  local what=$1 marker=$2 fp=$3
+  local -n _outs=$4
+  shift 4
+  if [ "${force}" = false ] && [ -f "${marker}" ] && [ "$(cat "${marker}")" = "$(marker_text "${fp}" "${_outs[@]}")" ]; then
+    log "${what}: already done with these inputs; skipped (--force true redoes it)"
+    return 0
+  fi
+  explain_rerun "${what}" "${marker}" "${fp}" "${_outs[@]}"
+  rm -f "${marker}"
+  if declare -F "$1" >/dev/null; then "$@"; else run "$@"; fi  # a function runs its own commands with run
+  mkdir -p "$(dirname "${marker}")"
+  marker_text "${fp}" "${_outs[@]}" > "${marker}.tmp"
+  mv "${marker}.tmp" "${marker}"
 }
 
 # check_data_dir STAGE DIR: DIR is a valid data dir made by stage 0, or fail saying so.
@@ -176,12 +268,7 @@ check_data_dir() {
 }
 
 pack_pairs_dir=${data_root}/pack_pairs
-if [ -n "${raw_pack_dir}" ]; then
-  if [ "${data_dir}" != "${root}/local/demo_voice" ]; then
-    die "give --raw_pack_dir or --data_dir, not both: stage -1 writes ${pack_pairs_dir} and stage 0 reads it"
-  fi
-  data_dir=${pack_pairs_dir}
-fi
+[ -z "${raw_pack_dir}" ] || data_dir=${pack_pairs_dir}
 
 if [ "${stage}" -le -1 ] && [ "${stop_stage}" -ge -1 ]; then
   if [ -z "${raw_pack_dir}" ]; then
@@ -189,20 +276,40 @@ if [ "${stage}" -le -1 ] && [ "${stop_stage}" -ge -1 ]; then
   else
     log "Stage -1: convert raw character pack: ${raw_pack_dir} -> ${pack_pairs_dir}/{${train_set},${test_set}}"
     [ -d "${raw_pack_dir}" ] || die "stage -1: --raw_pack_dir ${raw_pack_dir} is not a folder"
-    marker=${pack_pairs_dir}/.stage-1.done
-    fp=$(fingerprint "path:${raw_pack_dir}" "path:${root}/local/convert_raw_pack.py" "path:${root}/local/prepare_data.py" \
-      "spk_id=${spk_id}" "sets=${train_set},${test_set}" "split=${num_test},${test_ratio},${seed}")
-    if is_done "${marker}" "${fp}" && [ -d "${pack_pairs_dir}/${train_set}" ] && [ -d "${pack_pairs_dir}/${test_set}" ]; then
-      log "Stage -1: already done for these inputs; skipped (--force true redoes it)"
-    else
-      rm -f "${marker}"
+    fp=$(fingerprint "path:${raw_pack_dir}" src: "spk_id=${spk_id}" "sets=${train_set},${test_set}" \
+      "split=${num_test},${test_ratio},${seed}")
+    outs=("${pack_pairs_dir}/${train_set}" "${pack_pairs_dir}/${test_set}")
+    run_once "Stage -1" "${pack_pairs_dir}/.stage-1.done" "${fp}" outs \
       python3 "${root}/local/convert_raw_pack.py" --pack_dir "${raw_pack_dir}" --out_dir "${pack_pairs_dir}" \
         --spk_id "${spk_id}" --train_set "${train_set}" --test_set "${test_set}" \
         --num_test "${num_test}" --test_ratio "${test_ratio}" --seed "${seed}"
-      echo "${fp}" > "${marker}"
-    fi
   fi
 fi
+
+# stage0 FLAT: write both sets aside (<data_root>/.stage0.new), check them, then swap them in; a failure leaves the
+# previous sets as they were.
+stage0() {
+  local new=${data_root}/.stage0.new x
+  rm -rf "${new}"
+  local common=(--spk_id "${spk_id}" --min_dur "${min_dur}" --max_dur "${max_dur}")
+  if [ "$1" = true ]; then
+    run python3 "${root}/local/prepare_data.py" --src_dir "${data_dir}" --des_dir "${new}/${train_set}" \
+      --test_des_dir "${new}/${test_set}" --num_test "${num_test}" --test_ratio "${test_ratio}" \
+      --seed "${seed}" "${common[@]}"
+  else
+    for x in "${train_set}" "${test_set}"; do
+      run python3 "${root}/local/prepare_data.py" --src_dir "${data_dir}/${x}" --des_dir "${new}/${x}" "${common[@]}"
+    done
+  fi
+  for x in "${train_set}" "${test_set}"; do
+    check_data_dir 0 "${new}/${x}"
+  done
+  for x in "${train_set}" "${test_set}"; do
+    if [ -e "${data_root}/${x}" ]; then mv "${data_root}/${x}" "${new}/${x}.old"; fi
+    mv "${new}/${x}" "${data_root}/${x}"
+  done
+  rm -rf "${new}"
+}
 
 if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
   log "Stage 0: prepare data: ${data_dir} -> ${data_root}/{${train_set},${test_set}}/{wav.scp,text,utt2spk,spk2utt}"
@@ -220,29 +327,13 @@ if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
   else
     die "stage 0: ${data_dir} holds neither ${train_set}/ and ${test_set}/ folders nor <utt>.wav + <utt>.normalized.txt pairs"
   fi
-  marker=${data_root}/.stage0.done
-  fp=$(fingerprint "path:${data_dir}" "path:${root}/local/prepare_data.py" "path:${root}/tools/validate_data_dir.py" \
-    "sets=${train_set},${test_set}" "spk_id=${spk_id}" "dur=${min_dur},${max_dur}" "flat=${flat}" \
-    "split=${num_test},${test_ratio},${seed}")
-  if is_done "${marker}" "${fp}" && [ -f "${data_root}/${train_set}/wav.scp" ] && [ -f "${data_root}/${test_set}/wav.scp" ]; then
-    log "Stage 0: already done for these inputs; skipped (--force true redoes it)"
-  else
-    rm -f "${marker}"
-    common=(--spk_id "${spk_id}" --min_dur "${min_dur}" --max_dur "${max_dur}")
-    if [ "${flat}" = true ]; then
-      python3 "${root}/local/prepare_data.py" --src_dir "${data_dir}" --des_dir "${data_root}/${train_set}" \
-        --test_des_dir "${data_root}/${test_set}" --num_test "${num_test}" --test_ratio "${test_ratio}" \
-        --seed "${seed}" "${common[@]}"
-    else
-      for x in "${train_set}" "${test_set}"; do
-        python3 "${root}/local/prepare_data.py" --src_dir "${data_dir}/${x}" --des_dir "${data_root}/${x}" "${common[@]}"
-      done
-    fi
-    for x in "${train_set}" "${test_set}"; do
-      check_data_dir 0 "${data_root}/${x}"
-    done
-    echo "${fp}" > "${marker}"
-  fi
+  fp=$(fingerprint "path:${data_dir}" src: "sets=${train_set},${test_set}" "spk_id=${spk_id}" \
+    "dur=${min_dur},${max_dur}" "flat=${flat}" "split=${num_test},${test_ratio},${seed}")
+  outs=()
+  for x in "${train_set}" "${test_set}"; do
+    for f in wav.scp text utt2spk spk2utt utt2dur; do outs+=("${data_root}/${x}/${f}"); done
+  done
+  run_once "Stage 0" "${data_root}/.stage0.done" "${fp}" outs stage0 "${flat}"
 fi
 
 # ---- the pretrained model dir, needed from stage 1 on: the real model, or the tiny stand-in by default ----
@@ -256,16 +347,16 @@ set_dir() {
 if [ "${stop_stage}" -ge 1 ]; then
   if [ "${download_model}" = true ]; then
     log "Downloading CosyVoice2-0.5B into ${pretrained_model_dir} (modelscope, then huggingface_hub)"
-    python3 "${root}/tools/download_pretrained.py" --model_dir "${pretrained_model_dir}" || exit 1
+    run python3 "${root}/tools/download_pretrained.py" --model_dir "${pretrained_model_dir}"
   elif [ "${pretrained_model_dir}" = "${default_pretrained_model_dir}" ] && \
        { [ ! -e "${pretrained_model_dir}" ] || [ -f "${pretrained_model_dir}/.stand_in.done" ]; }; then
     marker=${pretrained_model_dir}/.stand_in.done
     fp=$(fingerprint "path:${root}/tools/make_tiny_pretrained.py" "path:${root}/conf/cosyvoice2.yaml" "seed=1986")
-    if is_done "${marker}" "${fp}"; then
+    if [ -f "${marker}" ] && [ "$(cat "${marker}")" = "${fp}" ]; then
       log "Tiny stand-in pretrained dir ${pretrained_model_dir} is up to date"
     else
       log "Writing the tiny stand-in pretrained dir (random weights, NOT a real model): ${pretrained_model_dir}"
-      python3 "${root}/tools/make_tiny_pretrained.py" --out_dir "${pretrained_model_dir}" --seed 1986 --force
+      run python3 "${root}/tools/make_tiny_pretrained.py" --out_dir "${pretrained_model_dir}" --seed 1986 --force
       echo "${fp}" > "${marker}"
     fi
   fi
@@ -277,33 +368,22 @@ if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
     d=${data_root}/${x}
     log "Stage 1: CAM++ speaker embeddings: ${d}/wav.scp -> ${d}/{utt2embedding.pt,spk2embedding.pt}"
     check_data_dir 1 "${d}"
-    marker=${d}/.stage1.done
-    fp=$(fingerprint "path:${d}/wav.scp" "path:${d}/utt2spk" "path:${pretrained_model_dir}/campplus.onnx" \
-      "path:${root}/tools/extract_embedding.py")
-    if is_done "${marker}" "${fp}" && [ -f "${d}/utt2embedding.pt" ] && [ -f "${d}/spk2embedding.pt" ]; then
-      log "Stage 1: ${x}: already done for these inputs; skipped (--force true redoes it)"
-    else
-      rm -f "${marker}"
+    fp=$(fingerprint "path:${d}/wav.scp" "path:${d}/utt2spk" "path:${pretrained_model_dir}/campplus.onnx" src:)
+    outs=("${d}/utt2embedding.pt" "${d}/spk2embedding.pt")
+    run_once "Stage 1: ${x}" "${d}/.stage1.done" "${fp}" outs \
       python3 "${root}/tools/extract_embedding.py" --data_dir "${d}" \
         --onnx_path "${pretrained_model_dir}/campplus.onnx" --num_workers "${nj}"
-      echo "${fp}" > "${marker}"
-    fi
   done
   for x in "${train_set}" "${test_set}"; do
     d=${data_root}/${x}
     log "Stage 1: data quality report: ${d} -> ${d}/{quality.tsv,quality_summary.json,flagged.tsv}$(
       [ "${drop_flagged}" = true ] && echo " and ${d}_filtered/ without the flagged utterances")"
-    marker=${d}/.quality.done
-    fp=$(fingerprint "path:${d}/wav.scp" "path:${d}/text" "path:${d}/utt2embedding.pt" \
-      "path:${root}/tools/data_quality.py" "path:${root}/cosyvoice/eval/quality.py" "drop=${drop_flagged}")
-    if is_done "${marker}" "${fp}" && [ -f "${d}/quality.tsv" ]; then
-      log "Stage 1: ${x}: quality report already done for these inputs; skipped (--force true redoes it)"
-    else
-      rm -f "${marker}"
+    fp=$(fingerprint "path:${d}/wav.scp" "path:${d}/text" "path:${d}/utt2embedding.pt" src: "drop=${drop_flagged}")
+    outs=("${d}/quality.tsv")
+    [ "${drop_flagged}" = false ] || outs+=("${d}_filtered/wav.scp")
+    run_once "Stage 1: ${x}: quality report" "${d}/.quality.done" "${fp}" outs \
       python3 "${root}/tools/data_quality.py" --data_dir "${d}" --drop_flagged "${drop_flagged}" \
         --out_dir "${d}_filtered"
-      echo "${fp}" > "${marker}"
-    fi
   done
 fi
 
@@ -312,17 +392,11 @@ if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
     d=$(set_dir "${x}")
     log "Stage 2: speech tokens: ${d}/wav.scp -> ${d}/utt2speech_token.pt (clips over 30 s: ${d}/skipped_speech_token.tsv)"
     check_data_dir 2 "${d}"
-    marker=${d}/.stage2.done
-    fp=$(fingerprint "path:${d}/wav.scp" "path:${pretrained_model_dir}/speech_tokenizer_v2.onnx" \
-      "path:${root}/tools/extract_speech_token.py")
-    if is_done "${marker}" "${fp}" && [ -f "${d}/utt2speech_token.pt" ]; then
-      log "Stage 2: ${x}: already done for these inputs; skipped (--force true redoes it)"
-    else
-      rm -f "${marker}"
+    fp=$(fingerprint "path:${d}/wav.scp" "path:${pretrained_model_dir}/speech_tokenizer_v2.onnx" src:)
+    outs=("${d}/utt2speech_token.pt")
+    run_once "Stage 2: ${x}" "${d}/.stage2.done" "${fp}" outs \
       python3 "${root}/tools/extract_speech_token.py" --data_dir "${d}" \
         --onnx_path "${pretrained_model_dir}/speech_tokenizer_v2.onnx" --num_workers "${nj}"
-      echo "${fp}" > "${marker}"
-    fi
   done
 fi
 
@@ -330,26 +404,32 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
   for x in "${train_set}" "${test_set}"; do
     d=$(set_dir "${x}")
     log "Stage 3: parquet lists: ${d}/{wav.scp,text,utt2spk,*.pt} -> ${d}/parquet/{data,utt2data,spk2data}.list"
-    marker=${d}/.stage3.done
     fp=$(fingerprint "path:${d}/wav.scp" "path:${d}/text" "path:${d}/utt2spk" "path:${d}/utt2embedding.pt" \
-      "path:${d}/spk2embedding.pt" "path:${d}/utt2speech_token.pt" "path:${root}/tools/make_parquet_list.py" \
-      "per_shard=${num_utts_per_parquet}")
-    if is_done "${marker}" "${fp}" && [ -f "${d}/parquet/data.list" ]; then
-      log "Stage 3: ${x}: already done for these inputs; skipped (--force true redoes it)"
-    else
-      rm -f "${marker}"
+      "path:${d}/spk2embedding.pt" "path:${d}/utt2speech_token.pt" src: "per_shard=${num_utts_per_parquet}")
+    outs=("${d}/parquet/data.list" "${d}/parquet/utt2data.list" "${d}/parquet/spk2data.list")
+    run_once "Stage 3: ${x}" "${d}/.stage3.done" "${fp}" outs \
       python3 "${root}/tools/make_parquet_list.py" --src_dir "${d}" --des_dir "${d}/parquet" \
         --num_utts_per_parquet "${num_utts_per_parquet}" --num_processes "${nj}"
-      echo "${fp}" > "${marker}"
-    fi
   done
 fi
+
+# speakers: the speaker ids of the training set (stage 0), space separated
+speakers() {
+  local f
+  f=$(set_dir "${train_set}")/spk2utt
+  [ -f "${f}" ] && cut -d' ' -f1 "${f}" | tr '\n' ' ' | sed 's/ $//'
+}
 
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
   d=$(set_dir "${train_set}")
   log "Stage 4: speaker info: ${d}/spk2embedding.pt -> ${model_dir}/spk2info.pt (+ links to ${pretrained_model_dir})"
-  python3 "${root}/tools/save_spk2info.py" --data_dir "${d}" --pretrained_model_dir "${pretrained_model_dir}" \
+  run python3 "${root}/tools/save_spk2info.py" --data_dir "${d}" --pretrained_model_dir "${pretrained_model_dir}" \
     --model_dir "${model_dir}"
+  # inference.sh --model_dir <exp_dir>/model reads this: the experiment's speaker and its test clips (prompts)
+  test_abs=$(cd "$(set_dir "${test_set}")" && pwd)
+  printf '# written by run.sh stage 4: the defaults of inference.sh --model_dir %s\nspk_id=%s\ntest_data_dir=%s\n' \
+    "${model_dir}" "${spk_id:-$(speakers | cut -d' ' -f1)}" "${test_abs}" > "${exp_dir}/recipe_data.conf.tmp"
+  mv "${exp_dir}/recipe_data.conf.tmp" "${exp_dir}/recipe_data.conf"
 fi
 
 if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
@@ -395,30 +475,38 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
   for m in ${train_models}; do
     out=${exp_dir}/${m}
     log "Stage 5: train ${m} on ${where} (${train_engine}): ${train_list} + ${pretrained_model_dir}/${m}.pt -> ${out}/"
-    marker=${out}/.stage5.done
-    fp=$(fingerprint "path:${train_list}" "path:${cv_list}" "path:${config}" "path:${pretrained_model_dir}/${m}.pt" \
-      "engine=${train_engine}" "nproc=${nproc}" "opts=${opts[*]}")
-    if is_done "${marker}" "${fp}"; then
+    marker=${exp_dir}/.stage5.${m}.done
+    fp=$(fingerprint "list:${train_list}" "list:${cv_list}" "path:${config}" "path:${pretrained_model_dir}/${m}.pt" \
+      "path:${model_dir}/spk2info.pt" src: "engine=${train_engine}" "nproc=${nproc}" "opts=${opts[*]}")
+    outs=("${out}/config.yaml")
+    if [ "${force}" = false ] && [ -f "${marker}" ] && [ "$(cat "${marker}")" = "$(marker_text "${fp}" "${outs[@]}")" ]; then
       log "Stage 5: ${m}: already trained with these inputs; skipped (--force true retrains it)"
       continue
     fi
+    explain_rerun "Stage 5: ${m}" "${marker}" "${fp}" "${outs[@]}"
+    finished=false
+    [ ! -f "${marker}" ] || finished=true  # the run in ${out} finished, with other inputs
+    rm -f "${marker}"
     resume_opt=()
     if [ "${resume}" = true ]; then
-      resume_opt=(--resume)
+      resume_opt=(--resume)  # train.py refuses checkpoints made from other data
     elif compgen -G "${out}/*.ckpt.json" >/dev/null; then
-      [ "${force}" = true ] || die "stage 5: ${out} holds checkpoints of another or unfinished run:" \
-        "--resume true continues it, --force true starts ${m} over (deletes ${out})"
-      rm -rf "${out:?}"
+      [ "${force}" = true ] || [ "${finished}" = true ] || die "stage 5: ${out} holds checkpoints of an unfinished run:" \
+        "--resume true continues it, --force true starts ${m} over (the old run is kept in ${out}.prev until the new one succeeds)"
+      rm -rf "${out:?}.prev"
+      mv "${out}" "${out}.prev"
+      log "Stage 5: ${m}: the inputs changed (or --force true): training again from ${pretrained_model_dir}/${m}.pt;" \
+        "the previous run is kept in ${out}.prev until this one succeeds"
     fi
-    rm -f "${marker}"
     port=$(python3 -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
-    python3 -m torch.distributed.run --nnodes 1 --nproc_per_node "${nproc}" \
+    run python3 -m torch.distributed.run --nnodes 1 --nproc_per_node "${nproc}" \
       --master_addr 127.0.0.1 --master_port "${port}" \
       -m cosyvoice.bin.train --model "${m}" --config "${config}" --checkpoint "${pretrained_model_dir}/${m}.pt" \
       --train_data "${train_list}" --cv_data "${cv_list}" --model_dir "${out}" \
       --train_engine "${train_engine}" --deepspeed_config "${root}/conf/ds_stage2.json" --dist_backend "${backend}" \
       --num_workers "${workers}" --swanlab "${swanlab}" "${opts[@]}" "${resume_opt[@]}"
-    echo "${fp}" > "${marker}"
+    rm -rf "${out:?}.prev"
+    marker_text "${fp}" "${outs[@]}" > "${marker}"
   done
   log "Stage 5: curves: tensorboard --logdir ${exp_dir} (SwanLab runs: ${exp_dir}/<model>/swanlog);" \
     "samples: ${exp_dir}/<model>/samples/epoch_*/"
@@ -428,7 +516,7 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
   for m in ${train_models}; do
     log "Stage 6: average ${average_num} checkpoints chosen by ${select_by}: ${exp_dir}/${m}/epoch_*.pt -> ${model_dir}/${m}.pt"
     [ -f "${exp_dir}/${m}/config.yaml" ] || die "stage 6: ${exp_dir}/${m} holds no training run: run stage 5 first (--stage 5)"
-    python3 -m cosyvoice.bin.average_model --src_path "${exp_dir}/${m}" --dst_model "${model_dir}/${m}.pt" \
+    run python3 -m cosyvoice.bin.average_model --src_path "${exp_dir}/${m}" --dst_model "${model_dir}/${m}.pt" \
       --num "${average_num}" --select_by "${select_by}"
   done
 fi
@@ -436,8 +524,8 @@ fi
 if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
   log "Stage 7: export the flow: ${model_dir}/flow.pt -> ${model_dir}/{flow.encoder.fp32.zip,flow.decoder.estimator.fp32.onnx}"
   [ -f "${model_dir}/flow.pt" ] || die "stage 7: ${model_dir}/flow.pt not found: run stages 4-6 first (--stage 4)"
-  python3 -m cosyvoice.bin.export --model_dir "${model_dir}"
-  log "Stage 7: model dir ready: ${model_dir} (bash inference.sh --model_dir ${model_dir})"
+  run python3 -m cosyvoice.bin.export --model_dir "${model_dir}"
+  log "Stage 7: model dir ready: ${model_dir}"
 fi
 
 if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
@@ -451,35 +539,32 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
   if [ -f "${pretrained_model_dir}/.stand_in.done" ]; then
     threads=1                     # its many tiny ops run fastest on one thread
   fi
-  marker=${exp_dir}/.stage8.done
-  # the weights by size and time (hashing GBs on every run is slow), the rest by content
-  weights=$(stat -L -c '%n %s %Y' "${model_dir}"/{llm,flow,hift}.pt "${pretrained_model_dir}"/{llm,flow,hift}.pt)
-  fp=$(fingerprint "${weights}" \
+  weights=()
+  for f in llm flow hift; do weights+=("path:${model_dir}/${f}.pt" "path:${pretrained_model_dir}/${f}.pt"); done
+  fp=$(fingerprint "${weights[@]}" "path:${model_dir}/spk2info.pt" \
     "path:$(set_dir "${train_set}")/spk2embedding.pt" "path:${test_dir}/wav.scp" "path:${test_dir}/text" \
-    "path:$(set_dir "${train_set}")/wav.scp" "path:${root}/cosyvoice/bin/evaluate.py" \
-    "path:${root}/cosyvoice/eval/runner.py" "path:${root}/cosyvoice/eval/metrics.py" \
-    "path:${root}/cosyvoice/eval/asr.py" "path:${root}/cosyvoice/eval/report.py" "asr=${asr_model_dir}" \
-    "utts=${eval_max_utts}" "ratio=${ratio}" "seed=${seed}")
-  if is_done "${marker}" "${fp}" && [ -f "${exp_dir}/report.html" ]; then
-    log "Stage 8: already done for these inputs; skipped (--force true redoes it)"
-  else
-    rm -f "${marker}"
-    extra=()
-    [ -z "${asr_model_dir}" ] || extra+=(--asr_model_dir "${asr_model_dir}")
-    [ -z "${ratio}" ] || extra+=(--max_token_text_ratio "${ratio}")
-    [ -z "${spk_id}" ] || extra+=(--spk_id "${spk_id}")
+    "path:$(set_dir "${train_set}")/wav.scp" src: "asr=${asr_model_dir}" \
+    "utts=${eval_max_utts}" "ratio=${ratio}" "seed=${seed}" "spk=${spk_id}")
+  extra=()
+  [ -z "${asr_model_dir}" ] || extra+=(--asr_model_dir "${asr_model_dir}")
+  [ -z "${ratio}" ] || extra+=(--max_token_text_ratio "${ratio}")
+  [ -z "${spk_id}" ] || extra+=(--spk_id "${spk_id}")
+  outs=("${exp_dir}/report.html" "${exp_dir}/metrics.json")
+  run_once "Stage 8" "${exp_dir}/.stage8.done" "${fp}" outs \
     python3 -m cosyvoice.bin.evaluate --pretrained_model_dir "${pretrained_model_dir}" --model_dir "${model_dir}" \
       --test_data_dir "${test_dir}" --prompt_data_dir "$(set_dir "${train_set}")" --exp_dir "${exp_dir}" \
       --max_utts "${eval_max_utts}" --seed "${seed}" --num_threads "${threads}" "${extra[@]}"
-    echo "${fp}" > "${marker}"
-  fi
   log "Stage 8: open ${exp_dir}/report.html in a browser"
 fi
 
-if [ "${stop_stage}" -ge 5 ]; then
-  log "Where things are:" \
-    "model dir ${model_dir} (bash inference.sh --model_dir ${model_dir});" \
-    "samples of each epoch ${exp_dir}/<model>/samples/; curves: tensorboard --logdir ${exp_dir};" \
+if [ "${stop_stage}" -ge 4 ] && [ -f "${model_dir}/spk2info.pt" ]; then
+  spk=${spk_id}
+  [ -n "${spk}" ] || spk=$(speakers | cut -d' ' -f1)
+  infer="bash ${root}/inference.sh --model_dir ${model_dir} --spk_id ${spk} --test_data_dir $(set_dir "${test_set}")"
+  log "Where things are (experiment '${tag}', speaker(s) $(speakers)):" \
+    "model dir ${model_dir}; samples of each epoch ${exp_dir}/<model>/samples/; curves: tensorboard --logdir ${exp_dir};" \
     "report ${exp_dir}/report.html"
+  log "Next: synthesize with this speaker (SFT, and zero-shot from one of its test clips) into ${exp_dir}/inference:"
+  echo "${infer}"
 fi
 log "Done: stages ${stage}..${stop_stage} in ${SECONDS} s"

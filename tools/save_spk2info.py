@@ -8,7 +8,8 @@ spk2embedding.pt, stage 1): the official format, which the official CosyVoice2 f
 `inference_sft`. The model dir gets, besides it, links (or copies, --copy) to the pretrained files the official
 CosyVoice2 class loads: cosyvoice2.yaml, llm.pt, flow.pt, hift.pt, campplus.onnx, speech_tokenizer_v2.onnx and
 CosyVoice-BlankEN/. An entry already there (e.g. a fine-tuned llm.pt) is kept, never overwritten; so writers of
-fine-tuned weights must replace a link (write a temp file, then rename), not write through it. Exported
+fine-tuned weights must replace a link (write a temp file, then rename), not write through it. A link to another
+pretrained dir (after --pretrained_model_dir changed) is replaced by one to the current dir. Exported
 accelerations (flow.encoder.*.zip, flow.decoder.estimator.*.onnx) are not linked: they would not match
 fine-tuned weights.
 """
@@ -63,7 +64,10 @@ def populate_model_dir(pretrained_dir: str, model_dir: str, copy: bool) -> List[
     added = []
     for name in MODEL_DIR_ENTRIES:
         src, dst = os.path.abspath(os.path.join(pretrained_dir, name)), os.path.join(model_dir, name)
-        if os.path.lexists(dst):
+        if os.path.islink(dst) and os.path.realpath(dst) != os.path.realpath(src):
+            logging.info("%s linked to %s, not to the current pretrained dir: relinking it", dst,
+                         os.path.realpath(dst))  # --pretrained_model_dir changed since the last stage 4
+        elif os.path.lexists(dst):
             continue
         tmp = os.path.join(model_dir, f".{name}.tmp")
         if os.path.lexists(tmp):

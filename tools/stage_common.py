@@ -85,7 +85,11 @@ def atomic_write(path: str, write: Callable[[str], None]) -> None:
 def save_pt(obj, path: str) -> None:
     import torch
 
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object, not the temp name: the same object gives the same bytes
+            torch.save(obj, f)
+
+    atomic_write(path, write)
 
 
 def write_lines(path: str, lines: Iterable[str]) -> None:

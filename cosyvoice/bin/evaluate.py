@@ -73,7 +73,7 @@ def evaluate(args) -> dict:
     from cosyvoice.eval import runner
     from cosyvoice.eval.asr import load_asr
     from cosyvoice.eval.metrics import SpeakerEmbedder
-    from cosyvoice.utils.pretrained import CAMPPLUS_FILE
+    from cosyvoice.utils.pretrained import CAMPPLUS_FILE, is_stand_in
 
     spk, items = runner.read_items(args.test_data_dir, args.spk_id)
     args.spk_id = spk
@@ -81,9 +81,10 @@ def evaluate(args) -> dict:
     prompt = runner.choose_prompt(args.prompt_data_dir, spk, args.prompt_utt)
     check_inputs(args)
     logger.info("speaker %s: %d test text(s); zero-shot prompt %s", spk, len(items), prompt.utt)
-    audio_dir = os.path.join(args.exp_dir, "report_audio")
-    for system in runner.SYSTEMS:  # no stale clips of an earlier run
-        shutil.rmtree(os.path.join(audio_dir, system), ignore_errors=True)
+    # written aside (report_audio.new) and swapped in by main() once everything is scored: a failed run leaves
+    # the previous report and its audio as they were
+    audio_dir = os.path.join(os.path.abspath(args.exp_dir), "report_audio.new")
+    shutil.rmtree(audio_dir, ignore_errors=True)
     audio = {"real": runner.copy_real(items, os.path.join(audio_dir, "real"))}
     for system, model_dir in (("base", args.pretrained_model_dir), ("sft", args.model_dir)):
         cosyvoice = CosyVoice2(model_dir)
@@ -102,7 +103,22 @@ def evaluate(args) -> dict:
         "prompt": {"utt": prompt.utt, "text": prompt.text, "wav": prompt.wav}, "seed": args.seed,
         "max_token_text_ratio": args.max_token_text_ratio, "asr": asr_status, "systems": runner.SYSTEMS,
         "summary": summary, "utterances": rows,
+        "stand_in": {"base": is_stand_in(args.pretrained_model_dir), "sft": is_stand_in(args.model_dir)},
     }
+
+
+def swap_in_audio(metrics: dict, audio_dir: str) -> None:
+    """Move ``<audio_dir>.new`` (this run's clips) onto ``audio_dir`` and point the metrics' wav paths there."""
+    new, old = audio_dir + ".new", audio_dir + ".old"
+    shutil.rmtree(old, ignore_errors=True)
+    if os.path.isdir(audio_dir):
+        os.rename(audio_dir, old)
+    os.rename(new, audio_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    for row in metrics["utterances"]:
+        for entry in row.values():
+            if isinstance(entry, dict) and str(entry.get("wav", "")).startswith(new + os.sep):
+                entry["wav"] = audio_dir + entry["wav"][len(new):]
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -122,6 +138,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (EvalInputError, PretrainedDirError, PromptError, SpeakerError) as e:
         print(f"evaluate: error: {e}", file=sys.stderr)
         return 1
+    swap_in_audio(metrics, os.path.join(os.path.abspath(args.exp_dir), "report_audio"))
     train_dirs = args.train_dirs
     if train_dirs is None:
         train_dirs = [d for d in (os.path.join(args.exp_dir, m) for m in ("llm", "flow")) if os.path.isdir(d)]

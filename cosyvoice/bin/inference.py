@@ -52,8 +52,8 @@ def get_args(argv=None):
     p.add_argument("--model_dir", required=True, help="CosyVoice2 model dir (pretrained, fine-tuned or stand-in)")
     p.add_argument("--mode", default="all", choices=MODES + ("all",), help="inference mode")
     p.add_argument("--text_json", required=True, help="json of lines to synthesize, per speaker and mode")
-    p.add_argument("--spk_id", default="", help="speaker: the json section and the SFT speaker of spk2info.pt "
-                                               "(empty: the json's only speaker)")
+    p.add_argument("--spk_id", default="", help="speaker: the SFT speaker of spk2info.pt and the json section it "
+                                               "speaks (empty: the model dir's only speaker, else the json's only one)")
     p.add_argument("--prompt_wav", default="", help="prompt audio for zero-shot / cross-lingual / instruct")
     p.add_argument("--prompt_text", default="", help="transcript of --prompt_wav (zero-shot)")
     p.add_argument("--test_data_dir", default="", help="Kaldi data dir or pair folder to take the prompt from "
@@ -78,7 +78,9 @@ def _as_lines(value, where: str) -> List[str]:
 
 
 def load_text_json(path: str, spk_id: str) -> Tuple[str, Dict[str, List[Job]]]:
-    """(speaker, {mode: jobs}) from the text json; only the modes the speaker's section has."""
+    """(speaker, {mode: jobs}) from the text json; only the modes the speaker's section has.
+
+    A speaker without a section of its own speaks the json's ``default`` section, or its only section."""
     try:
         with open(path, encoding="utf-8") as f:
             table = json.load(f)
@@ -92,18 +94,26 @@ def load_text_json(path: str, spk_id: str) -> Tuple[str, Dict[str, List[Job]]]:
         if len(table) != 1:
             raise InputError(f"{path} has several speakers ({', '.join(table)}): choose one with --spk_id")
         spk_id = next(iter(table))
+    section_name = spk_id
     if spk_id not in table:
-        raise InputError(f"speaker '{spk_id}' not in {path} (it has: {', '.join(table)})")
-    section = table[spk_id]
+        if "default" in table:
+            section_name = "default"
+        elif len(table) == 1:
+            section_name = next(iter(table))
+        else:
+            raise InputError(f"speaker '{spk_id}' not in {path} (it has: {', '.join(table)}); add a section for "
+                             f"it or a 'default' one")
+        logger.info("%s has no section for speaker '%s': speaking the lines of '%s'", path, spk_id, section_name)
+    section = table[section_name]
     unknown = sorted(set(section) - set(JSON_KEYS.values())) if isinstance(section, dict) else []
     if not isinstance(section, dict) or unknown:
-        raise InputError(f"{path}: speaker '{spk_id}' must map {', '.join(JSON_KEYS.values())} to lines"
+        raise InputError(f"{path}: speaker '{section_name}' must map {', '.join(JSON_KEYS.values())} to lines"
                          + (f" (unknown key(s): {', '.join(unknown)})" if unknown else ""))
     jobs: Dict[str, List[Job]] = {}
     for mode, key in JSON_KEYS.items():
         if key not in section:
             continue
-        where = f"{path}: {spk_id}.{key}"
+        where = f"{path}: {section_name}.{key}"
         if mode == "instruct":
             items = section[key] if isinstance(section[key], list) else [section[key]]
             pairs = []
@@ -148,8 +158,18 @@ def read_data_dir(data_dir: str) -> Dict[str, Tuple[str, str]]:
     return pairs
 
 
-def resolve_prompt(args) -> Tuple[str, str]:
-    """(prompt wav, prompt text) from --prompt_wav/--prompt_text or --test_data_dir/--example_id."""
+def data_dir_speakers(data_dir: str) -> Dict[str, str]:
+    """{utt: speaker} of a Kaldi data dir's utt2spk (empty when it has none)."""
+    path = os.path.join(data_dir, "utt2spk")
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return dict(line.split(maxsplit=1)[0:2] for line in f if len(line.split()) >= 2)
+
+
+def resolve_prompt(args, spk_id: str = "") -> Tuple[str, str]:
+    """(prompt wav, prompt text) from --prompt_wav/--prompt_text or --test_data_dir/--example_id (by default the
+    first utterance of ``spk_id`` there, when the dir says whose each one is)."""
     if args.prompt_wav:
         return args.prompt_wav, args.prompt_text
     if not args.test_data_dir:
@@ -157,12 +177,33 @@ def resolve_prompt(args) -> Tuple[str, str]:
     utts = read_data_dir(args.test_data_dir)
     if not utts:
         raise InputError(f"{args.test_data_dir} holds no utterance (wav + transcript)")
-    utt = args.example_id or sorted(utts)[0]
+    utt = args.example_id
+    if not utt:
+        utt2spk = {u: s.strip() for u, s in data_dir_speakers(args.test_data_dir).items()}
+        own = [u for u in sorted(utts) if utt2spk.get(u) == spk_id]
+        if utt2spk and spk_id and not own:
+            raise InputError(f"{args.test_data_dir} has no utterance of speaker '{spk_id}' to prompt with: give "
+                             f"--prompt_wav, or --test_data_dir of this speaker's data")
+        utt = (own or sorted(utts))[0]
     if utt not in utts:
         raise InputError(f"--example_id {utt} not in {args.test_data_dir} (e.g. {', '.join(sorted(utts)[:5])})")
     wav, text = utts[utt]
     logger.info("prompt: %s (%s) '%s'", utt, wav, text)
     return wav, args.prompt_text or text
+
+
+def default_speaker(model_dir: str) -> str:
+    """The speaker of a fine-tuned model dir whose spk2info.pt holds exactly one; else empty."""
+    path = os.path.join(model_dir, "spk2info.pt")
+    if not os.path.isfile(path):
+        return ""
+    import torch
+
+    try:
+        speakers = list(torch.load(path, map_location="cpu", weights_only=True))
+    except Exception:  # noqa: BLE001 - the model load below reports a damaged file properly
+        return ""
+    return speakers[0] if len(speakers) == 1 else ""
 
 
 def check_prompt_wav(path: str) -> None:
@@ -247,11 +288,11 @@ def main(argv=None) -> int:
     try:
         if args.speed <= 0 or (args.stream == "true" and args.speed != 1.0):
             raise InputError(f"--speed {args.speed}: must be > 0, and 1.0 when --stream true")
-        spk_id, jobs = load_text_json(args.text_json, args.spk_id)
+        spk_id, jobs = load_text_json(args.text_json, args.spk_id or default_speaker(args.model_dir))
         modes = requested_modes(args.mode, jobs, spk_id, args.text_json)
         prompt = ("", "")
         if set(modes) - {"sft"}:
-            prompt = resolve_prompt(args)
+            prompt = resolve_prompt(args, spk_id)
             check_prompt_wav(prompt[0])
             if "zero-shot" in modes and not prompt[1].strip():
                 raise InputError("zero-shot needs the prompt's transcript: give --prompt_text")

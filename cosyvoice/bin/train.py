@@ -18,7 +18,9 @@ checkpoint exactly as if the run had not stopped.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -29,10 +31,13 @@ from cosyvoice.utils import checkpoint as ckpt
 from cosyvoice.utils import train_utils as tu
 from cosyvoice.utils.common import set_all_random_seed
 from cosyvoice.utils.executor import Executor
+from cosyvoice.utils.fingerprint import list_content_digest
+from cosyvoice.utils.lifeline import die_with_torchrun_agent
 from cosyvoice.utils.trackers import SWANLAB_MODES, init_tracker
 
 logger = logging.getLogger("cosyvoice.bin.train")
 DS_CONFIG = Path(__file__).resolve().parents[2] / "conf" / "ds_stage2.json"
+DATA_RECORD = "train_data.json"  # which data the checkpoints of a model dir were trained on
 
 
 def get_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -92,9 +97,11 @@ def setup_run(args, info: tu.DistInfo):
     if existing and not args.resume:
         raise tu.TrainSetupError(f"{model_dir} already holds checkpoints ({existing[-1].name}, ...): pass --resume "
                                  "to continue, or choose a new --model_dir")
+    data = check_training_data(args, model_dir, resuming=bool(existing))
     args.qwen_pretrain_path = tu.resolve_qwen_path(args)
     config_path = model_dir / "config.yaml"
     if info.is_main:
+        ckpt.atomic_write_text(model_dir / DATA_RECORD, json.dumps(data, indent=1) + "\n")
         before = config_path.read_text(encoding="utf-8") if existing and config_path.is_file() else None
         text = tu.write_train_config(args.config, tu.config_overrides(args), config_path)
         if before is not None and before != text:
@@ -106,7 +113,34 @@ def setup_run(args, info: tu.DistInfo):
     return tu.load_train_config(config_path, args.model), model_dir
 
 
+def check_training_data(args, model_dir: Path, resuming: bool) -> dict:
+    """What this run trains on (the lists and a digest of their shards' content); resuming checkpoints that were
+    trained on other data is refused, naming both."""
+    for option, path in (("--train_data", args.train_data), ("--cv_data", args.cv_data)):
+        if not Path(path).is_file():
+            raise tu.TrainSetupError(f"{option} {path} not found: make it with stage 3 (tools/make_parquet_list.py)")
+    try:
+        data = {"train_data": os.path.abspath(args.train_data), "train_sha256": list_content_digest(args.train_data),
+                "cv_data": os.path.abspath(args.cv_data), "cv_sha256": list_content_digest(args.cv_data),
+                "checkpoint": os.path.abspath(args.checkpoint) if args.checkpoint else None}
+    except OSError as e:
+        raise tu.TrainSetupError(f"cannot read a parquet shard listed in {args.train_data} or {args.cv_data}: "
+                                 f"{e}; rerun stage 3") from e
+    record = model_dir / DATA_RECORD
+    if resuming and record.is_file():
+        before = json.loads(record.read_text(encoding="utf-8"))
+        if before.get("train_sha256") != data["train_sha256"]:
+            raise tu.TrainSetupError(
+                f"--resume: the checkpoints in {model_dir} were trained on {before.get('train_data')} "
+                f"(content {str(before.get('train_sha256'))[:12]}), not on {data['train_data']} "
+                f"(content {data['train_sha256'][:12]}): start over in a new --model_dir (run.sh: --force true or "
+                f"another --tag)")
+    return data
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # a torchrun worker: end with the agent (run.sh stopped, agent killed)
+        die_with_torchrun_agent()
     args = get_args(argv)
     args.argv = argv
     info = tu.init_distributed(args.train_engine, args.dist_backend)

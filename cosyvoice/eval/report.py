@@ -262,6 +262,7 @@ table.utts td.text { max-width: 260px; } audio { width: 250px; height: 32px; }
 .facts { color: #555; font-size: 12px; margin-top: 2px; } .asr { color: #777; font-size: 12px; font-style: italic; }
 .note { color: #555; font-size: 13px; } img { max-width: 100%; border: 1px solid #eee; margin: 6px 0; }
 .warn { color: #a04000; }
+.banner { background: #fff3cd; border: 1px solid #e0b252; padding: 10px 14px; font-size: 14px; }
 """
 
 
@@ -281,6 +282,14 @@ def render_html(metrics: Dict, exp_dir: Path, summary_plot: Optional[Path], plot
             f"Fine-tuned model: {e(metrics.get('model_dir', ''))}, SFT speaker {e(metrics.get('speaker', ''))}",
             asr_line,
             f"Generated {e(metrics.get('created', ''))}"]
+    stand_in = [name for name, key in (("base", "base"), ("fine-tuned", "sft"))
+                 if (metrics.get("stand_in") or {}).get(key)]
+    banner = ""
+    if stand_in:
+        banner = ("<p class='banner'>The " + " and the ".join(stand_in) + " model " + ("are" if len(stand_in) > 1 else
+                  "is") + " the tiny random <b>stand-in</b> (tools/make_tiny_pretrained.py), not CosyVoice2-0.5B: "
+                  "its audio is noise and these figures say nothing about voice quality. They only show that the "
+                  "recipe ran. Fine-tune the real model for real results (README: The pretrained model).</p>")
     plot_html = "".join(f"<h3>{e(title)}</h3><img alt='{e(title)}' src='{_data_uri(path, 'image/png')}'>"
                         for title, path in plots)
     if missing_training:
@@ -292,6 +301,7 @@ def render_html(metrics: Dict, exp_dir: Path, summary_plot: Optional[Path], plot
 <style>{STYLE}</style></head>
 <body>
 <h1>CosyVoice2 fine-tuning report: speaker {e(metrics.get('speaker', ''))}</h1>
+{banner}
 <p class="note">{'<br>'.join(info)}</p>
 <h2>Metrics: base vs fine-tuned</h2>
 {metrics_table(metrics)}

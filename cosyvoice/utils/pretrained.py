@@ -59,6 +59,18 @@ def check_pretrained_dir(model_dir: str, required: Iterable[str] = REQUIRED_FILE
     return model_dir
 
 
+STAND_IN_MARK = "STAND-IN"  # in the first line of the yaml tools/make_tiny_pretrained.py writes
+
+
+def is_stand_in(model_dir: str) -> bool:
+    """True for the tiny random stand-in (or a model dir fine-tuned from it, which links or copies its yaml)."""
+    try:
+        with open(os.path.join(model_dir, CONFIG_FILE), encoding="utf-8") as f:
+            return STAND_IN_MARK in f.readline()
+    except OSError:
+        return False
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1 or argv[0] in ("-h", "--help"):

@@ -21,12 +21,25 @@ def raw_pack(tmp_path) -> Path:
 
 
 @pytest.fixture
-def run_recipe():
-    """Run `bash run.sh ARGS...` as a user would (without the venv setup step); return the CompletedProcess."""
+def run_recipe(tmp_path):
+    """Run `bash run.sh ARGS...` as a user would (without the venv setup step); return the CompletedProcess.
 
-    def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    The cwd (where data/ and exp/ go by default) is the test's tmp_path unless given."""
+
+    def run(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
         cmd = ["bash", str(ROOT / "run.sh"), "--setup_env", "false", *map(str, args)]
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        return subprocess.run(cmd, cwd=cwd or ROOT, env=env, capture_output=True, text=True, timeout=300)
+        return subprocess.run(cmd, cwd=cwd or tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """`bash run.sh` (the whole demo recipe) run once in a fresh cwd: (cwd, CompletedProcess)."""
+    cwd = tmp_path_factory.mktemp("demo_cwd")
+    cmd = ["bash", str(ROOT / "run.sh"), "--setup_env", "false"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return cwd, r

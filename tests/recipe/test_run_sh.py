@@ -2,10 +2,21 @@
 from __future__ import annotations
 
 import csv
+import re
 import shutil
+from pathlib import Path
 
 from recipe_helpers import BAD_FOLDER_EXPECTED, ROOT, make_bad_folder, snapshot, write_text, write_wav
 from validate_data_dir import read_table, validate_data_dir
+
+
+def assert_players_resolve(report: Path, count: int) -> None:
+    """Every <audio src> of the report is a relative path that names an existing file beside the report."""
+    srcs = re.findall(r"<audio [^>]*src='([^']+)'", report.read_text(encoding="utf-8"))
+    assert len(srcs) == count
+    for src in srcs:
+        assert not Path(src).is_absolute(), src
+        assert (report.parent / src).is_file(), src
 
 
 def table_keys(path):
@@ -162,16 +173,17 @@ def test_stage_minus1_without_pack_is_a_no_op(run_recipe, tmp_path):
     assert not (tmp_path / "data").exists()
 
 
-def test_demo_defaults_from_another_directory(run_recipe, tmp_path):
+def test_demo_defaults_from_another_directory(demo_run):
     """The README's demo command: the whole recipe on the demo voice and the stand-in (the CPU smoke run).
 
-    The defaults point into the project, so run.sh works from any directory; outputs go to the cwd.
+    The defaults point into the project, so run.sh works from any directory; outputs go to the cwd, into the
+    experiment 'demo_voice' (data/demo_voice, exp/demo_voice).
     """
-    r = run_recipe(cwd=tmp_path)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert table_keys(tmp_path / "data" / "train" / "wav.scp")[:2] == ["demo_0001", "demo_0002"]
-    assert validate_data_dir(tmp_path / "data" / "test") == {"utterances": 12, "speakers": 1}
-    assert dict(read_table(tmp_path / "data" / "train" / "wav.scp"))["demo_0001"] == str(
+    cwd, r = demo_run
+    data = cwd / "data" / "demo_voice"
+    assert table_keys(data / "train" / "wav.scp")[:2] == ["demo_0001", "demo_0002"]
+    assert validate_data_dir(data / "test") == {"utterances": 12, "speakers": 1}
+    assert dict(read_table(data / "train" / "wav.scp"))["demo_0001"] == str(
         ROOT / "local" / "demo_voice" / "train" / "demo_0001.wav")
     assert r.stdout.splitlines()[0].endswith("run.sh --setup_env false")
     assert r.stdout.splitlines()[-1].split(") ", 1)[1].startswith("Done: stages 0..8 in ")
@@ -179,9 +191,9 @@ def test_demo_defaults_from_another_directory(run_recipe, tmp_path):
     for x in ("train", "test"):
         for name in ("utt2embedding.pt", "spk2embedding.pt", "utt2speech_token.pt", "parquet/data.list",
                      "quality.tsv"):
-            assert (tmp_path / "data" / x / name).is_file(), name
-    assert (tmp_path / "exp" / "pretrained" / "CosyVoice2-0.5B-tiny" / ".stand_in.done").is_file()
-    exp = tmp_path / "exp" / "cosyvoice2_sft"
+            assert (data / x / name).is_file(), name
+    assert (cwd / "exp" / "pretrained" / "CosyVoice2-0.5B-tiny" / ".stand_in.done").is_file()
+    exp = cwd / "exp" / "demo_voice"
     model = exp / "model"
     assert (model / "spk2info.pt").is_file()
     # stages 5-7: two epochs of each model, averaged weights replace the links, the flow is exported
@@ -190,10 +202,15 @@ def test_demo_defaults_from_another_directory(run_recipe, tmp_path):
         assert list((exp / m / "samples" / "epoch_1").glob("*.wav")), m
         assert (model / f"{m}.pt").is_file() and not (model / f"{m}.pt").is_symlink()
     assert (model / "flow.decoder.estimator.fp32.onnx").is_file() and (model / "flow.encoder.fp32.zip").is_file()
-    # stage 8: the report, with one player per clip (real / base / fine-tuned for each of the 12 test texts)
+    # stage 8: the report, with one player per clip (real / base / fine-tuned for each of the 12 test texts), each
+    # pointing at an existing file relative to the report itself; the stand-in is named at the top
     html = (exp / "report.html").read_text(encoding="utf-8")
     assert html.count("<audio") == 3 * 12
-    assert "Where things are:" in r.stdout
+    assert_players_resolve(exp / "report.html", 36)
+    assert "tiny random <b>stand-in</b>" in html
+    assert "Where things are (experiment 'demo_voice', speaker(s) demo)" in r.stdout
+    assert (f"bash {ROOT}/inference.sh --model_dir exp/demo_voice/model --spk_id demo --test_data_dir "
+            "data/demo_voice/test") in r.stdout.splitlines()
 
 
 def test_pretrained_dir_missing_a_file_fails_at_once_naming_it(run_recipe, tmp_path):

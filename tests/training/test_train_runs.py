@@ -18,6 +18,7 @@ import soundfile as sf
 
 import train_helpers as th
 from cosyvoice.utils import checkpoint as ckpt
+from cosyvoice.utils import train_utils as tu
 from cosyvoice.utils.config import load_config
 
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (INFO|WARNING|ERROR) \[[\w.]+\.py:\d+\] \(0/1\) ")
@@ -263,3 +264,28 @@ def test_deepspeed_zero2_through_the_same_entry_point(ddp_two, tmp_path):
     # ZeRO-2 with the same data and optimizer gives the DDP weights
     assert th.max_abs_diff(th.load_state(model_dir / "epoch_1_whole.pt"),
                            th.load_state(ddp_dir / "epoch_1_whole.pt")) < 1e-5
+
+
+def test_resume_refuses_checkpoints_of_other_data(llm_run, stand_in, lists, tmp_path):
+    """--resume on checkpoints trained on other data fails at once, naming both data lists (and the same data by
+    content under another path is accepted)."""
+    model_dir = tmp_path / "llm"
+    shutil.copytree(llm_run, model_dir, ignore=shutil.ignore_patterns("swanlog", "tensorboard", "samples"))
+    record = json.loads((model_dir / "train_data.json").read_text())
+    assert record["train_data"] == str(lists["train"]) and len(record["train_sha256"]) == 64
+    other = th.write_lists(tmp_path / "other", {"other": [1.0, 1.2, 1.4]}, seed=7)
+    argv = th.train_args("llm", stand_in, other, lists["cv"], model_dir, *th.LLM_TRAIN) + ["--resume"]
+    with pytest.raises(tu.TrainSetupError, match=r"--resume: the checkpoints in .* were trained on "
+                                                 + re.escape(str(lists["train"])) + r" .*not on "
+                                                 + re.escape(str(other))):
+        th.run_train(argv)
+    # the same shards copied elsewhere: same content, so resuming is allowed (the run is already complete)
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    names = []
+    for line in Path(lists["train"]).read_text().split():
+        shutil.copy(line, moved / Path(line).name)
+        names.append(str(moved / Path(line).name))
+    (moved / "data.list").write_text("".join(f"{n}\n" for n in names))
+    argv = th.train_args("llm", stand_in, moved / "data.list", lists["cv"], model_dir, *th.LLM_TRAIN) + ["--resume"]
+    assert th.run_train(argv) == 0
