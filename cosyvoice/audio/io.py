@@ -9,9 +9,15 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from cosyvoice.audio.resample import resample  # noqa: F401  (the one resampler; re-exported for callers of io)
+from cosyvoice.audio import resample as _official
 
 PathLike = Union[str, os.PathLike]
+
+
+def resample(wav, orig_sr: int, target_sr: int):
+    """``cosyvoice.audio.resample.resample`` under this module's argument names: (..., T) float tensor or numpy
+    array from ``orig_sr`` to ``target_sr`` Hz, the official resampler."""
+    return _official.resample(wav, orig_sr, target_sr)
 
 
 def downmix(frames: np.ndarray) -> torch.Tensor:

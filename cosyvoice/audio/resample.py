@@ -22,6 +22,8 @@ Number-for-number details of the official transform, kept here on purpose:
 
 Filters are cached per (reduced rates, dtype, device), so a second clip at the same rates costs one conv1d. A
 float64 waveform gets the float64 filters (``Resample(dtype=torch.float64)``); float32 gets the official ones.
+Every parity path here resamples on the CPU (as the official ``load_wav``); on CUDA, cuDNN may run the float32
+conv1d in TF32 (torch's default for convolutions), which is not exact.
 """
 from __future__ import annotations
 
