@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Speed benchmark: LLM decoding, flow + HiFT token2wav (offline and streaming) and training throughput.
+"""Speed benchmark: LLM decoding, flow + HiFT token2wav (offline and streaming), training throughput, resampling.
 
     python tools/benchmark.py                                  # full-size conf/cosyvoice2.yaml, random weights
     python tools/benchmark.py --stand_in                       # the tiny stand-in (written to a temp dir)
@@ -20,6 +20,9 @@ Figures:
 * train_llm / train_flow: forward + backward + grad clip + Adam on a synthetic batch made by
   ``cosyvoice.dataset.processor.padding``: step time, utterances/s, speech tokens/s (llm) or mel frames/s (flow),
   peak memory, and the Adam step alone with the for-loop, foreach and fused implementations.
+* resample: the official resampler (``cosyvoice.audio.resample``, filters cached) against soxr VHQ on a
+  ``--resample_seconds`` clip, 48 -> 16, 48 -> 24 and 44.1 -> 16 kHz: ms per clip, times real time, and how far
+  apart the two filters' outputs are (the cost of exactness, and why soxr is not used where parity matters).
 """
 from __future__ import annotations
 
@@ -49,7 +52,9 @@ import torch  # noqa: E402
 
 logger = logging.getLogger("benchmark")
 
-STAGES = ("llm", "token2wav", "train_llm", "train_flow")
+STAGES = ("llm", "token2wav", "train_llm", "train_flow", "resample")
+MODEL_STAGES = ("llm", "token2wav", "train_llm", "train_flow")
+RESAMPLE_PAIRS = ((48000, 16000), (48000, 24000), (44100, 16000))
 # --undo: each speed change this toolkit makes over the official code, put back the official way, so that one
 # commit measures the figure with and without it (BENCHMARKS.md).
 UNDO = {
@@ -90,6 +95,7 @@ def get_args(argv=None):
     p.add_argument("--train_batch", type=int, default=4, help="utterances per training batch")
     p.add_argument("--train_text_tokens", type=int, default=18, help="text tokens per training utterance")
     p.add_argument("--train_speech_tokens", type=int, default=125, help="speech tokens per training utterance")
+    p.add_argument("--resample_seconds", type=float, default=5.0, help="length of the resampled clip")
     p.add_argument("--no_optimizer_variants", action="store_true",
                    help="skip timing the Adam for-loop / foreach / fused step separately")
     p.add_argument("--bandwidth_mib", type=int, default=256,
@@ -621,6 +627,36 @@ def adam_variants(params, args, device) -> Dict[str, object]:
     return out
 
 
+def bench_resample(args, device) -> Dict[str, object]:
+    """ms per ``--resample_seconds`` clip: cosyvoice.audio.resample (on ``device``, filters cached after the warm-up)
+    and soxr VHQ (CPU), for each rate pair of RESAMPLE_PAIRS."""
+    import soxr
+
+    from cosyvoice.audio.resample import resample, resample_filters
+
+    g = torch.Generator().manual_seed(args.seed + 3)
+    result: Dict[str, object] = {"clip_s": args.resample_seconds, "soxr": soxr.__version__, "pairs": {}}
+    for orig, new in RESAMPLE_PAIRS:
+        x = 0.1 * torch.randn(1, int(round(args.resample_seconds * orig)), generator=g)
+        x_dev, x_np = x.to(device), x[0].numpy()
+        ours = median(timed_runs(lambda i: resample(x_dev, orig, new), max(1, args.warmup), args.runs, device))
+        theirs = median(timed_runs(lambda i: soxr.resample(x_np, orig, new, quality="VHQ"), max(1, args.warmup),
+                                   args.runs, torch.device("cpu")))
+        exact = resample(x_dev, orig, new)[0].cpu().numpy()
+        other = soxr.resample(x_np, orig, new, quality="VHQ")
+        n = min(exact.size, other.size)
+        weight, _ = resample_filters(orig, new)
+        result["pairs"][f"{orig}->{new}"] = {
+            "phases": int(weight.shape[0]), "taps": int(weight.shape[2]),
+            "ms": round(ours * 1e3, 3), "x_real_time": round(args.resample_seconds / ours, 1),
+            "soxr_vhq_ms": round(theirs * 1e3, 3), "soxr_x_real_time": round(args.resample_seconds / theirs, 1),
+            "time_vs_soxr": round(ours / theirs, 3),
+            "samples": int(exact.size), "soxr_samples": int(other.size),
+            "max_abs_diff_vs_soxr": float(np.abs(exact[:n] - other[:n]).max()),
+        }
+    return result
+
+
 # ------------------------------------------------------------------------------------------------------ output
 def print_report(res: Dict[str, object]) -> None:
     env = res["env"]
@@ -656,6 +692,13 @@ def print_report(res: Dict[str, object]) -> None:
                   f"{rate} | peak {r['peak_memory_mb']} MB | {r['optimizer']}")
             if "adam_step_s" in r:
                 print(f"           adam step alone: {r['adam_step_s']}")
+    if "resample" in res:
+        r = res["resample"]
+        for pair, m in r["pairs"].items():
+            print(f"resample   {r['clip_s']:.2f} s clip {pair}: {m['ms']} ms ({m['x_real_time']}x real time, "
+                  f"{m['phases']} phases x {m['taps']} taps) | soxr VHQ {m['soxr_vhq_ms']} ms "
+                  f"({m['soxr_x_real_time']}x) | {m['time_vs_soxr']}x soxr's time | "
+                  f"max |diff| vs soxr {m['max_abs_diff_vs_soxr']:.2e}")
 
 
 def main(argv=None) -> int:
@@ -687,10 +730,12 @@ def main(argv=None) -> int:
     dtype = DTYPES[args.dtype]
 
     with tempfile.TemporaryDirectory(prefix="cosyvoice_bench_") as tmp:
-        logger.info("building the models")
         t0 = time.perf_counter()
-        model, source = build_models(args, Path(tmp))
-        undo_speedups(model, args.undo_list)
+        model, source = None, "none (resample only)"
+        if any(s in MODEL_STAGES for s in stages):
+            logger.info("building the models")
+            model, source = build_models(args, Path(tmp))
+            undo_speedups(model, args.undo_list)
         res: Dict[str, object] = {"model": source, "env": environment(args, device),
                                   "settings": {k: v for k, v in vars(args).items() if k not in ("out", "undo_list")},
                                   "build_s": round(time.perf_counter() - t0, 2)}
@@ -712,10 +757,15 @@ def main(argv=None) -> int:
             logger.info("flow training steps")
             batch = synthetic_batch(args, model.flow.token_mel_ratio, 100)
             res["train_flow"] = bench_train("flow", model.flow, batch, args, device, dtype)
+        if "resample" in stages:
+            logger.info("resampling, against soxr")
+            res["resample"] = bench_resample(args, device)
 
     if hasattr(os, "getloadavg"):
         res["env"]["load_average_end"] = os.getloadavg()  # other jobs on the machine skew the figures
     name = "stand_in" if args.stand_in else Path(args.model_dir or args.config).stem
+    if model is None:
+        name = "resample"
     undone = "".join(f"_undo-{u}" for u in args.undo_list)
     out = Path(args.out or ROOT / "exp" / "benchmark" / f"{name}_{device.type}_{args.dtype}{undone}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

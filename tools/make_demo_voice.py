@@ -125,6 +125,7 @@ def speak(espeak: str, voice: str, spoken: str) -> np.ndarray:
         wav = Path(tmp) / "seg.wav"
         subprocess.run([espeak, "-v", voice, "-s", str(SPEED_WPM), "-w", str(wav), spoken], check=True)
         audio, rate = sf.read(wav, dtype="float32")
+    # soxr on purpose: this makes source audio (the bundled voice), not a feature that must match the official code
     audio = soxr.resample(audio, rate, SAMPLE_RATE, quality="HQ")
     voiced = np.flatnonzero(np.abs(audio) > 0.01)
     return audio[voiced[0]: voiced[-1] + 1] if len(voiced) else audio

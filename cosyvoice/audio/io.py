@@ -1,4 +1,4 @@
-"""Audio file I/O: soundfile for reading/writing (wav, flac, ogg, mp3, ...), soxr for resampling."""
+"""Audio file I/O: soundfile for reading/writing (wav, flac, ogg, mp3, ...); the official resampler on reading."""
 from __future__ import annotations
 
 import os
@@ -7,26 +7,34 @@ from typing import Optional, Union
 
 import numpy as np
 import soundfile as sf
-import soxr
 import torch
 
-RESAMPLE_QUALITY = "VHQ"  # soxr's very-high-quality preset (the best it offers)
+from cosyvoice.audio import resample as _official
 
 PathLike = Union[str, os.PathLike]
 
 
-def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
-    """Resample a float32 (T,) signal with soxr (VHQ); returns float32."""
-    if orig_sr == target_sr:
-        return wav.astype(np.float32, copy=False)
-    return soxr.resample(wav, orig_sr, target_sr, quality=RESAMPLE_QUALITY).astype(np.float32, copy=False)
+def resample(wav, orig_sr: int, target_sr: int):
+    """``cosyvoice.audio.resample.resample`` under this module's argument names: (..., T) float tensor or numpy
+    array from ``orig_sr`` to ``target_sr`` Hz, the official resampler."""
+    return _official.resample(wav, orig_sr, target_sr)
+
+
+def downmix(frames: np.ndarray) -> torch.Tensor:
+    """(T, C) float32 frames as soundfile reads them -> (1, T) float32 channel average.
+
+    The official steps exactly: ``torchaudio.load`` gives the frames transposed to (C, T), then ``mean(dim=0,
+    keepdim=True)`` (so a mono file is returned as it is).
+    """
+    return torch.from_numpy(frames).t().mean(dim=0, keepdim=True)
 
 
 def load_wav(path: PathLike, target_sr: int, min_sr: Optional[int] = None) -> torch.Tensor:
-    """Read an audio file as mono float32 at ``target_sr``: a (1, T) tensor.
+    """Read an audio file as mono float32 at ``target_sr``: a (1, T) tensor, as the official ``load_wav``.
 
-    Channels are averaged; a different file rate is resampled with soxr (VHQ). ``min_sr``: refuse files recorded
-    below this rate (upsampling cannot restore the missing band).
+    Channels are averaged (``downmix``), then a different file rate is resampled with the official resampler
+    (``cosyvoice.audio.resample``). ``min_sr``: refuse files recorded below this rate (upsampling cannot restore
+    the missing band).
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -41,8 +49,7 @@ def load_wav(path: PathLike, target_sr: int, min_sr: Optional[int] = None) -> to
     if min_sr is not None and sr < min_sr:
         raise ValueError(f"audio file {path} is sampled at {sr} Hz, below the required {min_sr} Hz "
                          f"(use a recording of at least {min_sr} Hz)")
-    mono = data.mean(axis=1, dtype=np.float32)
-    return torch.from_numpy(np.ascontiguousarray(resample(mono, sr, target_sr)))[None]
+    return resample(downmix(data), sr, target_sr).contiguous()
 
 
 def save_wav(path: PathLike, wav, sr: int, subtype: Optional[str] = None) -> None:

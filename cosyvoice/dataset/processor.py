@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
-from cosyvoice.audio.io import resample as resample_audio
+from cosyvoice.audio.io import downmix
+from cosyvoice.audio.resample import resample as resample_audio
 
 logger = logging.getLogger(__name__)
 
@@ -56,20 +57,17 @@ def _rng(sample: Sample):
 
 
 def _decode_audio(sample: Sample):
-    """Encoded audio bytes -> (float32 tensor (1, T) averaged over channels, sample rate)."""
+    """Encoded audio bytes -> (float32 tensor (1, T) averaged over channels, sample rate), as ``load_wav`` reads."""
     try:
         wav, sr = sf.read(BytesIO(sample["audio_data"]), dtype="float32", always_2d=True)
     except Exception as e:  # soundfile raises several types; name the utterance whatever it was
         raise ValueError(f"cannot decode audio_data of {_where(sample)}: {e} (rebuild the parquet list)") from e
-    return torch.from_numpy(wav.mean(axis=1)).unsqueeze(0), sr
+    return downmix(wav), sr
 
 
 def _resample(wav: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
-    """Resample (C, T) float audio with the package's one resampler (``cosyvoice.audio.io.resample``, soxr)."""
-    if orig_sr == new_sr:
-        return wav
-    rows = [resample_audio(row.numpy(), orig_sr, new_sr) for row in wav]
-    return torch.from_numpy(np.ascontiguousarray(np.stack(rows)))
+    """Resample (C, T) float audio with the official resampler (``cosyvoice.audio.resample``)."""
+    return resample_audio(wav, orig_sr, new_sr)
 
 
 def parquet_opener(data: Iterable[Sample], mode: str = "train") -> Iterator[Sample]:

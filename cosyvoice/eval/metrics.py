@@ -146,7 +146,7 @@ def centroid(embeddings: Sequence) -> np.ndarray:
 
 
 class SpeakerEmbedder:
-    """CAM++ embeddings of audio at any sample rate (resampled to 16 kHz with soxr)."""
+    """CAM++ embeddings of audio at any sample rate (resampled to 16 kHz with the official resampler, as stage 1)."""
 
     def __init__(self, campplus_path: str, threads: int = 1):
         from cosyvoice.utils.onnx import EmbeddingExtractor
@@ -155,7 +155,7 @@ class SpeakerEmbedder:
         self.extractor = EmbeddingExtractor(campplus_path, threads=threads)
 
     def embed(self, wav, sample_rate: int) -> np.ndarray:
-        from cosyvoice.audio.io import resample
+        from cosyvoice.audio.resample import resample
         from cosyvoice.utils.onnx import SAMPLE_RATE
 
         wav = np.asarray(wav.detach().cpu().numpy() if hasattr(wav, "detach") else wav, dtype=np.float32)

@@ -72,6 +72,33 @@ def test_stand_in_writes_every_figure(bench_tool, tmp_path, capsys):
         assert all(_positive(v) or str(v).startswith("unsupported") for v in r["adam_step_s"].values())
     assert math.isclose(res["train_flow"]["mel_frames_per_s"], 2 * res["train_flow"]["speech_tokens_per_s"],
                         rel_tol=1e-2)
+    _check_resample(res["resample"], seconds=5.0)
+    assert "resample   5.00 s clip 48000->16000" in printed and "soxr VHQ" in printed
+
+
+def _check_resample(r, seconds):
+    assert r["clip_s"] == seconds and isinstance(r["soxr"], str)
+    assert set(r["pairs"]) == {"48000->16000", "48000->24000", "44100->16000"}
+    for pair, m in r["pairs"].items():
+        new = int(pair.split("->")[1])
+        assert m["samples"] == round(seconds * new), pair               # whole seconds: no rounding question
+        assert abs(m["soxr_samples"] - m["samples"]) <= 1, pair
+        for key in ("ms", "x_real_time", "soxr_vhq_ms", "soxr_x_real_time", "time_vs_soxr"):
+            assert _positive(m[key]), (pair, key)
+        assert math.isclose(m["x_real_time"], seconds / (m["ms"] / 1e3), rel_tol=0.05)
+        assert 1e-5 < m["max_abs_diff_vs_soxr"] < 0.5, pair              # a different filter, the same band
+    assert (r["pairs"]["48000->16000"]["phases"], r["pairs"]["48000->16000"]["taps"]) == (1, 41)
+    assert (r["pairs"]["44100->16000"]["phases"], r["pairs"]["44100->16000"]["taps"]) == (160, 475)
+
+
+def test_resample_alone_builds_no_model(bench_tool, tmp_path, capsys):
+    out = tmp_path / "resample.json"
+    argv = ["--stages", "resample", "--resample_seconds", "2", "--out", str(out)] + TINY
+    assert bench_tool.main(argv) == 0
+    res = json.loads(out.read_text())
+    assert res["model"] == "none (resample only)" and "llm" not in res and "token2wav" not in res
+    _check_resample(res["resample"], seconds=2.0)
+    assert "resample   2.00 s clip 44100->16000" in capsys.readouterr().out
 
 
 def test_undo_puts_the_official_work_back_and_records_it(bench_tool, tmp_path, capsys):

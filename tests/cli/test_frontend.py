@@ -52,6 +52,45 @@ def test_features_come_from_the_feature_module(frontend, stand_in_dir, prompt_wa
     assert embedding.shape == (1, 192) and torch.equal(embedding, ref_emb)
 
 
+def test_resampled_prompt_features_equal_the_checked_resampler(frontend, stand_in_dir, tmp_path, monkeypatch):
+    """A 48 kHz stereo prompt: the front end's log-mel, fbank, tokens, embedding and 24 kHz mel are, bit for bit,
+    those of the official load_wav steps (channel mean, then cosyvoice.audio.resample, checked against torchaudio
+    in tests/audio/test_resample.py)."""
+    from cosyvoice.audio.features import campplus_fbank, whisper_log_mel_spectrogram
+    from cosyvoice.audio.resample import resample
+
+    t = np.arange(int(1.2 * 48000)) / 48000
+    stereo = np.stack([0.3 * np.sin(2 * np.pi * 190 * t * (1 + 0.3 * t)), 0.2 * np.sin(2 * np.pi * 310 * t)
+                       + 0.04 * np.sin(2 * np.pi * 6100 * t)], axis=1)
+    path = tmp_path / "prompt48k.wav"
+    sf.write(path, stereo, 48000, subtype="PCM_16")
+    frames, _ = sf.read(path, dtype="float32", always_2d=True)
+    mono = torch.from_numpy(frames.T.copy()).mean(dim=0, keepdim=True)
+    x16, x24 = resample(mono, 48000, 16000), resample(mono, 48000, 24000)
+
+    seen = {}
+
+    def record(cls, method):  # keep the features each ONNX model is given
+        real = getattr(cls, method)
+
+        def wrapped(self, feat):
+            seen[method] = torch.as_tensor(feat).clone()
+            return real(self, feat)
+        monkeypatch.setattr(cls, method, wrapped)
+    record(EmbeddingExtractor, "from_fbank")
+    record(SpeechTokenizer, "from_log_mel")
+    token, _ = frontend._extract_speech_token(path)
+    assert torch.equal(seen["from_log_mel"], whisper_log_mel_spectrogram(x16, n_mels=128))
+    assert token[0].tolist() == SpeechTokenizer(str(stand_in_dir / "speech_tokenizer_v2.onnx")).tokenize(x16)
+    embedding = frontend._extract_spk_embedding(path)
+    assert torch.equal(seen["from_fbank"], campplus_fbank(x16))
+    assert torch.equal(embedding, EmbeddingExtractor(str(stand_in_dir / "campplus.onnx")).extract(x16))
+    feat, feat_len = frontend._extract_speech_feat(path)
+    assert feat.shape == (1, 60, 80) and feat_len.tolist() == [60]
+    assert torch.equal(feat, mel_spectrogram(x24, n_fft=1920, num_mels=80, sampling_rate=24000, hop_size=480,
+                                             win_size=1920, fmin=0, fmax=8000, center=False).transpose(1, 2))
+
+
 @pytest.mark.parametrize("extra_tokens", [0, 3, -4])
 def test_zero_shot_prompt_alignment(frontend, prompt_wav, monkeypatch, extra_tokens):
     """mel frames and tokens are cut to n = min(frames // 2, tokens): 2n frames, n tokens."""

@@ -122,12 +122,13 @@ def test_resample_to_24k_length_and_rate(parquet_lists):
     assert abs(np.argmax(spectrum) * 24000 / a2.numel() - 220) < 1.0
 
 
-def test_resample_odd_lengths_are_rounded():
-    for n, sr in [(12345, 16000), (16001, 16000), (9999, 44100), (7, 22050)]:
+def test_resample_odd_lengths_are_the_official_ceiling():
+    for n, sr, expected in [(12345, 16000, 18518), (16001, 16000, 24002), (9999, 44100, 5442), (7, 22050, 8),
+                            (175930, 22050, 191489)]:
         s = {"utt": "x", "speech": torch.zeros(1, n), "sample_rate": sr}
         (out,) = P.resample(iter([s]), resample_rate=24000)
-        assert out["speech"].shape[0] == 1 and out["speech"].dtype == torch.float32
-        assert abs(out["speech"].shape[1] - n * 24000 / sr) <= 0.5
+        assert out["speech"].dtype == torch.float32
+        assert out["speech"].shape == (1, expected) and expected == math.ceil(n * 24000 / sr)
 
 
 def test_resample_drops_low_rate_and_normalises_peak():
