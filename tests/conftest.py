@@ -36,6 +36,14 @@ def tiny_qwen_dir(tmp_path_factory, fixtures_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny3_qwen_dir(tmp_path_factory, fixtures3_dir) -> Path:
+    """A qwen_pretrain_path dir holding only config.json: the tiny CosyVoice3 backbone (tiny3_qwen2_config.json)."""
+    d = tmp_path_factory.mktemp("tiny3_qwen")
+    shutil.copy(fixtures3_dir / "tiny3_qwen2_config.json", d / "config.json")
+    return d
+
+
+@pytest.fixture(scope="session")
 def full_qwen_dir(tmp_path_factory) -> Path:
     """A qwen_pretrain_path dir with the Qwen2.5-0.5B / CosyVoice-BlankEN config (no weights)."""
     d = tmp_path_factory.mktemp("full_qwen")

@@ -1,8 +1,10 @@
 """Every acoustic feature the toolkit uses, written once for offline extraction, training and inference.
 
 * :func:`mel_spectrogram` - the 80-bin log-mel at 24 kHz that the flow model predicts and HiFT consumes
-  (numerically the Matcha-TTS / HiFi-GAN recipe the official yaml names as ``feat_extractor``);
-* :func:`whisper_log_mel_spectrogram` - the 128-bin Whisper log-mel at 16 kHz fed to ``speech_tokenizer_v2.onnx``;
+  (numerically the Matcha-TTS / HiFi-GAN recipe the official yaml names as ``feat_extractor``; the yaml sets the
+  band: ``fmax: 8000`` for CosyVoice2, ``fmax: null`` = 12 kHz for CosyVoice3, otherwise the same);
+* :func:`whisper_log_mel_spectrogram` - the 128-bin Whisper log-mel at 16 kHz fed to ``speech_tokenizer_v2.onnx``
+  and ``speech_tokenizer_v3.onnx`` alike;
 * :func:`kaldi_fbank` / :func:`campplus_fbank` - Kaldi fbank (torchaudio.compliance.kaldi defaults) and its
   mean-normalised form fed to ``campplus.onnx``.
 

@@ -1,9 +1,16 @@
-"""CosyVoice2's text -> speech-token language model: a Qwen2 backbone (``Qwen2Encoder``) inside ``Qwen2LM``.
+"""Text -> speech-token language models on a Qwen2 backbone (``Qwen2Encoder``): CosyVoice2's ``Qwen2LM`` and
+CosyVoice3's ``CosyVoice3LM`` (a subclass; what differs is the id layout, the embedding of sos/task id, the instruct
+tokens and the 151646 check, everything else is one implementation).
 
-Checkpoint layout (official ``llm.pt``): ``llm_embedding`` (row 0 = sos, row 1 = task id), ``llm.model.*`` (the HF
-``Qwen2ForCausalLM``, tied ``embed_tokens`` / ``lm_head`` both listed), ``llm_decoder`` (hidden -> speech_token_size+3
-scores) and ``speech_embedding`` (speech_token_size+3 rows). Ids ``speech_token_size + 0/1/2`` are eos, an unused
-stop id, and the bi-stream "fill" token that asks for more text.
+Checkpoint layouts (official ``llm.pt``):
+
+* ``Qwen2LM``: ``llm_embedding`` (row 0 = sos, row 1 = task id), ``llm.model.*`` (the HF ``Qwen2ForCausalLM``, tied
+  ``embed_tokens`` / ``lm_head`` both listed), ``llm_decoder`` (hidden -> speech_token_size+3 scores, with bias) and
+  ``speech_embedding`` (speech_token_size+3 rows). Ids ``speech_token_size + 0/1/2`` are eos, an unused stop id, and
+  the bi-stream "fill" token that asks for more text.
+* ``CosyVoice3LM``: no ``llm_embedding``; ``llm.model.*``, ``llm_decoder`` (speech_token_size+200 scores, no bias),
+  ``speech_embedding`` (speech_token_size+200 rows). Ids ``speech_token_size + 0/1/2/3`` are sos, eos, task id and
+  fill; sos and task id are embedded with ``speech_embedding``; all 200 ids from speech_token_size up stop decoding.
 """
 from __future__ import annotations
 
@@ -148,22 +155,31 @@ class Qwen2LM(nn.Module):
                  sampling: Callable, length_normalized_loss: bool = True, lsm_weight: float = 0.0,
                  mix_ratio: Sequence[int] = (5, 15)):
         super().__init__()
-        self.llm_input_size = llm_input_size
-        self.llm_output_size = llm_output_size
-        self.speech_token_size = speech_token_size
+        self._init_common(llm_input_size, llm_output_size, speech_token_size, sampling, length_normalized_loss,
+                          lsm_weight, mix_ratio)
         self.sos = 0
         self.task_id = 1
         self.eos_token = speech_token_size
         self.fill_token = speech_token_size + 2
         self.stop_token_ids = [speech_token_size + i for i in range(3)]
-        self.mix_ratio = [int(r) for r in mix_ratio]
-        self.lsm_weight = float(lsm_weight)
-        self.length_normalized_loss = bool(length_normalized_loss)
+        # as the reference: id speech_token_size (= eos here) is banned below min_len, and while text streams
+        self.min_len_banned_ids = [speech_token_size]
+        self.streaming_banned_ids = [speech_token_size]
         # registration order fixes the state_dict order: llm_embedding, llm.*, llm_decoder, speech_embedding
         self.llm_embedding = nn.Embedding(2, llm_input_size)
         self.llm = llm
         self.llm_decoder = nn.Linear(llm_output_size, speech_token_size + 3)
         self.speech_embedding = nn.Embedding(speech_token_size + 3, llm_input_size)
+
+    def _init_common(self, llm_input_size, llm_output_size, speech_token_size, sampling, length_normalized_loss,
+                     lsm_weight, mix_ratio) -> None:
+        """The settings every Qwen2-based LM shares (no modules: each class registers its own, in its order)."""
+        self.llm_input_size = llm_input_size
+        self.llm_output_size = llm_output_size
+        self.speech_token_size = speech_token_size
+        self.mix_ratio = [int(r) for r in mix_ratio]
+        self.lsm_weight = float(lsm_weight)
+        self.length_normalized_loss = bool(length_normalized_loss)
         self.sampling = sampling
         # Optional online speech tokenizer for batches that carry whisper features instead of speech tokens; it
         # needs ``inference(feat, feat_len, device) -> (tokens, lens)``. Set by the trainer when used.
@@ -178,6 +194,18 @@ class Qwen2LM(nn.Module):
     def _embed_text(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.llm.model.model.embed_tokens(tokens)
 
+    def _speech_tokens(self, batch: dict, device: torch.device):
+        if "speech_token" in batch:
+            return batch["speech_token"].to(device), batch["speech_token_len"].to(device)
+        if self.speech_token_extractor is not None:
+            return self.speech_token_extractor.inference(batch["whisper_feat"], batch["whisper_feat_len"], device)
+        raise KeyError(f"{type(self).__name__}.forward: batch has no 'speech_token' and no speech_token_extractor "
+                       f"is set (extract speech tokens offline, or enable online features)")
+
+    def _instruct_tokens(self, batch: dict, device: torch.device):
+        """(instruct_token, its embeddings, instruct_token_len) for the training layout; CosyVoice2 has none."""
+        return None, None, None
+
     # ----------------------------------------------------------------------------------------------- training
     def prepare_lm_input_target(self, sos_emb, text_token, text_token_emb, text_token_len, task_id_emb, speech_token,
                                 speech_token_emb, speech_token_len, instruct_token=None, instruct_token_emb=None,
@@ -186,9 +214,9 @@ class Qwen2LM(nn.Module):
 
         For each utterance one ``random.random()`` is drawn (always, before the length test); it takes the
         bi-stream layout when the draw is < 0.5 and speech_len / text_len > mix_ratio[1] / mix_ratio[0], else the
-        uni-stream one. Optional instruct tokens (a CosyVoice3 feature) are placed right after sos and ignored in the
-        target; without them an empty block of the model's own width is joined in (the reference hard-codes
-        896 there), i.e. nothing. Returns (lm_target (B, L) int64, lm_input (B, L, D),
+        uni-stream one. Optional instruct tokens (CosyVoice3) are placed right after sos, ignored in the target and
+        not counted in the length test; without them an empty block of the model's own width is joined in (the
+        reference hard-codes 896 there), i.e. nothing. Returns (lm_target (B, L) int64, lm_input (B, L, D),
         lm_input_len (B,) int32).
         """
         n_text, n_speech = self.mix_ratio
@@ -243,21 +271,14 @@ class Qwen2LM(nn.Module):
         (or ``whisper_feat``/``whisper_feat_len`` plus a ``speech_token_extractor``) -> {'loss', 'acc'}."""
         text_token = batch["text_token"].to(device)
         text_token_len = batch["text_token_len"].to(device)
-        if "speech_token" in batch:
-            speech_token = batch["speech_token"].to(device)
-            speech_token_len = batch["speech_token_len"].to(device)
-        elif self.speech_token_extractor is not None:
-            speech_token, speech_token_len = self.speech_token_extractor.inference(
-                batch["whisper_feat"], batch["whisper_feat_len"], device)
-        else:
-            raise KeyError("Qwen2LM.forward: batch has no 'speech_token' and no speech_token_extractor is set "
-                           "(extract speech tokens offline, or enable online features)")
+        speech_token, speech_token_len = self._speech_tokens(batch, device)
         text_token_emb = self._embed_text(text_token)
         speech_token_emb = self.speech_embedding(speech_token)
         sos_emb, task_id_emb = self._sos_task_emb()
+        instruct_token, instruct_token_emb, instruct_token_len = self._instruct_tokens(batch, device)
         lm_target, lm_input, lm_input_len = self.prepare_lm_input_target(
             sos_emb, text_token, text_token_emb, text_token_len, task_id_emb,
-            speech_token, speech_token_emb, speech_token_len)
+            speech_token, speech_token_emb, speech_token_len, instruct_token, instruct_token_emb, instruct_token_len)
         lm_target = lm_target.to(device)
         hidden, _ = self.llm(lm_input, lm_input_len.to(device))
         logits = self.llm_decoder(hidden)
@@ -266,12 +287,18 @@ class Qwen2LM(nn.Module):
         return {"loss": loss, "acc": acc}
 
     # ----------------------------------------------------------------------------------------------- decoding
+    def _sample(self, weighted_scores: torch.Tensor, decoded_tokens: List[int], sampling: int,
+                banned: Sequence[int]) -> int:
+        """Set the ``banned`` ids of the 1-D log-probs to -inf (in place, as the reference does), then sample."""
+        if len(banned):
+            weighted_scores[list(banned)] = -float("inf")
+        return self.sampling(weighted_scores, decoded_tokens, sampling)
+
     def sampling_ids(self, weighted_scores: torch.Tensor, decoded_tokens: List[int], sampling: int,
                      ignore_eos: bool = True) -> int:
-        """Pick the next id from 1-D log-probs; with ``ignore_eos`` the eos score is set to -inf first (in place)."""
-        if ignore_eos:
-            weighted_scores[self.eos_token] = -float("inf")
-        return self.sampling(weighted_scores, decoded_tokens, sampling)
+        """Pick the next id from 1-D log-probs; with ``ignore_eos`` the ids in ``min_len_banned_ids`` are set to
+        -inf first (in place). That is id speech_token_size as in the reference: eos for CosyVoice2."""
+        return self._sample(weighted_scores, decoded_tokens, sampling, self.min_len_banned_ids if ignore_eos else ())
 
     def _step(self, lm_input: torch.Tensor, cache):
         hidden, cache = self.llm.forward_one_step(lm_input, masks=None, cache=cache)
@@ -288,9 +315,10 @@ class Qwen2LM(nn.Module):
 
         Input: ``[sos, embed(prompt_text ++ text), task_id, speech_embedding(prompt_speech_token)]``; an SFT call has
         zero-length prompt tensors. Between ``int(T * min_token_text_ratio)`` and ``int(T * max_token_text_ratio)``
-        tokens are produced (T counts only the new text; eos is banned below the minimum); decoding stops at any
-        stop id (eos, speech_token_size+1, fill), which is not yielded. ``embedding`` (speaker) is unused by Qwen2LM.
-        Unlike the reference, ``text_len`` is not modified in place (the reference adds ``prompt_text_len`` into it).
+        tokens are produced (T counts only the new text; ``sampling_ids`` bans ``min_len_banned_ids`` below the
+        minimum); decoding stops at any stop id (``stop_token_ids``), which is not yielded. ``embedding`` (speaker)
+        is unused. Unlike the reference, ``text_len`` is not modified in place (the reference adds
+        ``prompt_text_len`` into it).
         """
         device = text.device
         all_text = torch.concat([prompt_text.to(device), text], dim=1)
@@ -310,7 +338,8 @@ class Qwen2LM(nn.Module):
     @torch.inference_mode()
     def inference_wrapper(self, lm_input: torch.Tensor, sampling: int, min_len: int, max_len: int,
                           uuid: str = "") -> Generator[int, None, None]:
-        """KV-cached decoding from a ready LM input (1, L, D): at most ``max_len`` ids, eos banned for ``min_len``."""
+        """KV-cached decoding from a ready LM input (1, L, D): at most ``max_len`` ids; for the first ``min_len``
+        steps ``sampling_ids`` is called with ``ignore_eos=True``; any id of ``stop_token_ids`` ends decoding."""
         out_tokens: List[int] = []
         cache = None
         for step in range(max_len):
@@ -322,6 +351,10 @@ class Qwen2LM(nn.Module):
             out_tokens.append(top_id)
             lm_input = self.speech_embedding.weight[top_id].reshape(1, 1, -1)
 
+    def _bistream_prefix(self, prompt_text: torch.Tensor):
+        """(embeddings fed right after sos before any block, the prompt text left for the blocks)."""
+        return None, prompt_text
+
     @torch.inference_mode()
     def inference_bistream(self, text: Iterable[torch.Tensor], prompt_text: torch.Tensor,
                            prompt_text_len: torch.Tensor, prompt_speech_token: torch.Tensor,
@@ -331,12 +364,14 @@ class Qwen2LM(nn.Module):
         """Generate while the text arrives: ``text`` yields (1, n) token tensors.
 
         Text is consumed in blocks of ``mix_ratio[0]`` tokens; after each block the model speaks until it emits (or
-        is forced, every ``mix_ratio[1]`` tokens) the fill token, which is not yielded. The prompt speech tokens are
-        interleaved with the first blocks. When the text ends, the remaining text and task_id are appended and the
-        model speaks until eos. Follows the reference step for step, including its quirks: the input fed when the
-        last fill token was produced is fed once more before the remaining text, and min_token_text_ratio is not
-        used. Unlike the reference, the final phase stops after ``max_token_text_ratio`` x (new text tokens) speech
-        tokens in all instead of running unbounded when eos never comes.
+        is forced, every ``mix_ratio[1]`` tokens) the fill token, which is not yielded; ``streaming_banned_ids`` are
+        banned meanwhile and any other stop id is an error. The prompt speech tokens are interleaved with the first
+        blocks. When the text ends, the remaining text and task_id are appended and the model speaks until a stop
+        id. Follows the reference step for step, including its quirks: the input fed when the last fill token was
+        produced is fed once more before the remaining text, and min_token_text_ratio is not used.
+        Defined differently from the reference (where it raises or never ends): after the text has ended, any stop
+        id ends decoding (the reference accepts only eos and raises on the others), and the final phase stops after
+        ``max_token_text_ratio`` x (new text tokens) speech tokens in all instead of running unbounded.
         """
         n_text, n_speech = self.mix_ratio
         device = prompt_text.device
@@ -345,7 +380,8 @@ class Qwen2LM(nn.Module):
             prompt_speech_emb = self.speech_embedding(prompt_speech_token.to(device))
         else:
             prompt_speech_emb = sos_emb.new_zeros(1, 0, self.llm_input_size)
-        lm_input = sos_emb
+        prefix, prompt_text = self._bistream_prefix(prompt_text)
+        lm_input = sos_emb if prefix is None else torch.concat([sos_emb, prefix], dim=1)
         out_tokens: List[int] = []
         cache = None
         n_new_text, n_speech_out = 0, 0
@@ -365,6 +401,7 @@ class Qwen2LM(nn.Module):
             if prompt_speech_emb.size(1) != 0:
                 continue  # wait for more text
             after_fill = len(out_tokens) != 0 and out_tokens[-1] == self.fill_token
+            # (a CosyVoice3 prefix makes the input longer than sos alone: decoding then starts before any block)
             if after_fill or (len(out_tokens) == 0 and lm_input.size(1) == 1):
                 if text_cache.size(1) < n_text:
                     continue  # wait for more text
@@ -377,7 +414,7 @@ class Qwen2LM(nn.Module):
                     top_id = self.fill_token
                     next_fill += n_speech + 1
                 else:
-                    top_id = self.sampling_ids(logp, out_tokens, sampling, ignore_eos=True)
+                    top_id = self._sample(logp, out_tokens, sampling, self.streaming_banned_ids)
                 if top_id == self.fill_token:
                     next_fill = len(out_tokens) + n_speech + 1
                     logger.debug("bi-stream: fill token at %d, next forced at %d", len(out_tokens), next_fill)
@@ -385,22 +422,129 @@ class Qwen2LM(nn.Module):
                 if top_id >= self.speech_token_size:
                     if top_id == self.fill_token:
                         break
-                    raise ValueError(f"inference_bistream: unexpected token {top_id} while text is streaming")
+                    raise ValueError(self._unexpected_streaming_token(top_id))
                 yield top_id
                 n_speech_out += 1
                 lm_input = self.speech_embedding.weight[top_id].reshape(1, 1, -1)
 
         lm_input = torch.concat([lm_input, text_cache, task_id_emb], dim=1)
-        logger.debug("bi-stream: text ended, %d text tokens left; decoding until eos", text_cache.size(1))
+        logger.debug("bi-stream: text ended, %d text tokens left; decoding until a stop id", text_cache.size(1))
         max_total = int(n_new_text * max_token_text_ratio)
         while n_speech_out < max_total:
             logp, cache = self._step(lm_input, cache)
             top_id = self.sampling_ids(logp, out_tokens, sampling, ignore_eos=False)
             out_tokens.append(top_id)
-            if top_id >= self.speech_token_size:
-                if top_id == self.eos_token:
-                    break
-                raise ValueError(f"inference_bistream: unexpected token {top_id} after the text ended")
+            if top_id in self.stop_token_ids:
+                break
             yield top_id
             n_speech_out += 1
             lm_input = self.speech_embedding.weight[top_id].reshape(1, 1, -1)
+
+    def _unexpected_streaming_token(self, token: int) -> str:
+        return (f"inference_bistream: the model produced stop id {token} while text was still streaming (only "
+                f"speech tokens and the fill token {self.fill_token} can come then)")
+
+
+class CosyVoice3LM(Qwen2LM):
+    """CosyVoice3's speech-token LM: ``Qwen2LM`` with 200 extra ids, sos/task id as ``speech_embedding`` rows,
+    instruct tokens in training, and the ``<|endofprompt|>`` check. Official constructor arguments, plus:
+
+    ``min_len_mode``: which ids are banned while fewer than ``min_len`` tokens are decoded (and, in
+    ``inference_bistream``, while the text streams).
+
+    * ``"official"`` (default; the decoding the released model is used with): as the reference at ace7c47, id
+      speech_token_size = 6561 is banned, which for CosyVoice3 is *sos*, not eos. eos (6562) and the other stop ids
+      are never banned, so decoding can end at any step, even the first; a banned 6561 can still end it once the
+      minimum is reached.
+    * ``"ban_stop_tokens"`` (the fix): every stop id (6561..6760) is banned below ``min_len`` - what the
+      reference's vLLM path does with ``min_tokens`` and ``stop_token_ids`` - and, while text streams, every stop
+      id except fill, so the model cannot stop before min_len or end a bi-stream block with anything but fill.
+    """
+
+    END_OF_PROMPT_ID = 151646  # <|endofprompt|> in the CosyVoice3 tokenizer (the reference hard-codes it too)
+    MIN_LEN_MODES = ("official", "ban_stop_tokens")
+
+    def __init__(self, llm_input_size: int, llm_output_size: int, speech_token_size: int, llm: nn.Module,
+                 sampling: Callable, length_normalized_loss: bool = True, lsm_weight: float = 0.0,
+                 mix_ratio: Sequence[int] = (5, 15), min_len_mode: str = "official"):
+        nn.Module.__init__(self)
+        if min_len_mode not in self.MIN_LEN_MODES:
+            raise ValueError(f"CosyVoice3LM: min_len_mode '{min_len_mode}' is not one of "
+                             f"{', '.join(self.MIN_LEN_MODES)}")
+        self._init_common(llm_input_size, llm_output_size, speech_token_size, sampling, length_normalized_loss,
+                          lsm_weight, mix_ratio)
+        self.sos = speech_token_size
+        self.eos_token = speech_token_size + 1
+        self.task_id = speech_token_size + 2
+        self.fill_token = speech_token_size + 3
+        self.stop_token_ids = [speech_token_size + i for i in range(200)]
+        self.min_len_mode = min_len_mode
+        if min_len_mode == "official":
+            # the reference's ban of id speech_token_size, i.e. sos (a bug kept: the trained model's behaviour)
+            self.min_len_banned_ids = [speech_token_size]
+            self.streaming_banned_ids = [speech_token_size]
+        else:
+            self.min_len_banned_ids = list(self.stop_token_ids)
+            self.streaming_banned_ids = [i for i in self.stop_token_ids if i != self.fill_token]
+        # registration order fixes the state_dict order: llm.*, llm_decoder, speech_embedding
+        self.llm = llm
+        self.llm_decoder = nn.Linear(llm_output_size, speech_token_size + 200, bias=False)
+        self.speech_embedding = nn.Embedding(speech_token_size + 200, llm_input_size)
+
+    def _sos_task_emb(self):
+        sos_emb = self.speech_embedding.weight[self.sos].reshape(1, 1, -1)
+        task_id_emb = self.speech_embedding.weight[self.task_id].reshape(1, 1, -1)
+        return sos_emb, task_id_emb
+
+    def _instruct_tokens(self, batch: dict, device: torch.device):
+        """Instruct ids of the batch, embedded with the text table (ignored in the loss).
+
+        Defined where the reference raises: a batch without ``instruct_token`` (the reference: KeyError) trains
+        without instructions, and an all-empty instruct column that padding made float (the reference: a dtype
+        error in the embedding) counts as empty.
+        """
+        if "instruct_token" not in batch:
+            return None, None, None
+        if "instruct_token_len" not in batch:
+            raise KeyError("CosyVoice3LM.forward: batch has 'instruct_token' but no 'instruct_token_len'")
+        instruct_token = batch["instruct_token"].to(device)
+        if instruct_token.is_floating_point():
+            if instruct_token.numel() != 0:
+                raise TypeError(f"CosyVoice3LM.forward: instruct_token must hold integer ids, got "
+                                f"{instruct_token.dtype}")
+            instruct_token = instruct_token.long()
+        instruct_token_len = batch["instruct_token_len"].to(device)
+        return instruct_token, self._embed_text(instruct_token), instruct_token_len
+
+    def _check_end_of_prompt(self, where: str, *tokens: torch.Tensor) -> None:
+        """The reference asserts <|endofprompt|> is in the input; here it is a ValueError naming the fix."""
+        if not any(bool((t.reshape(-1) == self.END_OF_PROMPT_ID).any()) for t in tokens):
+            raise ValueError(
+                f"CosyVoice3LM: no <|endofprompt|> (id {self.END_OF_PROMPT_ID}) in the {where}; CosyVoice3 needs "
+                f"it after a system prompt: put 'You are a helpful assistant.<|endofprompt|>' in front of the prompt "
+                f"text (zero-shot), the instruction (instruct) or the text (no prompt text)")
+
+    def inference(self, text: torch.Tensor, text_len: torch.Tensor, prompt_text: torch.Tensor,
+                  prompt_text_len: torch.Tensor, prompt_speech_token: torch.Tensor,
+                  prompt_speech_token_len: torch.Tensor, embedding: torch.Tensor, sampling: int = 25,
+                  max_token_text_ratio: float = 20, min_token_text_ratio: float = 2,
+                  uuid: str = "") -> Generator[int, None, None]:
+        """:meth:`Qwen2LM.inference` after checking that ``prompt_text ++ text`` holds <|endofprompt|> (checked at
+        the call, before the first token is asked for). Zero-shot, no-prompt and instruct calls differ only in
+        their inputs: the instruction takes the place of the prompt text."""
+        self._check_end_of_prompt("prompt text or text", prompt_text, text)
+        return super().inference(text, text_len, prompt_text, prompt_text_len, prompt_speech_token,
+                                 prompt_speech_token_len, embedding, sampling, max_token_text_ratio,
+                                 min_token_text_ratio, uuid)
+
+    def _bistream_prefix(self, prompt_text: torch.Tensor):
+        """As the reference: the prompt text up to and including the first <|endofprompt|> is fed right after sos;
+        only the rest is interleaved with the speech blocks."""
+        self._check_end_of_prompt("prompt text (inference_bistream needs it there)", prompt_text)
+        ids = prompt_text.reshape(-1).tolist()
+        end = ids.index(self.END_OF_PROMPT_ID) + 1
+        return self._embed_text(prompt_text[:, :end]), prompt_text[:, end:]
+
+    def _unexpected_streaming_token(self, token: int) -> str:
+        return (super()._unexpected_streaming_token(token)
+                + "; min_len_mode='ban_stop_tokens' bans the other stop ids while text streams")

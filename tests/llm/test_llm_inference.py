@@ -119,3 +119,22 @@ def test_bistream_without_prompt_speech_ends_with_eos(tiny_llm):
     # 5 text tokens, then a forced fill after 15 speech tokens; eos is not allowed while text streams
     assert len(tokens) >= 15
     assert all(0 <= t < EOS for t in tokens)
+
+
+def test_bistream_final_phase_ends_on_any_stop_id(tiny_llm):
+    """Defined where the reference raises: once the text has ended, a stop id other than eos ends decoding too.
+    The stand-in sampler picks 6562 whenever eos is not banned, i.e. only in the final phase."""
+    m = copy.copy(tiny_llm)
+    picks = []
+
+    def sampler(scores, decoded, sampling):
+        pick = STOP2 if scores[EOS] > -float("inf") else tiny_llm.sampling(scores, decoded, sampling)
+        picks.append(pick)
+        return pick
+
+    m.sampling = sampler
+    pt, ptl, ps, psl = _empty_prompt()
+    text = torch.tensor([[21, 22, 23, 24, 25, 26, 27]], dtype=torch.int32)
+    tokens = list(m.inference_bistream(_chunks(text, 2), pt, ptl, ps, psl, torch.zeros(0, 192)))
+    assert picks[-1] == STOP2 and picks.count(STOP2) == 1
+    assert tokens == [p for p in picks if p < EOS] and len(tokens) >= 15

@@ -100,7 +100,7 @@ def test_errors_are_clear(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match=r"no Qwen2 tokenizer files \(needs tokenizer.json"):
         CosyVoice2Tokenizer(str(tmp_path))
-    with pytest.raises(ValueError, match="version 'cosyvoice3' is not supported"):
-        get_qwen_tokenizer(str(tmp_path), True, version="cosyvoice3")
+    with pytest.raises(ValueError, match="version 'cosyvoice1' is not supported"):
+        get_qwen_tokenizer(str(tmp_path), True, version="cosyvoice1")
     with pytest.raises(ValueError, match="vocab_size"):
         build_tiny_qwen_tokenizer(str(tmp_path / "t"), vocab_size=100)
