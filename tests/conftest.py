@@ -103,3 +103,14 @@ def fixture3_meta(fixtures3_dir):
             return f.metadata()
     return meta
 
+
+@pytest.fixture(scope="session")
+def tiny3_flow(fixtures3_dir):
+    """The tiny CosyVoice3 flow of tests/data/cosyvoice3/tiny3.yaml with its golden flow.pt loaded (strict), in eval
+    mode."""
+    from cosyvoice.utils.common import load_checkpoint_strict
+    from cosyvoice.utils.config import load_config
+
+    flow = load_config(str(fixtures3_dir / "tiny3.yaml"), keys=["flow"])["flow"]
+    load_checkpoint_strict(flow, fixtures3_dir / "flow.pt")
+    return flow.eval()
