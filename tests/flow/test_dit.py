@@ -113,3 +113,17 @@ def test_dropout_draws_only_in_training():
     assert torch.equal(a, b) and torch.equal(torch.random.get_rng_state(), state)
     dit.train()(*args)
     assert not torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_cfm_sizes_its_noise_from_a_dit_without_out_channels():
+    from cosyvoice.flow.flow_matching import CausalConditionalCFM
+    from cosyvoice.utils.config import DictConfig
+
+    dit = DiT(dim=32, depth=1, heads=2, dim_head=16, mel_dim=40, mu_dim=40, spk_dim=40)
+    assert dit.out_channels is None  # the official default
+    cfm = CausalConditionalCFM(120, DictConfig({"sigma_min": 1e-6, "solver": "euler", "t_scheduler": "cosine",
+                                                "training_cfg_rate": 0.2, "inference_cfg_rate": 0.7}), 1, 40, dit)
+    assert cfm.rand_noise.shape == (1, 40, 15000)
+    with pytest.raises(ValueError, match="integer out_channels \\(or mel_dim\\)"):
+        CausalConditionalCFM(120, {"sigma_min": 1e-6, "solver": "euler", "t_scheduler": "cosine",
+                                   "training_cfg_rate": 0.2, "inference_cfg_rate": 0.7}, 1, 40, torch.nn.Linear(2, 2))
