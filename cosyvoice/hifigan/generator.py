@@ -302,8 +302,10 @@ class FixedUniformNoise:
         self._state = state
         self._after = after
         self._then_shapes = list(then_shapes)
-        self._cache = torch.zeros(1, 0, self.channels, device="cpu")
-        self._cache_end: Optional[torch.Tensor] = None  # generator state after the cached rows
+        # (rows kept from the start, generator state after them), replaced as one tuple so that concurrent readers
+        # never see rows and a state that do not belong together
+        self._kept: Tuple[torch.Tensor, Optional[torch.Tensor]] = (
+            torch.zeros(1, 0, self.channels, device="cpu"), None)
 
     @property
     def shape(self) -> torch.Size:
@@ -323,13 +325,14 @@ class FixedUniformNoise:
 
     def end_state(self) -> torch.Tensor:
         """The generator state after all rows."""
-        gen = self._draw_rows(self.rows, keep_from=self.rows)[1]
+        gen = self._draw_rows(self._kept, self.rows, keep_from=self.rows)[1]
         return gen.get_state()
 
-    def _draw_rows(self, stop: int, keep_from: int) -> Tuple[torch.Tensor, torch.Generator]:
-        """Rows keep_from..stop-1 (drawn past the cache in chunks) and the generator positioned at ``stop``."""
-        have = self._cache.size(1)
-        gen = self._generator(self._cache_end if have else self.start_state())
+    def _draw_rows(self, kept, stop: int, keep_from: int) -> Tuple[torch.Tensor, torch.Generator]:
+        """Rows keep_from..stop-1 (drawn past the ``kept`` rows in chunks) and the generator positioned at ``stop``."""
+        rows, end = kept
+        have = rows.size(1)
+        gen = self._generator(end if have else self.start_state())
         kept, row = [], have
         while row < stop:
             n = min(self.CHUNK_ROWS, stop - row)
@@ -355,16 +358,16 @@ class FixedUniformNoise:
         if len(rows) == 0:
             return torch.zeros(1, 0, self.channels, device="cpu")[rest]
         lo, hi = rows[0], rows[-1] + 1
-        have = self._cache.size(1)
+        kept = self._kept
+        have = kept[0].size(1)
         if have < hi <= self.cache_rows:
-            new, gen = self._draw_rows(hi, keep_from=have)
-            self._cache = torch.cat([self._cache, new], dim=1)
-            self._cache_end = gen.get_state()
+            new, gen = self._draw_rows(kept, hi, keep_from=have)
+            kept = self._kept = (torch.cat([kept[0], new], dim=1), gen.get_state())
             have = hi
         if hi <= have:
-            block = self._cache[:, lo:hi]
-        else:  # beyond what is kept: stream the rest from the end of the cache
-            block = torch.cat([self._cache[:, lo:], self._draw_rows(hi, keep_from=max(lo, have))[0]], dim=1)
+            block = kept[0][:, lo:hi]
+        else:  # beyond what is kept: stream the rest from the end of the kept rows
+            block = torch.cat([kept[0][:, lo:], self._draw_rows(kept, hi, keep_from=max(lo, have))[0]], dim=1)
         return block[:, ::rows.step][rest]
 
 
@@ -489,7 +492,10 @@ class HiFTGenerator(nn.Module):
         for i, (u, k, d) in enumerate(zip(down_rates, source_resblock_kernel_sizes, source_resblock_dilation_sizes)):
             u, ch = int(u), base_channels // 2 ** (i + 1)
             if u == 1:
-                down = CausalConv1d(n_fft + 2, ch, 1, 1, causal_type="left") if causal else nn.Conv1d(n_fft + 2, ch, 1, 1)
+                if causal:
+                    down = CausalConv1d(n_fft + 2, ch, 1, 1, causal_type="left")
+                else:
+                    down = nn.Conv1d(n_fft + 2, ch, 1, 1)
             elif causal:
                 down = CausalConv1dDownSample(n_fft + 2, ch, u * 2, u)
             else:

@@ -100,7 +100,8 @@ class CausalConv1d(nn.Conv1d):
 
 
 class CausalConv1dDownSample(nn.Conv1d):
-    """Strided conv (kernel a multiple of the stride) with ``stride - 1`` frames of past context (zeros or ``cache``)."""
+    """Strided conv (kernel a multiple of the stride) with ``stride - 1`` frames of past context (zeros or
+    ``cache``)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, dilation: int = 1,
                  groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device=None, dtype=None) -> None:

@@ -58,7 +58,8 @@ def test_full_size_flow_matches_manifest(fixtures3_dir, load_io3):
     assert ours == [(e["name"], e["shape"], e["dtype"]) for e in manifest["state_dict"]]
     assert len(ours) == manifest["num_state_dict_entries"] == 330
     assert sum(p.numel() for p in flow.parameters()) == manifest["num_parameters_unique"]
-    assert [k for k, _ in flow.named_buffers() if k in flow.state_dict()] == manifest["persistent_buffers_in_state_dict"]
+    persistent = [k for k, _ in flow.named_buffers() if k in flow.state_dict()]
+    assert persistent == manifest["persistent_buffers_in_state_dict"]
     for attr in manifest["plain_tensor_attributes_not_in_state_dict"]:
         obj = flow
         for part in attr["name"].split("."):

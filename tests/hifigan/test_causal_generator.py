@@ -107,7 +107,7 @@ def test_fixed_uniform_noise_reads_like_the_full_draw():
     assert torch.equal(table[:, 900:], full[:, 900:])               # beyond cache_rows: streamed
     assert torch.equal(table[:, -1:, 2:], full[:, -1:, 2:])
     assert table[:, 10:10].shape == (1, 0, 3) and table.prefix(300).shape == (1, 300, 3)
-    assert table._cache.size(1) == 300
+    assert table._kept[0].size(1) == 300
     after = FixedUniformNoise(50, 1, after=table, then_shapes=[(4,)])
     torch.rand(4, generator=gen)
     assert torch.equal(after[:, :], torch.rand(1, 50, 1, generator=gen))
