@@ -89,3 +89,36 @@ def load_io(fixtures_dir):
     def load(name: str):
         return load_file(fixtures_dir / f"{name}.safetensors")
     return load
+
+
+@pytest.fixture(scope="session")
+def load_io3(fixtures3_dir):
+    """load_io3(name): the tensors of tests/data/cosyvoice3/<name>.safetensors."""
+    from safetensors.torch import load_file
+
+    def load(name: str):
+        return load_file(fixtures3_dir / f"{name}.safetensors")
+    return load
+
+
+@pytest.fixture(scope="session")
+def fixture3_meta(fixtures3_dir):
+    """fixture3_meta(name): the header metadata (seeds, call settings) of tests/data/cosyvoice3/<name>.safetensors."""
+    from safetensors import safe_open
+
+    def meta(name: str):
+        with safe_open(str(fixtures3_dir / f"{name}.safetensors"), "pt") as f:
+            return f.metadata()
+    return meta
+
+
+@pytest.fixture(scope="session")
+def tiny3_flow(fixtures3_dir):
+    """The tiny CosyVoice3 flow of tests/data/cosyvoice3/tiny3.yaml with its golden flow.pt loaded (strict), in eval
+    mode."""
+    from cosyvoice.utils.common import load_checkpoint_strict
+    from cosyvoice.utils.config import load_config
+
+    flow = load_config(str(fixtures3_dir / "tiny3.yaml"), keys=["flow"])["flow"]
+    load_checkpoint_strict(flow, fixtures3_dir / "flow.pt")
+    return flow.eval()

@@ -1,4 +1,4 @@
-"""CosyVoice2 synthesis engine: speech-token LLM -> flow (tokens -> mel) -> HiFT (mel -> 24 kHz audio).
+"""CosyVoice2/3 synthesis engines: speech-token LLM -> flow (tokens -> mel) -> HiFT (mel -> 24 kHz audio).
 
 :class:`CosyVoice2Model` keeps the official class name, constructor, ``load``, ``token2wav`` and ``tts`` (same
 arguments, same chunking and the same numbers), so checkpoints and calling code written for the official one work.
@@ -14,6 +14,9 @@ Differences, all on purpose:
 * A streaming chunk runs the flow's 10 Euler steps on its new frames only, reusing the state of the earlier frames
   (``flow.inference_chunk``); the official code recomputes the whole prefix each time. Same numbers (to float
   rounding), cost linear instead of quadratic in the length; the last chunk still runs the whole utterance.
+
+:class:`CosyVoice3Model` is the same engine with CosyVoice3's token2wav (the causal HiFT re-run on the whole mel so
+far, as official) and silent-token filter.
 """
 from __future__ import annotations
 
@@ -302,3 +305,60 @@ class CosyVoice2Model:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
                 torch.cuda.current_stream().synchronize()
+
+
+class CosyVoice3Model(CosyVoice2Model):
+    """Streaming-capable CosyVoice3 inference over an ``llm`` (CosyVoice3LM), a ``flow`` (CausalMaskedDiffWithDiT)
+    and a ``hift`` (CausalHiFTGenerator); the official class name, constructor and methods. Loading, the LLM
+    worker and the ``tts`` chunk schedule are CosyVoice2Model's (with its documented differences: the hop length
+    restarts on every call, ``seed``, errors re-raised in the caller).
+
+    What differs from CosyVoice2 is :meth:`token2wav`: the causal HiFT is re-run on the whole mel made so far and
+    only its new samples are returned (no cross-fade, no source cache), as the official code does. The flow of a
+    chunk is recomputed from the start (the DiT has no incremental mode here). Runs of more than 5 silent or
+    breath tokens (``silent_tokens``) from the LLM are cut to 5.
+    """
+
+    def __init__(self, llm: torch.nn.Module, flow: torch.nn.Module, hift: torch.nn.Module, fp16: bool = False):
+        super().__init__(llm, flow, hift, fp16)
+        # FSQ tokens of silence and breath (official list)
+        self.silent_tokens = [1, 2, 28, 29, 55, 248, 494, 2241, 2242, 2322, 2323]
+
+    def token2wav(self, token: torch.Tensor, prompt_token: torch.Tensor, prompt_feat: torch.Tensor,
+                  embedding: torch.Tensor, token_offset: int, uuid: str, stream: bool = False,
+                  finalize: bool = False, speed: float = 1.0,
+                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Audio (1, samples) for speech tokens ``token[:, token_offset:]`` of the call ``uuid``.
+
+        The flow re-reads every token from the start (with the prompt) and its mel is cut at
+        ``token_offset * token_mel_ratio``; ``hift_cache_dict[uuid]`` keeps the mel of the call so far and how many
+        samples were returned. The HiFT runs on all of that mel (``finalize`` as given: a chunk that is not the last
+        holds back its last frames) and the samples past those already returned are this chunk's audio; the
+        concatenated chunks equal one HiFT call on the whole mel. ``speed`` stretches the mel by linear
+        interpolation (a call without streaming chunks only). ``generator``: only used by a HiFT in train mode (in
+        eval mode the causal HiFT draws nothing).
+        """
+        flow_inputs = dict(
+            token=token.to(self.device, dtype=torch.int32),
+            token_len=torch.tensor([token.shape[1]], dtype=torch.int32, device=self.device),
+            prompt_token=prompt_token.to(self.device),
+            prompt_token_len=torch.tensor([prompt_token.shape[1]], dtype=torch.int32, device=self.device),
+            prompt_feat=prompt_feat.to(self.device),
+            prompt_feat_len=torch.tensor([prompt_feat.shape[1]], dtype=torch.int32, device=self.device),
+            embedding=embedding.to(self.device))
+        with self._autocast():
+            tts_mel, _ = self.flow.inference(**flow_inputs, streaming=stream, finalize=finalize)
+        tts_mel = tts_mel[:, :, token_offset * self.flow.token_mel_ratio:].float()
+        cache = self.hift_cache_dict[uuid]
+        if cache is not None:
+            tts_mel = torch.concat([cache["mel"], tts_mel], dim=2)
+        done = cache["speech_offset"] if cache is not None else 0
+        self.hift_cache_dict[uuid] = {"mel": tts_mel, "speech_offset": done}
+        if speed != 1.0:
+            if cache is not None or not finalize:
+                raise ValueError("speed change works only without streaming (stream=False)")
+            tts_mel = F.interpolate(tts_mel, size=int(tts_mel.shape[2] / speed), mode="linear")
+        tts_speech, _ = self.hift.inference(speech_feat=tts_mel, finalize=finalize, generator=generator)
+        tts_speech = tts_speech[:, done:]
+        self.hift_cache_dict[uuid]["speech_offset"] = done + tts_speech.shape[1]
+        return tts_speech

@@ -1,7 +1,13 @@
-"""Token-to-mel flow of CosyVoice2: speech tokens -> conformer encoder (2x upsample) -> conditional
-flow matching, conditioned on a speaker embedding and a mel prompt."""
+"""Token-to-mel flows: speech tokens -> token features at mel rate -> conditional flow matching, conditioned on a
+speaker embedding and a mel prompt.
+
+``CausalMaskedDiffWithXvec`` (CosyVoice2): a conformer encoder with a 2x upsample, a U-Net estimator.
+``CausalMaskedDiffWithDiT`` (CosyVoice3): a look-ahead conv layer repeated 2x, a DiT estimator.
+Both share the speaker projection, the prompt conditions, the training draws and the CFM call (_TokenMelFlow).
+"""
 from __future__ import annotations
 
+import logging
 import random
 from typing import Dict, List, Optional, Tuple
 
@@ -11,8 +17,60 @@ from torch import nn
 
 from cosyvoice.utils.mask import make_pad_mask
 
+logger = logging.getLogger(__name__)
 
-class CausalMaskedDiffWithXvec(nn.Module):
+
+class _TokenMelFlow(nn.Module):
+    """What both flows share. Subclasses define input_embedding, spk_embed_affine_layer, decoder (a CFM),
+    output_size, token_mel_ratio and pre_lookahead_len."""
+
+    def _speaker(self, embedding: torch.Tensor) -> torch.Tensor:
+        """x-vector (B, spk_embed_dim) -> L2-normalised, projected to (B, output_size)."""
+        return self.spk_embed_affine_layer(F.normalize(embedding, dim=1))
+
+    def _embed_tokens(self, token: torch.Tensor, token_len: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """(B, T) ids -> (B, T, input_size) embeddings, zero on padding (negative pad ids allowed)."""
+        mask = (~make_pad_mask(token_len, token.size(1))).unsqueeze(-1).to(dtype)
+        return self.input_embedding(torch.clamp(token, min=0)) * mask
+
+    @staticmethod
+    def _check_batch(batch: Dict[str, torch.Tensor], name: str) -> None:
+        if "speech_token" not in batch:
+            raise KeyError(f"{name}.forward: the batch has no 'speech_token'; extract speech tokens in data "
+                           f"preparation (online token extraction is not supported)")
+
+    @staticmethod
+    def _draw_conds(feat: torch.Tensor, feat_len: torch.Tensor) -> torch.Tensor:
+        """Training prompt conditions (B, output_size, T): per utterance, python ``random()`` and, when it is
+        >= 0.5, ``randint(0, int(0.3 * feat_len))`` leading frames of the target mel; zeros elsewhere."""
+        conds = torch.zeros(feat.shape, device=feat.device)
+        for i, j in enumerate(feat_len):
+            if random.random() < 0.5:
+                continue
+            index = random.randint(0, int(0.3 * j))
+            conds[i, :index] = feat[i, :index]
+        return conds.transpose(1, 2)
+
+    def _conds(self, prompt_feat: torch.Tensor, begin: int, end: int, like: torch.Tensor) -> torch.Tensor:
+        """(1, output_size, end - begin): the prompt mel on prompt frames, zeros after, for frames begin..end-1."""
+        conds = torch.zeros([1, end - begin, self.output_size], device=like.device, dtype=like.dtype)
+        n_prompt = prompt_feat.size(1)
+        if begin < n_prompt:
+            conds[:, : n_prompt - begin] = prompt_feat[:, begin:]
+        return conds.transpose(1, 2)
+
+    def _decode(self, h: torch.Tensor, prompt_feat: torch.Tensor, embedding: torch.Tensor,
+                streaming: bool) -> torch.Tensor:
+        """Token features (1, F, output_size) of prompt + tokens -> the mel (1, output_size, F - prompt frames)
+        after 10 Euler steps from the fixed noise."""
+        conds = self._conds(prompt_feat, 0, h.size(1), h)
+        mask = torch.ones(1, 1, h.size(1), device=h.device, dtype=h.dtype)
+        feat, _ = self.decoder(mu=h.transpose(1, 2).contiguous(), mask=mask, spks=embedding, cond=conds,
+                               n_timesteps=10, streaming=streaming)
+        return feat[:, :, prompt_feat.size(1):].float()
+
+
+class CausalMaskedDiffWithXvec(_TokenMelFlow):
     """Chunk-aware flow (CosyVoice2), with the official constructor arguments and defaults.
 
     ``input_size``: token embedding width; ``output_size``: mel bins; ``spk_embed_dim``: x-vector size;
@@ -44,15 +102,6 @@ class CausalMaskedDiffWithXvec(nn.Module):
         self.token_mel_ratio = token_mel_ratio
         self.pre_lookahead_len = pre_lookahead_len
 
-    def _speaker(self, embedding: torch.Tensor) -> torch.Tensor:
-        """x-vector (B, spk_embed_dim) -> L2-normalised, projected to (B, output_size)."""
-        return self.spk_embed_affine_layer(F.normalize(embedding, dim=1))
-
-    def _embed_tokens(self, token: torch.Tensor, token_len: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """(B, T) ids -> (B, T, input_size) embeddings, zero on padding (negative pad ids allowed)."""
-        mask = (~make_pad_mask(token_len, token.size(1))).unsqueeze(-1).to(dtype)
-        return self.input_embedding(torch.clamp(token, min=0)) * mask
-
     def forward(self, batch: Dict[str, torch.Tensor], device: torch.device) -> Dict[str, Optional[torch.Tensor]]:
         """Training loss of one batch: {'loss': ...}.
 
@@ -62,9 +111,7 @@ class CausalMaskedDiffWithXvec(nn.Module):
         and when it is >= 0.5 randint(0, int(0.3 * feat_len)) prompt frames become ``cond``.
         Torch draws happen in the encoder (dropout, training only) and in ``decoder.compute_loss``.
         """
-        if "speech_token" not in batch:
-            raise KeyError("CausalMaskedDiffWithXvec.forward: the batch has no 'speech_token'; extract speech "
-                           "tokens in data preparation (online token extraction is not supported)")
+        self._check_batch(batch, "CausalMaskedDiffWithXvec")
         token = batch["speech_token"].to(device)
         token_len = batch["speech_token_len"].to(device)
         feat = batch["speech_feat"].to(device)
@@ -80,13 +127,7 @@ class CausalMaskedDiffWithXvec(nn.Module):
             raise ValueError(f"speech_feat has {feat.size(1)} frames but the {token.size(1)} speech tokens give "
                              f"{h.size(1)}; features must be {self.token_mel_ratio} frames per token")
 
-        conds = torch.zeros(feat.shape, device=feat.device)
-        for i, j in enumerate(feat_len):
-            if random.random() < 0.5:
-                continue
-            index = random.randint(0, int(0.3 * j))
-            conds[i, :index] = feat[i, :index]
-        conds = conds.transpose(1, 2)
+        conds = self._draw_conds(feat, feat_len)
 
         h_len = h_mask.sum(dim=-1).squeeze(dim=1)
         mask = (~make_pad_mask(h_len, h.size(1))).to(h)
@@ -116,14 +157,6 @@ class CausalMaskedDiffWithXvec(nn.Module):
             h, _ = self.encoder(xs, token_len, context=context, streaming=streaming)
         return self.encoder_proj(h), embedding
 
-    def _conds(self, prompt_feat: torch.Tensor, begin: int, end: int, like: torch.Tensor) -> torch.Tensor:
-        """(1, output_size, end - begin): the prompt mel on prompt frames, zeros after, for frames begin..end-1."""
-        conds = torch.zeros([1, end - begin, self.output_size], device=like.device, dtype=like.dtype)
-        n_prompt = prompt_feat.size(1)
-        if begin < n_prompt:
-            conds[:, : n_prompt - begin] = prompt_feat[:, begin:]
-        return conds.transpose(1, 2)
-
     @torch.inference_mode()
     def inference(self, token: torch.Tensor, token_len: torch.Tensor, prompt_token: torch.Tensor,
                   prompt_token_len: torch.Tensor, prompt_feat: torch.Tensor, prompt_feat_len: torch.Tensor,
@@ -136,19 +169,7 @@ class CausalMaskedDiffWithXvec(nn.Module):
         Returns (feat, None) as the official code.
         """
         h, embedding = self._encode(token, token_len, prompt_token, prompt_token_len, embedding, streaming, finalize)
-        mel_len1 = prompt_feat.size(1)
-        conds = self._conds(prompt_feat, 0, h.size(1), h)
-        mask = torch.ones(1, 1, h.size(1), device=h.device, dtype=h.dtype)
-        feat, _ = self.decoder(
-            mu=h.transpose(1, 2).contiguous(),
-            mask=mask,
-            spks=embedding,
-            cond=conds,
-            n_timesteps=10,
-            streaming=streaming,
-        )
-        feat = feat[:, :, mel_len1:]
-        return feat.float(), None
+        return self._decode(h, prompt_feat, embedding, streaming), None
 
     def chunk_cache_supported(self) -> bool:
         """Whether :meth:`inference_chunk` can reuse earlier frames (chunk masks in the encoder and estimator,
@@ -228,3 +249,130 @@ class FlowStreamCache:
                 for t in (state if isinstance(state, tuple) else (state,)):
                     total += t.numel() * t.element_size()
         return total
+
+
+def align_feat_to_tokens(token: torch.Tensor, token_len: torch.Tensor, feat: torch.Tensor, feat_len: torch.Tensor,
+                         ratio: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cut each utterance to n = min(token_len, feat_len // ratio) tokens and ratio * n mel frames, zero the
+    rest and re-pad to the longest: (token, token_len, feat, feat_len) with feat.size(1) == ratio * token.size(1).
+    (The rule of the front end's prompt alignment.)"""
+    n = torch.minimum(token_len.to(torch.int64), torch.div(feat_len.to(torch.int64), ratio, rounding_mode="floor"))
+    n_max = int(n.max().item()) if n.numel() else 0
+    token = token[:, :n_max].masked_fill(make_pad_mask(n, n_max), 0)
+    feat = feat[:, :ratio * n_max].masked_fill(make_pad_mask(ratio * n, ratio * n_max).unsqueeze(-1), 0.0)
+    return token, n.to(token_len.dtype), feat, (ratio * n).to(feat_len.dtype)
+
+
+class CausalMaskedDiffWithDiT(_TokenMelFlow):
+    """Chunk-aware flow of CosyVoice3, with the official constructor arguments and defaults.
+
+    ``input_size``: token embedding width (= the mel bins: there is no encoder); ``output_size``: mel bins;
+    ``spk_embed_dim``: x-vector size; ``pre_lookahead_layer``: a ``PreLookaheadLayer`` (each token sees the next
+    ``pre_lookahead_len``); its output repeated ``token_mel_ratio`` times is ``mu`` of ``decoder``, a
+    ``CausalConditionalCFM`` with a ``DiT`` estimator. ``output_type``, ``input_frame_rate``, ``only_mask_loss``,
+    ``decoder_conf`` are kept as attributes for compatibility.
+    """
+
+    def __init__(self, input_size: int = 512, output_size: int = 80, spk_embed_dim: int = 192,
+                 output_type: str = "mel", vocab_size: int = 4096, input_frame_rate: int = 50,
+                 only_mask_loss: bool = True, token_mel_ratio: int = 2, pre_lookahead_len: int = 3,
+                 pre_lookahead_layer: Optional[nn.Module] = None, decoder: Optional[nn.Module] = None,
+                 decoder_conf: Optional[Dict] = None):
+        super().__init__()
+        if pre_lookahead_layer is None or decoder is None:
+            raise ValueError("CausalMaskedDiffWithDiT needs a pre_lookahead_layer and a decoder "
+                             "(see conf/cosyvoice3.yaml)")
+        self.input_size = input_size
+        self.output_size = output_size
+        self.decoder_conf = decoder_conf
+        self.vocab_size = vocab_size
+        self.output_type = output_type
+        self.input_frame_rate = input_frame_rate
+        self.input_embedding = nn.Embedding(vocab_size, input_size)
+        self.spk_embed_affine_layer = nn.Linear(spk_embed_dim, output_size)
+        self.pre_lookahead_len = pre_lookahead_len
+        self.pre_lookahead_layer = pre_lookahead_layer
+        self.decoder = decoder
+        self.only_mask_loss = only_mask_loss
+        self.token_mel_ratio = token_mel_ratio
+        self._warned_alignment = False
+
+    def forward(self, batch: Dict[str, torch.Tensor], device: torch.device) -> Dict[str, Optional[torch.Tensor]]:
+        """Training loss of one batch: {'loss': ...}.
+
+        batch: speech_token (B, T) and speech_token_len, speech_feat (B, token_mel_ratio*T, output_size)
+        and speech_feat_len, embedding (B, spk_embed_dim). The loss covers the frames of the tokens
+        (token_len * token_mel_ratio), as official.
+        Python draws, in order: random() for streaming (< 0.5) or not; then per utterance random(),
+        and when it is >= 0.5 randint(0, int(0.3 * feat_len)) prompt frames become ``cond``.
+        Torch draws happen in ``decoder.compute_loss`` (and in the DiT's dropout, training only).
+
+        Official difference (defined here): when the padded mel length is not token_mel_ratio x the padded token
+        length (e.g. an utterance whose mel is one frame longer or shorter than twice its tokens), the official
+        forward crashes in the DiT input concatenation. Here every utterance of such a batch is first cut to
+        n = min(token_len, feat_len // token_mel_ratio) tokens and token_mel_ratio * n frames
+        (:func:`align_feat_to_tokens`), then the official computation runs. Batches the official code accepts are
+        left as they are.
+        """
+        self._check_batch(batch, "CausalMaskedDiffWithDiT")
+        token = batch["speech_token"].to(device)
+        token_len = batch["speech_token_len"].to(device)
+        feat = batch["speech_feat"].to(device)
+        feat_len = batch["speech_feat_len"].to(device)
+        embedding = batch["embedding"].to(device)
+        ratio = self.token_mel_ratio
+        if feat.size(1) != ratio * token.size(1):
+            if not self._warned_alignment:
+                logger.warning("flow batch: speech_feat has %d frames for %d speech tokens (not %d per token); "
+                               "cutting each utterance to min(tokens, frames // %d) tokens (warned once)",
+                               feat.size(1), token.size(1), ratio, ratio)
+                self._warned_alignment = True
+            token, token_len, feat, feat_len = align_feat_to_tokens(token, token_len, feat, feat_len, ratio)
+
+        streaming = random.random() < 0.5
+        embedding = self._speaker(embedding)
+        mask = (~make_pad_mask(token_len, token.size(1))).float().unsqueeze(-1)
+        h = self.pre_lookahead_layer(self._embed_tokens(token, token_len, torch.float32))
+        h = h.repeat_interleave(ratio, dim=1)
+        mask = mask.repeat_interleave(ratio, dim=1).squeeze(-1)
+        conds = self._draw_conds(feat, feat_len)
+        loss, _ = self.decoder.compute_loss(
+            feat.transpose(1, 2).contiguous(),
+            mask.unsqueeze(1),
+            h.transpose(1, 2).contiguous(),
+            embedding,
+            cond=conds,
+            streaming=streaming,
+        )
+        return {"loss": loss}
+
+    @torch.inference_mode()
+    def inference(self, token: torch.Tensor, token_len: torch.Tensor, prompt_token: torch.Tensor,
+                  prompt_token_len: torch.Tensor, prompt_feat: torch.Tensor, prompt_feat_len: torch.Tensor,
+                  embedding: torch.Tensor, streaming: bool, finalize: bool) -> Tuple[torch.Tensor, None]:
+        """Mel frames (1, output_size, F) for ``token`` (1, T) given the prompt tokens and their mel
+        ``prompt_feat`` (1, token_mel_ratio * T_prompt, output_size) and the x-vector ``embedding``.
+
+        ``finalize=False`` (a streaming chunk that is not the last): the last ``pre_lookahead_len`` tokens are only
+        look-ahead context and produce no frames. ``streaming`` uses the DiT's chunk masks.
+        Returns (feat, None) as the official code.
+
+        Official difference (defined here): with no frames to produce (no tokens, or with ``finalize=False`` no
+        more than the look-ahead) the official code crashes in the look-ahead conv or its length check; this
+        returns (1, output_size, 0).
+        """
+        if token.size(0) != 1:
+            raise ValueError(f"flow.inference takes one utterance, got a batch of {token.size(0)}")
+        embedding = self._speaker(embedding)
+        token = torch.cat([prompt_token, token], dim=1)
+        token_len = prompt_token_len + token_len
+        n_tokens = token.size(1) if finalize else token.size(1) - self.pre_lookahead_len
+        if n_tokens <= 0 or self.token_mel_ratio * n_tokens <= prompt_feat.size(1):
+            return torch.zeros(1, self.output_size, 0, device=embedding.device), None
+        xs = self._embed_tokens(token, token_len, embedding.dtype)
+        if finalize:
+            h = self.pre_lookahead_layer(xs)
+        else:
+            h = self.pre_lookahead_layer(xs[:, :n_tokens], context=xs[:, n_tokens:])
+        h = h.repeat_interleave(self.token_mel_ratio, dim=1)
+        return self._decode(h, prompt_feat, embedding, streaming), None

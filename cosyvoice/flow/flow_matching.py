@@ -165,9 +165,11 @@ class CausalConditionalCFM(ConditionalCFM):
                  estimator: Optional[nn.Module] = None):
         super().__init__(in_channels, cfm_params, n_spks, spk_emb_dim, estimator)
         n_mels = getattr(estimator, "out_channels", None)
+        if n_mels is None:  # a DiT built without out_channels (its default): its mel_dim
+            n_mels = getattr(estimator, "mel_dim", None)
         if not isinstance(n_mels, int):
-            raise ValueError("CausalConditionalCFM needs an estimator with an integer out_channels "
-                             "(the number of mel bins) to size its fixed noise")
+            raise ValueError("CausalConditionalCFM needs an estimator with an integer out_channels (or mel_dim): "
+                             "the number of mel bins, to size its fixed noise")
         # A plain attribute (not a buffer): it is not part of the checkpoint.
         self.rand_noise = fixed_noise(n_mels)
 
