@@ -78,7 +78,8 @@ def test_plan_all_skips_sft_without_the_speaker(text_json, caplog):
 
 @pytest.mark.parametrize("extra, message", [
     (["--prompt_wav", "/nonexistent/p.wav"], "prompt wav not found: /nonexistent/p.wav"),
-    (["--spk_id", "alice"], "speaker 'alice' not in .*tts_text.json \\(it has: demo\\)"),
+    (["--spk_id", "alice", "--text_json", "TWO"], "speaker 'alice' not in .*two.json \\(it has: bob, carol\\); add a "
+                                                  "section for it or a 'default' one"),
     (["--stream", "true", "--speed", "1.5"], "--speed 1.5: must be > 0, and 1.0 when --stream true"),
     (["--prompt_text", ""], "zero-shot needs the prompt's transcript: give --prompt_text"),
     (["--mode", "instruct", "--text_json", "EMPTY"], "speaker 'demo' has no 'instruction-zero-shot' lines"),
@@ -88,14 +89,28 @@ def test_bad_input_writes_nothing(tmp_path, text_json, prompt_wav, capsys, extra
     result_dir = tmp_path / "out"
     empty_json = tmp_path / "empty.json"
     empty_json.write_text(json.dumps({"demo": {"zero-shot": ["x"]}}))
+    two_json = tmp_path / "two.json"
+    two_json.write_text(json.dumps({"bob": {"zero-shot": ["x"]}, "carol": {"zero-shot": ["y"]}}))
     argv = ["--model_dir", "/nonexistent/model", "--text_json", str(text_json), "--result_dir", str(result_dir),
             "--prompt_wav", str(prompt_wav), "--prompt_text", PROMPT_TEXT]
-    argv += [str(empty_json) if a == "EMPTY" else a for a in extra]  # argparse: the later option wins
+    argv += [{"EMPTY": str(empty_json), "TWO": str(two_json)}.get(a, a) for a in extra]  # the later option wins
     assert cli.main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ERROR: ")
     assert re.search(message, err[0]), err[0]
     assert not result_dir.exists()
+
+
+def test_a_speaker_without_a_section_speaks_the_default_or_only_one(tmp_path):
+    only = tmp_path / "only.json"
+    only.write_text(json.dumps({"demo": {"zero-shot": ["x"]}}))
+    spk, jobs = cli.load_text_json(str(only), "alice")
+    assert spk == "alice" and [j.text for j in jobs["zero-shot"]] == ["x"]
+    both = tmp_path / "both.json"
+    both.write_text(json.dumps({"bob": {"zero-shot": ["b"]}, "default": {"sft_inference": ["d"]}}))
+    spk, jobs = cli.load_text_json(str(both), "alice")
+    assert spk == "alice" and list(jobs) == ["sft"] and jobs["sft"][0].text == "d"
+    assert cli.load_text_json(str(both), "bob")[1]["zero-shot"][0].text == "b"
 
 
 def test_text_json_errors(tmp_path):
