@@ -89,6 +89,8 @@ else
 fi
 # PIP_CONSTRAINT also reaches the build environments of source packages, so none of them pulls another torch.
 export PIP_CONSTRAINT=${constraints}
+# DeepSpeed builds no C++/CUDA op at install time (it compiles what it needs on first use)
+export DS_BUILD_OPS=0
 "${vpy}" -m pip install -q "${extra[@]}" -r "${root}/requirements.txt"
 "${vpy}" -m pip install -q --no-deps -e "${root}"
 installed=$("${vpy}" -c 'import torch; print(torch.__version__)')

@@ -64,3 +64,19 @@ def test_missing_spk2info_names_stage_4(stand_in_dir, eval_data, tmp_path, capsy
 def test_bad_prompt_utt(stand_in_dir, sft_model_dir, eval_data, tmp_path, capsys):
     assert evaluate.main(args(stand_in_dir, sft_model_dir, eval_data, tmp_path / "exp", "--prompt_utt", "x")) == 1
     assert f"--prompt_utt x is not an utterance of speaker 'demo' in {eval_data / 'train'}" in capsys.readouterr().err
+
+
+def test_relative_exp_dir_players_and_embedded_audio(stand_in_dir, sft_model_dir, eval_data, tmp_path, monkeypatch):
+    """A relative --exp_dir (as run.sh passes it): every player's src is relative to the report and exists; with
+    --embed_audio true the wavs are inline; a failed rerun would keep them (the new clips are swapped in at the end)."""
+    monkeypatch.chdir(tmp_path)
+    assert evaluate.main(args(stand_in_dir, sft_model_dir, eval_data, "exp/x")) == 0
+    report = tmp_path / "exp" / "x" / "report.html"
+    srcs = re.findall(r"<audio [^>]*src='([^']+)'", report.read_text(encoding="utf-8"))
+    assert len(srcs) == 6 and all(s.startswith("report_audio/") and (report.parent / s).is_file() for s in srcs)
+    assert not (tmp_path / "exp" / "x" / "report_audio.new").exists()
+    page = report.read_text(encoding="utf-8")
+    assert "tiny random <b>stand-in</b>" in page  # both models are the stand-in (or tuned from it)
+    assert evaluate.main(args(stand_in_dir, sft_model_dir, eval_data, "exp/x", "--embed_audio", "true")) == 0
+    srcs = re.findall(r"<audio [^>]*src='([^']+)'", report.read_text(encoding="utf-8"))
+    assert len(srcs) == 6 and all(s.startswith("data:audio/wav;base64,") for s in srcs)
