@@ -24,6 +24,8 @@ max_dur=30              # stage 0: longest usable clip (seconds)
 num_test=0              # clips held out for the test set when splitting a pack or a flat folder; 0: use --test_ratio
 test_ratio=0.05         # share of clips held out for the test set when splitting
 seed=1234               # seed of that split
+drop_test_overlap=false # stage 0: true: drop test utterances that are also in the training set (same id or same
+                        # audio) from the test set; false: such an overlap is an error
 # model and training (used by the training and inference stages)
 pretrained_model_dir=exp/pretrained/CosyVoice2-0.5B-tiny  # CosyVoice2-0.5B files (llm.pt, flow.pt, hift.pt, ...)
 exp_dir=""              # experiment dir (checkpoints, logs, resolved config, model dir, report); empty: exp/<tag>
@@ -89,6 +91,7 @@ Options (default in brackets):
   --num_test N              test clips when splitting; 0: use --test_ratio [${num_test}]
   --test_ratio R            test share when splitting [${test_ratio}]
   --seed N                  split seed [${seed}]
+  --drop_test_overlap BOOL  drop test utterances also in the training set instead of failing [${drop_test_overlap}]
   --pretrained_model_dir D  CosyVoice2-0.5B model dir [${pretrained_model_dir}]
   --exp_dir DIR             experiment dir [${exp_dir:-exp/<tag>}]
   --gpus IDS                GPU ids, e.g. 0,1 [${gpus:-all visible, or CPU}]
@@ -177,9 +180,16 @@ lock() {
 }
 # (a dir is created for its lock only when this run writes into it: data_root from stage 0, exp_dir from stage 1)
 [ "${stop_stage}" -lt 1 ] || lock "${exp_dir}" 8
-if [ -d "${data_root}" ] || [ "${stage}" -le 0 ]; then
-  [ "$(cd "${data_root}" 2>/dev/null && pwd -P)" = "$(cd "${exp_dir}" 2>/dev/null && pwd -P)" ] || lock "${data_root}" 9
+if [ -d "${data_root}" ] || { [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; } || \
+   { [ -n "${raw_pack_dir}" ] && [ "${stage}" -le -1 ]; }; then
+  if ! [ -d "${exp_dir}" ] || [ "$(cd "${data_root}" 2>/dev/null && pwd -P)" != "$(cd "${exp_dir}" && pwd -P)" ]; then
+    lock "${data_root}" 9
+  fi
 fi
+
+# what a killed or failed earlier run left aside (nobody else uses these dirs now: we hold their locks)
+rm -rf "${data_root}/.stage0.new" "${data_root}/.pack_pairs.new" "${data_root}/.pack_pairs.old" \
+  "${exp_dir}/report_audio.new" "${exp_dir}/report_audio.old"
 
 # ---- every long command runs as a child that dies with run.sh: SIGINT, SIGTERM, or SIGKILL of run.sh ----
 child=""
@@ -304,6 +314,10 @@ stage0() {
   for x in "${train_set}" "${test_set}"; do
     check_data_dir 0 "${new}/${x}"
   done
+  local train_src=${data_dir}/${train_set} test_src=${data_dir}/${test_set}
+  if [ "$1" = true ]; then train_src=${data_dir}; test_src=${data_dir}; fi
+  run python3 "${root}/local/check_overlap.py" --train_dir "${new}/${train_set}" --test_dir "${new}/${test_set}" \
+    --train_label "${train_src}" --test_label "${test_src}" --drop_from_test "${drop_test_overlap}"
   for x in "${train_set}" "${test_set}"; do
     if [ -e "${data_root}/${x}" ]; then mv "${data_root}/${x}" "${new}/${x}.old"; fi
     mv "${new}/${x}" "${data_root}/${x}"
@@ -328,7 +342,7 @@ if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
     die "stage 0: ${data_dir} holds neither ${train_set}/ and ${test_set}/ folders nor <utt>.wav + <utt>.normalized.txt pairs"
   fi
   fp=$(fingerprint "path:${data_dir}" src: "sets=${train_set},${test_set}" "spk_id=${spk_id}" \
-    "dur=${min_dur},${max_dur}" "flat=${flat}" "split=${num_test},${test_ratio},${seed}")
+    "dur=${min_dur},${max_dur}" "flat=${flat}" "split=${num_test},${test_ratio},${seed}" "overlap=${drop_test_overlap}")
   outs=()
   for x in "${train_set}" "${test_set}"; do
     for f in wav.scp text utt2spk spk2utt utt2dur; do outs+=("${data_root}/${x}/${f}"); done

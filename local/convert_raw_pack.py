@@ -22,16 +22,15 @@ from pathlib import Path
 
 from prepare_data import TEXT_SUFFIX, byte_key, split_test
 
+from cosyvoice.text.checks import TEXT_REASONS, text_problem
+
 REASONS = {
     "no_lab": "wav without .lab transcript",
     "empty_lab": ".lab is empty or whitespace",
     "lab_not_utf8": ".lab is not UTF-8",
-    "template_variable": "text holds a template variable such as {NICKNAME}",
-    "markup": "text holds markup such as {F#..}{M#..} or <color=..>",
+    **TEXT_REASONS,
     "no_wav": ".lab without wav (not a clip; only counted)",
 }
-TEMPLATE_RE = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
-MARKUP_RE = re.compile(r"\{[^{}]*\}|[{}]|<[A-Za-z/][^<>]*>|\\n|^#")
 MANIFESTS = ("sources.tsv", "dropped.tsv")
 OWNER_MARK = ".converted_raw_pack"  # marks a folder this script writes, so a rerun may overwrite it
 
@@ -64,12 +63,9 @@ def classify_text(raw: bytes) -> tuple[str | None, str]:
     text = " ".join(text.split())
     if not text:
         return "empty_lab", ""
-    m = TEMPLATE_RE.search(text)
-    if m:
-        return "template_variable", m.group(0)
-    m = MARKUP_RE.search(text)
-    if m:
-        return "markup", m.group(0) or "#"
+    problem = text_problem(text)
+    if problem:
+        return problem
     return None, text
 
 
@@ -152,27 +148,33 @@ def main(argv=None) -> int:
         return 1
     set_of = {u: args.train_set for u in train} | {u: args.test_set for u in test}
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / OWNER_MARK).write_text(f"{pack.resolve()}\n", encoding="utf-8", errors="backslashreplace")
+    # everything is written aside and swapped in at the end: a failure leaves the previous output as it was
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work, old = out.parent / f".{out.name}.new", out.parent / f".{out.name}.old"
+    for d in (work, old):
+        shutil.rmtree(d, ignore_errors=True)
+    work.mkdir()
+    (work / OWNER_MARK).write_text(f"{pack.resolve()}\n", encoding="utf-8", errors="backslashreplace")
     for name in (args.train_set, args.test_set):
-        shutil.rmtree(out / name, ignore_errors=True)
-        (out / name).mkdir()
-    for name in MANIFESTS:
-        (out / name).unlink(missing_ok=True)
+        (work / name).mkdir()
     for stem, text in kept:
         utt = ids[stem]
-        dest = out / set_of[utt]
+        dest = work / set_of[utt]
         shutil.copyfile(wavs[stem], dest / f"{utt}.wav")
         (dest / f"{utt}{TEXT_SUFFIX}").write_text(text + "\n", encoding="utf-8")
-    with open(out / "dropped.tsv", "w", encoding="utf-8", errors="backslashreplace", newline="\n") as f:
+    with open(work / "dropped.tsv", "w", encoding="utf-8", errors="backslashreplace", newline="\n") as f:
         f.write("source\treason\tdetail\n")
         for stem, (reason, detail) in dropped.items():
             src = wavs.get(stem) or labs[stem]
             f.write(f"{tsv_field(src.relative_to(pack).as_posix())}\t{reason}\t{tsv_field(detail)}\n")
-    with open(out / "sources.tsv", "w", encoding="utf-8", errors="backslashreplace", newline="\n") as f:
+    with open(work / "sources.tsv", "w", encoding="utf-8", errors="backslashreplace", newline="\n") as f:
         f.write("utt\tset\tsource\n")
         for stem, _ in kept:
             f.write(f"{ids[stem]}\t{set_of[ids[stem]]}\t{tsv_field(wavs[stem].relative_to(pack).as_posix())}\n")
+    if out.exists():
+        os.rename(out, old)
+    os.rename(work, out)
+    shutil.rmtree(old, ignore_errors=True)
     print(f"{prog}: wrote {out}/{{{args.train_set},{args.test_set}}}: {len(train)} train, {len(test)} test clips "
           f"of speaker {spk!r}")
     return 0

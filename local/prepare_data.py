@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import re
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -18,10 +19,16 @@ from pathlib import Path
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from validate_data_dir import byte_key, validate_data_dir, write_table  # noqa: E402
+
+from cosyvoice.text.checks import TEXT_REASONS, text_problem  # noqa: E402
 
 WAV_SUFFIX = ".wav"
 TEXT_SUFFIX = ".normalized.txt"
+# audio files of other formats are not read (only .wav is), and are named as ignored
+OTHER_AUDIO = (".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".wma", ".aiff", ".aif")
+MIN_RATE = 16000  # the speech tokenizer and CAM++ work at 16 kHz; inference refuses lower-rate prompts too
 OUTPUTS = ("wav.scp", "text", "utt2spk", "spk2utt", "utt2dur", "rejected.tsv")
 # Every reason an utterance can be rejected for, in the order they are checked.
 REASONS = {
@@ -30,8 +37,10 @@ REASONS = {
     "no_wav": "transcript without wav",
     "text_not_utf8": "transcript is not UTF-8",
     "empty_text": "transcript is empty or whitespace",
+    **TEXT_REASONS,
     "unreadable_audio": "audio cannot be read",
     "empty_audio": "audio has no samples",
+    "low_sample_rate": f"audio sampled below {MIN_RATE} Hz (8 kHz telephone audio cannot train a 24 kHz voice)",
     "too_short": "shorter than --min_dur",
     "too_long": "longer than --max_dur",
 }
@@ -93,7 +102,8 @@ def read_text(path: Path) -> tuple[str | None, str]:
 
 
 def audio_duration(path: Path) -> tuple[str | None, str, float]:
-    """Return (reason, detail, seconds) from the header, also checking that the last frame can be read."""
+    """Return (reason, detail, seconds) from the header, also checking that the last frame can be read and that
+    the rate is at least 16 kHz."""
     try:
         if path.stat().st_size == 0:
             return "empty_audio", "0-byte file", 0.0
@@ -107,13 +117,17 @@ def audio_duration(path: Path) -> tuple[str | None, str, float]:
         return "unreadable_audio", " ".join(str(e).split()), 0.0
     if frames == 0:
         return "empty_audio", "0 samples", 0.0
+    if rate < MIN_RATE:
+        return "low_sample_rate", f"{rate} Hz < {MIN_RATE} Hz", frames / rate
     return None, "", frames / rate
 
 
-def scan_pairs(src_dir: Path) -> tuple[dict[str, dict[str, Path]], int]:
-    """Group the folder's files by utterance id -> {utt: {'wav': path, 'text': path}}, and count other files."""
+def scan_pairs(src_dir: Path) -> tuple[dict[str, dict[str, Path]], int, list[str]]:
+    """Group the folder's files by utterance id -> {utt: {'wav': path, 'text': path}}; also the number of other
+    files, and the names of audio files in formats that are not read."""
     pairs: dict[str, dict[str, Path]] = {}
     ignored = 0
+    other_audio: list[str] = []
     for entry in os.scandir(src_dir):
         if not entry.is_file():
             continue
@@ -122,9 +136,11 @@ def scan_pairs(src_dir: Path) -> tuple[dict[str, dict[str, Path]], int]:
             pairs.setdefault(name[: -len(TEXT_SUFFIX)], {})["text"] = Path(entry.path)
         elif name.endswith(WAV_SUFFIX) and len(name) > len(WAV_SUFFIX):
             pairs.setdefault(name[: -len(WAV_SUFFIX)], {})["wav"] = Path(entry.path)
+        elif name.lower().endswith(OTHER_AUDIO):
+            other_audio.append(name)
         else:
             ignored += 1
-    return pairs, ignored
+    return pairs, ignored, sorted(other_audio, key=byte_key)
 
 
 def name_problem(utt: str) -> str:
@@ -134,6 +150,8 @@ def name_problem(utt: str) -> str:
         return "file name is not valid UTF-8"
     if any(c.isspace() for c in utt):
         return "utterance id contains whitespace"
+    if utt.startswith("-"):
+        return "utterance id starts with '-' (it would read as an option)"
     return ""
 
 
@@ -149,6 +167,9 @@ def check_utterance(utt: str, files: dict[str, Path], min_dur: float, max_dur: f
     reason, text = read_text(files["text"])
     if reason:
         return None, (reason, text)
+    problem = text_problem(text)
+    if problem:
+        return None, problem
     reason, detail, dur = audio_duration(files["wav"])
     if reason:
         return None, (reason, detail)
@@ -176,8 +197,24 @@ def write_rejected(path: Path, rejected: dict[str, tuple[str, str]]) -> None:
             f.write(f"{field(utt)}\t{reason}\t{field(detail)}\n")
 
 
-def write_data_dir(d: Path, utts: list[Utterance], spk_id: str) -> None:
-    utt2spk = {u.utt: spk_id or (u.utt.split("_")[0] or u.utt) for u in utts}
+def _unescape(field: str) -> str:
+    return re.sub(r"\\([\\tn])", lambda m: {"\\": "\\", "t": "\t", "n": "\n"}[m.group(1)], field)
+
+
+def read_rejected(path: Path) -> dict[str, tuple[str, str]]:
+    """The entries of a rejected.tsv (written by write_rejected), {utt: (reason, detail)}; empty if none."""
+    if not path.is_file():
+        return {}
+    out = {}
+    for line in path.read_text(encoding="utf-8").splitlines()[1:]:
+        utt, reason, detail = (line.split("\t") + ["", ""])[:3]
+        out[_unescape(utt)] = (reason, _unescape(detail))
+    return out
+
+
+def write_data_dir(d: Path, utts: list[Utterance], spk_id: str, utt2spk: dict[str, str] | None = None) -> None:
+    """The tables of ``utts``; the speaker is ``spk_id``, else ``utt2spk[utt]``, else the id's prefix before '_'."""
+    utt2spk = {u.utt: spk_id or (utt2spk or {}).get(u.utt) or (u.utt.split("_")[0] or u.utt) for u in utts}
     spk2utt: dict[str, list[str]] = {}
     for utt in sorted(utt2spk, key=byte_key):
         spk2utt.setdefault(utt2spk[utt], []).append(utt)
@@ -195,7 +232,7 @@ def main(argv=None) -> int:
     if not src.is_dir():
         print(f"{prog}: error: source folder not found: {src}", file=sys.stderr)
         return 1
-    pairs, ignored = scan_pairs(src)
+    pairs, ignored, other_audio = scan_pairs(src)
     kept: list[Utterance] = []
     rejected: dict[str, tuple[str, str]] = {}
     for utt in sorted(pairs, key=byte_key):
@@ -215,7 +252,10 @@ def main(argv=None) -> int:
           + (f" (see {des / 'rejected.tsv'})" if rejected else ""))
     for reason in REASONS:
         if counts[reason]:
-            print(f"{prog}:   {reason:16s} {counts[reason]:6d}  {REASONS[reason]}")
+            print(f"{prog}:   {reason:18s} {counts[reason]:6d}  {REASONS[reason]}")
+    if other_audio:
+        print(f"{prog}:   ignored {len(other_audio)} audio file(s) that are not .wav (e.g. {other_audio[0]}): only "
+              f"<utt>.wav is read; convert them to wav (e.g. ffmpeg -i x.flac x.wav) to use them")
     if ignored:
         print(f"{prog}:   ignored {ignored} other files (neither *{WAV_SUFFIX} nor *{TEXT_SUFFIX})")
     if not kept:

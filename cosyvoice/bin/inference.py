@@ -246,7 +246,13 @@ def plan_jobs(mode: str, jobs: Dict[str, List[Job]], spk_id: str, known_spks: Li
 
 
 def check_texts(cosyvoice, jobs: List[Job], text_frontend: bool) -> None:
+    from cosyvoice.text.checks import text_problem
+
     for job in jobs:
+        problem = text_problem(job.text)
+        if problem and problem[0] != "no_speakable_text":
+            raise InputError(f"{job.mode} line {job.index} ({job.text!r}) holds {problem[0].replace('_', ' ')} "
+                             f"{problem[1]!r}, which would be read out literally: replace it by the words to say")
         if not [p for p in cosyvoice.frontend.text_normalize(job.text, True, text_frontend) if p.strip()]:
             raise InputError(f"{job.mode} line {job.index} ({job.text!r}) leaves nothing to say after normalization")
 

@@ -23,6 +23,7 @@ import torch
 
 from cosyvoice.cli.frontend import CosyVoiceFrontEnd, PathLike
 from cosyvoice.cli.model import CosyVoice2Model
+from cosyvoice.text.checks import text_problem
 from cosyvoice.utils.config import load_config
 from cosyvoice.utils.pretrained import (CAMPPLUS_FILE, CONFIG_FILE, QWEN_DIR, SPEECH_TOKENIZER_FILE, SPK2INFO_FILE,
                                         check_pretrained_dir)
@@ -98,6 +99,10 @@ class CosyVoice2:
             return [tts_text]
         if not isinstance(tts_text, str):
             raise TypeError(f"tts_text must be a str (or a generator of str), got {type(tts_text).__name__}")
+        problem = text_problem(tts_text)
+        if problem and problem[0] != "no_speakable_text":  # that one is told below, after normalization
+            raise ValueError(f"tts_text {tts_text!r} holds {problem[0].replace('_', ' ')} {problem[1]!r}, which "
+                             f"would be read out literally: replace it by the words to say")
         pieces = self.frontend.text_normalize(tts_text, split=True, text_frontend=text_frontend)
         pieces = [p for p in pieces if not isinstance(p, str) or p.strip()]
         if not pieces:

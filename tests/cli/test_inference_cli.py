@@ -162,3 +162,20 @@ def test_inference_sh_all_modes(tmp_path, model_dir, text_json, pair_dir):
     assert sorted(os.listdir(result_dir)) == sorted([row[0] for row in rows[1:]] + ["index.tsv"])
     assert f"prompt: demo_0001 ({pair_dir}/demo_0001.wav) '{PROMPT_TEXT} demo_0001'" in r.stderr
     assert "no CUDA device: fp16 is ignored, running in float32" in r.stderr
+
+
+def test_markup_in_a_line_is_refused_before_synthesis(tmp_path):
+    class Frontend:
+        @staticmethod
+        def text_normalize(text, split, text_frontend):
+            return [text]
+
+    class Model:
+        frontend = Frontend()
+
+    ok = cli.Job("sft", 0, "[breath]你好<strong>世界</strong>")
+    cli.check_texts(Model(), [ok], True)  # CosyVoice's own control tags are fine
+    for text, what in (("{NICKNAME}，你好。", "template variable '{NICKNAME}'"),
+                       ("<color=#FFD780FF>小心</color>", "markup '<color=#FFD780FF>'")):
+        with pytest.raises(cli.InputError, match=re.escape(f"sft line 0 ({text!r}) holds {what}")):
+            cli.check_texts(Model(), [cli.Job("sft", 0, text)], True)

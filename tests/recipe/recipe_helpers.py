@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import zlib
 import sys
 from pathlib import Path
 
@@ -15,9 +16,10 @@ for sub in ("local", "tools"):
 
 
 def write_wav(path: Path, seconds: float, rate: int = 16000, channels: int = 1) -> Path:
-    """A quiet sine of the given length (deterministic)."""
+    """A quiet sine of the given length, its pitch set by the file name (deterministic; clips differ)."""
     t = np.arange(int(round(seconds * rate))) / rate
-    mono = (0.1 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    freq = 150 + zlib.crc32(path.name.encode("utf-8")) % 300
+    mono = (0.1 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
     audio = mono if channels == 1 else np.stack([mono] * channels, axis=1)
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, audio, rate, subtype="PCM_16")
@@ -55,6 +57,13 @@ BAD_FOLDER_EXPECTED = {
     "spk_short": "too_short",
     "spk_long": "too_long",
     "spk bad": "bad_name",
+    "-spk_dash": "bad_name",  # would read as an option (and become speaker '-spk')
+    "spk_tags": None,  # CosyVoice's own control tags are not markup
+    "spk_template": "template_variable",
+    "spk_color": "markup",
+    "spk_emoji": "no_speakable_text",
+    "spk_8k": "low_sample_rate",
+    "spk_flac": "no_wav",  # a .flac is not read; it is named as ignored
 }
 
 
@@ -82,10 +91,25 @@ def make_bad_folder(d: Path) -> Path:
     write_text(d / "spk_noframes.normalized.txt", "no frames")
     write_wav(d / "spk_short.wav", 0.3)
     write_text(d / "spk_short.normalized.txt", "short")
-    write_wav(d / "spk_long.wav", 31.0, rate=8000)
+    write_wav(d / "spk_long.wav", 31.0, rate=16000)
     write_text(d / "spk_long.normalized.txt", "long")
     write_wav(d / "spk bad.wav", 1.0)
     write_text(d / "spk bad.normalized.txt", "space in the name")
+    write_wav(d / "-spk_dash.wav", 1.0)
+    write_text(d / "-spk_dash.normalized.txt", "dash")
+    write_wav(d / "spk_tags.wav", 1.0)
+    write_text(d / "spk_tags.normalized.txt", "[breath]你好<strong>世界</strong>")
+    write_wav(d / "spk_template.wav", 1.0)
+    write_text(d / "spk_template.normalized.txt", "{NICKNAME}，你好。")
+    write_wav(d / "spk_color.wav", 1.0)
+    write_text(d / "spk_color.normalized.txt", "<color=#FFD780FF>小心</color>！")
+    write_wav(d / "spk_emoji.wav", 1.0)
+    write_text(d / "spk_emoji.normalized.txt", "😀！！……")
+    write_wav(d / "spk_8k.wav", 1.0, rate=8000)
+    write_text(d / "spk_8k.normalized.txt", "telephone audio")
+    write_wav(d / "spk_flac.wav", 1.0)
+    (d / "spk_flac.wav").rename(d / "spk_flac.flac")
+    write_text(d / "spk_flac.normalized.txt", "a flac clip")
     write_text(d / "notes.md", "not part of the data")
     return d
 

@@ -26,7 +26,7 @@ def test_each_rejection_reason_lands_on_the_right_utterance(bad_folder, tmp_path
     bad = {u: r for u, r in BAD_FOLDER_EXPECTED.items() if r is not None}
     assert [k for k, _ in read_table(des / "wav.scp")] == good
     assert read_rejected(des / "rejected.tsv") == bad
-    assert validate_data_dir(des) == {"utterances": 4, "speakers": 1}
+    assert validate_data_dir(des) == {"utterances": 5, "speakers": 1}
     text = dict(read_table(des / "text"))
     assert text["spk_good3"] == "two lines"
     assert text["spk_good2"] == "你好，世界。"
@@ -35,7 +35,8 @@ def test_each_rejection_reason_lands_on_the_right_utterance(bad_folder, tmp_path
     assert snapshot(bad_folder) == before  # the source folder is only read
 
     out = capsys.readouterr().out
-    assert "kept 4 utterances" in out and "rejected 10" in out
+    assert "kept 5 utterances" in out and "rejected 16" in out
+    assert "ignored 1 audio file(s) that are not .wav (e.g. spk_flac.flac): only <utt>.wav is read" in out
     assert "empty_audio" in out and "     2  audio has no samples" in out
     assert "ignored 1 other files" in out
 

@@ -73,10 +73,10 @@ def test_stage0_keeps_good_pairs_lists_bad_ones_and_leaves_data_dir_alone(run_re
     assert rejected(data / "train" / "rejected.tsv") == {u: r for u, r in BAD_FOLDER_EXPECTED.items() if r}
     assert table_keys(data / "test" / "text") == ["spk_t1", "spk_t2"]
     assert rejected(data / "test" / "rejected.tsv") == {}
-    assert validate_data_dir(data / "train")["utterances"] == 4
+    assert validate_data_dir(data / "train")["utterances"] == 5
     assert snapshot(d) == before
     assert f"Stage 0: prepare data: {d} -> {data}/{{train,test}}" in r.stdout
-    assert "kept 4 utterances" in r.stdout and "rejected 10" in r.stdout
+    assert "kept 5 utterances" in r.stdout and "rejected 16" in r.stdout
 
 
 def test_stage0_reruns_only_when_inputs_change_or_forced(run_recipe, tmp_path):
@@ -90,7 +90,7 @@ def test_stage0_reruns_only_when_inputs_change_or_forced(run_recipe, tmp_path):
     assert first.returncode == 0 and "prepare_data.py" in first.stdout
     again = run_recipe(*args)
     assert again.returncode == 0
-    assert "Stage 0: already done for these inputs; skipped" in again.stdout and "prepare_data.py" not in again.stdout
+    assert "Stage 0: already done with these inputs; skipped" in again.stdout and "prepare_data.py" not in again.stdout
     forced = run_recipe(*args, "--force", "true")
     assert "prepare_data.py" in forced.stdout
     write_text(d / "train" / "a_train9.normalized.txt", "new transcript without wav")
@@ -110,7 +110,8 @@ def test_stage0_flat_folder_is_split(run_recipe, tmp_path, bad_folder):
     assert r.returncode == 0, r.stderr
     assert "is one flat folder: splitting off the test set" in r.stdout
     train, test = table_keys(tmp_path / "data" / "train" / "text"), table_keys(tmp_path / "data" / "test" / "text")
-    assert len(train) == 3 and len(test) == 1
+    good = [u for u, reason in BAD_FOLDER_EXPECTED.items() if reason is None]
+    assert len(train) == len(good) - 1 and len(test) == 1
     assert sorted(train + test) == sorted(u for u, reason in BAD_FOLDER_EXPECTED.items() if reason is None)
 
 
@@ -136,7 +137,7 @@ def test_stage0_fails_with_one_line_when_nothing_is_usable(run_recipe, tmp_path)
     r = run_recipe("--data_dir", tmp_path / "D", "--data_root", tmp_path / "data", "--stop_stage", "0")
     assert r.returncode == 1
     assert r.stderr.strip() == (f"prepare_data.py: error: no usable utterance in {tmp_path / 'D' / 'train'} "
-                                f"(reasons in {tmp_path / 'data' / 'train' / 'rejected.tsv'})")
+                                f"(reasons in {tmp_path / 'data' / '.stage0.new' / 'train' / 'rejected.tsv'})")
     assert not (tmp_path / "data" / ".stage0.done").exists()
 
 
@@ -156,8 +157,8 @@ def test_raw_pack_to_tables(run_recipe, tmp_path, raw_pack):
 
     again = run_recipe("--raw_pack_dir", raw_pack, "--stage", "-1", "--stop_stage", "0", "--data_root", data,
                        "--num_test", "2")
-    assert "Stage -1: already done for these inputs; skipped" in again.stdout
-    assert "Stage 0: already done for these inputs; skipped" in again.stdout
+    assert "Stage -1: already done with these inputs; skipped" in again.stdout
+    assert "Stage 0: already done with these inputs; skipped" in again.stdout
 
 
 def test_raw_pack_and_data_dir_exclude_each_other(run_recipe, tmp_path, raw_pack):
