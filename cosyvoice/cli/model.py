@@ -8,8 +8,12 @@ Differences, all on purpose:
   polling, an exception in the worker is re-raised in the caller, and abandoning the generator stops the worker.
 * The streaming hop length grows within one call and starts again at ``token_hop_len`` on the next call (the
   official class grows ``self.token_hop_len`` for good, so only its first streaming call follows the schedule).
-* ``seed`` makes a call reproducible: the LLM samples from a forked global RNG seeded with it, and HiFT draws its
-  noise from a private generator seeded with it, so the worker thread and the vocoder never share random draws.
+* ``seed`` makes a call reproducible, also when several threads call ``tts`` on one object at once: the LLM samples
+  from a ``torch.Generator`` of its own seeded with it, and HiFT draws its noise from another one seeded with it.
+  The global RNG is neither read nor written (the numbers are those of ``torch.manual_seed(seed)``, since a fresh
+  generator seeded alike draws the same). The flow of CosyVoice2 draws nothing: its noise is fixed.
+* Each call keeps its state (tokens, vocoder and flow caches) under its own ``uuid4`` key, so concurrent calls
+  never see each other's tokens.
 * ``speed`` other than 1.0 with ``stream=True`` is an error (the official code silently ignores it).
 * A streaming chunk runs the flow's 10 Euler steps on its new frames only, reusing the state of the earlier frames
   (``flow.inference_chunk``); the official code recomputes the whole prefix each time. Same numbers (to float
@@ -163,7 +167,7 @@ class CosyVoice2Model:
         """Decode speech tokens into ``tts_speech_token_dict[uuid]`` (runs in the worker thread).
 
         ``text``: (1, T) int32 token ids, or a generator of (1, n) pieces (bi-directional streaming input).
-        ``seed``: sample from the global RNG forked and seeded with it (restored afterwards).
+        ``seed``: sample from a generator of this call seeded with it (None: from the global RNG, as official).
         """
         job = self._jobs[uuid]
         prompt_kwargs = dict(
@@ -173,11 +177,9 @@ class CosyVoice2Model:
             prompt_speech_token_len=torch.tensor([llm_prompt_speech_token.shape[1]], dtype=torch.int32,
                                                  device=self.device),
             embedding=llm_embedding.to(self.device))
-        devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        rng = torch.random.fork_rng(devices=devices) if seed is not None else nullcontext()
-        with rng, self._autocast():
-            if seed is not None:
-                torch.manual_seed(seed)
+        if seed is not None:
+            prompt_kwargs["generator"] = torch.Generator(device=self.device).manual_seed(int(seed))
+        with self._autocast():
             if isinstance(text, Iterator):
                 tokens = self.llm.inference_bistream(text=text, **prompt_kwargs)
             else:
@@ -248,7 +250,7 @@ class CosyVoice2Model:
         """
         if stream and speed != 1.0:
             raise ValueError(f"speed {speed} needs stream=False: speed change works only without streaming")
-        this_uuid = str(uuid_lib.uuid1())
+        this_uuid = str(uuid_lib.uuid4())  # uuid1 may draw from python's global random
         with self.lock:
             self._jobs[this_uuid] = _LLMJob()
             self.tts_speech_token_dict[this_uuid], self.llm_end_dict[this_uuid] = [], False

@@ -14,6 +14,7 @@ Checkpoint layouts (official ``llm.pt``):
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
@@ -28,6 +29,28 @@ from cosyvoice.utils.common import IGNORE_ID, th_accuracy
 from cosyvoice.utils.mask import make_pad_mask
 
 logger = logging.getLogger(__name__)
+
+
+def _check_takes_generator(sampling: Callable) -> None:
+    """A sampler handed a ``generator=`` must accept it (the package's samplers do; a custom one may not)."""
+    try:
+        params = inspect.signature(sampling).parameters.values()
+    except (TypeError, ValueError):
+        return
+    if not any(p.name == "generator" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        name = getattr(getattr(sampling, "func", sampling), "__name__", repr(sampling))
+        raise TypeError(f"the yaml's llm sampling function {name} takes no generator= argument, which seeded "
+                        f"inference needs; give it a keyword argument generator (a torch.Generator, None: the "
+                        f"global RNG), as cosyvoice.utils.common.ras_sampling has")
+
+
+def _generator_kwargs(sampling: Callable, generator: Optional[torch.Generator]) -> dict:
+    """What ``sampling_ids`` gets for ``generator``: nothing when None, so that an override of ``sampling_ids``
+    with the official signature keeps working; else ``{'generator': generator}``, once the sampler is checked."""
+    if generator is None:
+        return {}
+    _check_takes_generator(sampling)
+    return {"generator": generator}
 
 
 def _as_int(x) -> int:
@@ -288,17 +311,22 @@ class Qwen2LM(nn.Module):
 
     # ----------------------------------------------------------------------------------------------- decoding
     def _sample(self, weighted_scores: torch.Tensor, decoded_tokens: List[int], sampling: int,
-                banned: Sequence[int]) -> int:
-        """Set the ``banned`` ids of the 1-D log-probs to -inf (in place, as the reference does), then sample."""
+                banned: Sequence[int], generator: Optional[torch.Generator] = None) -> int:
+        """Set the ``banned`` ids of the 1-D log-probs to -inf (in place, as the reference does), then sample
+        (from ``generator``; None: from the global RNG, as the official code)."""
         if len(banned):
             weighted_scores[list(banned)] = -float("inf")
-        return self.sampling(weighted_scores, decoded_tokens, sampling)
+        if generator is None:
+            return self.sampling(weighted_scores, decoded_tokens, sampling)
+        return self.sampling(weighted_scores, decoded_tokens, sampling, generator=generator)
 
     def sampling_ids(self, weighted_scores: torch.Tensor, decoded_tokens: List[int], sampling: int,
-                     ignore_eos: bool = True) -> int:
+                     ignore_eos: bool = True, generator: Optional[torch.Generator] = None) -> int:
         """Pick the next id from 1-D log-probs; with ``ignore_eos`` the ids in ``min_len_banned_ids`` are set to
-        -inf first (in place). That is id speech_token_size as in the reference: eos for CosyVoice2."""
-        return self._sample(weighted_scores, decoded_tokens, sampling, self.min_len_banned_ids if ignore_eos else ())
+        -inf first (in place). That is id speech_token_size as in the reference: eos for CosyVoice2.
+        ``generator``: the sampler draws from it (None: from the global RNG, as the official code)."""
+        return self._sample(weighted_scores, decoded_tokens, sampling, self.min_len_banned_ids if ignore_eos else (),
+                            generator)
 
     def _step(self, lm_input: torch.Tensor, cache):
         hidden, cache = self.llm.forward_one_step(lm_input, masks=None, cache=cache)
@@ -310,7 +338,7 @@ class Qwen2LM(nn.Module):
                   prompt_text_len: torch.Tensor, prompt_speech_token: torch.Tensor,
                   prompt_speech_token_len: torch.Tensor, embedding: torch.Tensor, sampling: int = 25,
                   max_token_text_ratio: float = 20, min_token_text_ratio: float = 2,
-                  uuid: str = "") -> Generator[int, None, None]:
+                  uuid: str = "", generator: Optional[torch.Generator] = None) -> Generator[int, None, None]:
         """Generate speech tokens for ``text`` (1, T) after an optional prompt, yielding each id as it is decoded.
 
         Input: ``[sos, embed(prompt_text ++ text), task_id, speech_embedding(prompt_speech_token)]``; an SFT call has
@@ -318,7 +346,9 @@ class Qwen2LM(nn.Module):
         tokens are produced (T counts only the new text; ``sampling_ids`` bans ``min_len_banned_ids`` below the
         minimum); decoding stops at any stop id (``stop_token_ids``), which is not yielded. ``embedding`` (speaker)
         is unused. Unlike the reference, ``text_len`` is not modified in place (the reference adds
-        ``prompt_text_len`` into it).
+        ``prompt_text_len`` into it). ``generator`` (an addition): every sampling draw comes from it instead of the
+        global RNG, so concurrent calls, each with its own generator, do not disturb each other (seeded like
+        ``torch.manual_seed``, it draws the same numbers).
         """
         device = text.device
         all_text = torch.concat([prompt_text.to(device), text], dim=1)
@@ -333,18 +363,20 @@ class Qwen2LM(nn.Module):
         new_text_len = torch.as_tensor(text_len).reshape(-1)[:1].cpu()
         min_len = int(new_text_len * min_token_text_ratio)
         max_len = int(new_text_len * max_token_text_ratio)
-        yield from self.inference_wrapper(lm_input, sampling, min_len, max_len, uuid)
+        yield from self.inference_wrapper(lm_input, sampling, min_len, max_len, uuid, generator=generator)
 
     @torch.inference_mode()
     def inference_wrapper(self, lm_input: torch.Tensor, sampling: int, min_len: int, max_len: int,
-                          uuid: str = "") -> Generator[int, None, None]:
+                          uuid: str = "", generator: Optional[torch.Generator] = None) -> Generator[int, None, None]:
         """KV-cached decoding from a ready LM input (1, L, D): at most ``max_len`` ids; for the first ``min_len``
-        steps ``sampling_ids`` is called with ``ignore_eos=True``; any id of ``stop_token_ids`` ends decoding."""
+        steps ``sampling_ids`` is called with ``ignore_eos=True``; any id of ``stop_token_ids`` ends decoding.
+        ``generator``: the sampling draws' source (None: the global RNG)."""
+        draw = _generator_kwargs(self.sampling, generator)
         out_tokens: List[int] = []
         cache = None
         for step in range(max_len):
             logp, cache = self._step(lm_input, cache)
-            top_id = self.sampling_ids(logp, out_tokens, sampling, ignore_eos=step < min_len)
+            top_id = self.sampling_ids(logp, out_tokens, sampling, ignore_eos=step < min_len, **draw)
             if top_id in self.stop_token_ids:
                 break
             yield top_id
@@ -359,8 +391,8 @@ class Qwen2LM(nn.Module):
     def inference_bistream(self, text: Iterable[torch.Tensor], prompt_text: torch.Tensor,
                            prompt_text_len: torch.Tensor, prompt_speech_token: torch.Tensor,
                            prompt_speech_token_len: torch.Tensor, embedding: torch.Tensor, sampling: int = 25,
-                           max_token_text_ratio: float = 20,
-                           min_token_text_ratio: float = 2) -> Generator[int, None, None]:
+                           max_token_text_ratio: float = 20, min_token_text_ratio: float = 2,
+                           generator: Optional[torch.Generator] = None) -> Generator[int, None, None]:
         """Generate while the text arrives: ``text`` yields (1, n) token tensors.
 
         Text is consumed in blocks of ``mix_ratio[0]`` tokens; after each block the model speaks until it emits (or
@@ -372,7 +404,9 @@ class Qwen2LM(nn.Module):
         Defined differently from the reference (where it raises or never ends): after the text has ended, any stop
         id ends decoding (the reference accepts only eos and raises on the others), and the final phase stops after
         ``max_token_text_ratio`` x (new text tokens) speech tokens in all instead of running unbounded.
+        ``generator``: as in :meth:`inference`.
         """
+        draw = _generator_kwargs(self.sampling, generator)
         n_text, n_speech = self.mix_ratio
         device = prompt_text.device
         sos_emb, task_id_emb = self._sos_task_emb()
@@ -414,7 +448,7 @@ class Qwen2LM(nn.Module):
                     top_id = self.fill_token
                     next_fill += n_speech + 1
                 else:
-                    top_id = self._sample(logp, out_tokens, sampling, self.streaming_banned_ids)
+                    top_id = self._sample(logp, out_tokens, sampling, self.streaming_banned_ids, **draw)
                 if top_id == self.fill_token:
                     next_fill = len(out_tokens) + n_speech + 1
                     logger.debug("bi-stream: fill token at %d, next forced at %d", len(out_tokens), next_fill)
@@ -432,7 +466,7 @@ class Qwen2LM(nn.Module):
         max_total = int(n_new_text * max_token_text_ratio)
         while n_speech_out < max_total:
             logp, cache = self._step(lm_input, cache)
-            top_id = self.sampling_ids(logp, out_tokens, sampling, ignore_eos=False)
+            top_id = self.sampling_ids(logp, out_tokens, sampling, ignore_eos=False, **draw)
             out_tokens.append(top_id)
             if top_id in self.stop_token_ids:
                 break
@@ -528,14 +562,14 @@ class CosyVoice3LM(Qwen2LM):
                   prompt_text_len: torch.Tensor, prompt_speech_token: torch.Tensor,
                   prompt_speech_token_len: torch.Tensor, embedding: torch.Tensor, sampling: int = 25,
                   max_token_text_ratio: float = 20, min_token_text_ratio: float = 2,
-                  uuid: str = "") -> Generator[int, None, None]:
+                  uuid: str = "", generator: Optional[torch.Generator] = None) -> Generator[int, None, None]:
         """:meth:`Qwen2LM.inference` after checking that ``prompt_text ++ text`` holds <|endofprompt|> (checked at
         the call, before the first token is asked for). Zero-shot, no-prompt and instruct calls differ only in
         their inputs: the instruction takes the place of the prompt text."""
         self._check_end_of_prompt("prompt text or text", prompt_text, text)
         return super().inference(text, text_len, prompt_text, prompt_text_len, prompt_speech_token,
                                  prompt_speech_token_len, embedding, sampling, max_token_text_ratio,
-                                 min_token_text_ratio, uuid)
+                                 min_token_text_ratio, uuid, generator=generator)
 
     def _bistream_prefix(self, prompt_text: torch.Tensor):
         """As the reference: the prompt text up to and including the first <|endofprompt|> is fed right after sos;

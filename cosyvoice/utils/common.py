@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
-from typing import List, Mapping
+from typing import List, Mapping, Optional
 
 import numpy as np
 import torch
@@ -66,10 +66,13 @@ def mask_to_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------------------------
 # Token sampling for the speech-token LLM (same signatures and random draws as the official sampler functions).
 # ``weighted_scores`` is a 1-D tensor of log-probabilities (or logits) over the speech-token vocabulary.
+# ``generator`` (an addition, keyword only): draw from this torch.Generator instead of the global RNG; one seeded
+# with S draws exactly what the global RNG draws after torch.manual_seed(S), without touching the global state.
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def nucleus_sampling(weighted_scores: torch.Tensor, top_p: float = 0.8, top_k: int = 25) -> int:
+def nucleus_sampling(weighted_scores: torch.Tensor, top_p: float = 0.8, top_k: int = 25, *,
+                     generator: Optional[torch.Generator] = None) -> int:
     """Sample one id from the smallest head of the distribution holding ``top_p`` of the mass, at most ``top_k`` ids.
 
     Candidates are taken in descending probability (stable sort, so ties keep the lower id first). A candidate is
@@ -90,29 +93,31 @@ def nucleus_sampling(weighted_scores: torch.Tensor, top_p: float = 0.8, top_k: i
         keep += 1
     if keep == 0:
         raise ValueError(f"nucleus_sampling: nothing to sample from (top_k={top_k}, top_p={top_p})")
-    choice = probs[:keep].clone().multinomial(1, replacement=True)
+    choice = probs[:keep].clone().multinomial(1, replacement=True, generator=generator)
     return int(order[:keep][choice].item())
 
 
-def random_sampling(weighted_scores: torch.Tensor, decoded_tokens: List[int], sampling: int) -> int:
+def random_sampling(weighted_scores: torch.Tensor, decoded_tokens: List[int], sampling: int, *,
+                    generator: Optional[torch.Generator] = None) -> int:
     """Sample one id from the full softmax distribution (``decoded_tokens`` and ``sampling`` are unused)."""
-    return int(weighted_scores.softmax(dim=0).multinomial(1, replacement=True).item())
+    return int(weighted_scores.softmax(dim=0).multinomial(1, replacement=True, generator=generator).item())
 
 
 def ras_sampling(weighted_scores: torch.Tensor, decoded_tokens: List[int], sampling: int, top_p: float = 0.8,
-                 top_k: int = 25, win_size: int = 10, tau_r: float = 0.1) -> int:
+                 top_k: int = 25, win_size: int = 10, tau_r: float = 0.1, *,
+                 generator: Optional[torch.Generator] = None) -> int:
     """Repetition-aware sampling (VALL-E 2).
 
     Draw with :func:`nucleus_sampling`; if the drawn id occurs at least ``win_size * tau_r`` times among the last
     ``win_size`` decoded tokens, ban it (``weighted_scores`` is modified in place, as in the reference) and draw
     again from the whole distribution with :func:`random_sampling`.
     """
-    top_id = nucleus_sampling(weighted_scores, top_p=top_p, top_k=top_k)
+    top_id = nucleus_sampling(weighted_scores, top_p=top_p, top_k=top_k, generator=generator)
     window = decoded_tokens[-win_size:] if win_size > 0 else []
     repeats = sum(1 for t in window if int(t) == top_id)
     if repeats >= win_size * tau_r:
         weighted_scores[top_id] = -float("inf")
-        top_id = random_sampling(weighted_scores, decoded_tokens, sampling)
+        top_id = random_sampling(weighted_scores, decoded_tokens, sampling, generator=generator)
     return top_id
 
 
