@@ -31,7 +31,9 @@ for p in (str(ROOT), str(Path(__file__).resolve().parent)):
         sys.path.insert(0, p)
 
 from cosyvoice.utils.common import str2bool  # noqa: E402
-from stage_common import StageInputError, atomic_write, load_pt_table, read_table, save_pt, write_lines  # noqa: E402
+from cosyvoice.utils.errors import UserError  # noqa: E402
+from stage_common import (StageInputError, atomic_write, load_pt_table, read_table, report_error,  # noqa: E402
+                          require_writable_dir, save_pt, write_lines)
 
 TOOL = "data_quality"
 TABLES = ("wav.scp", "text", "utt2spk", "utt2dur")
@@ -124,6 +126,7 @@ def main(argv=None) -> int:
                            min_loudness_db=args.min_loudness_db, spk_z=args.spk_z, min_group=args.min_group)
     try:
         tables, (utt2emb, spk2emb) = read_inputs(args.data_dir, not args.no_speaker_check)
+        require_writable_dir(args.data_dir, TOOL)
         rows = assess(tables["wav.scp"], tables["text"], tables["utt2spk"], utt2emb, spk2emb, th, progress=True)
         summary = summarize(rows, th, speaker_check=utt2emb is not None)
         write_report(args.data_dir, rows, summary)
@@ -133,14 +136,12 @@ def main(argv=None) -> int:
             n = write_filtered(args.data_dir, out_dir, summary["flagged_utts"])
             logging.info("wrote %s: %d utterance(s) kept, %d dropped (listed in %s/dropped.tsv)", out_dir, n,
                          summary["flagged"], out_dir)
-    except StageInputError as e:
-        print(f"ERROR: {e}", file=sys.stderr)
-        return 1
+    except UserError as e:
+        return report_error(e)
     except Exception as e:  # noqa: BLE001 - DataDirError from the validator, with its one-line message
         if type(e).__name__ != "DataDirError":
             raise
-        print(f"ERROR: {TOOL}: {e}", file=sys.stderr)
-        return 1
+        return report_error(StageInputError(f"{TOOL}: {e}"))
     return 0
 
 

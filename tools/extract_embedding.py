@@ -23,7 +23,9 @@ for p in (str(ROOT), str(Path(__file__).resolve().parent)):
 
 import torch  # noqa: E402
 
-from stage_common import StageInputError, map_utts, read_table, require_file, save_pt  # noqa: E402
+from cosyvoice.utils.errors import UserError  # noqa: E402
+from stage_common import (StageInputError, map_utts, read_table, report_error, require_file,  # noqa: E402
+                          require_writable_dir, save_pt)
 
 TOOL = "extract_embedding"
 
@@ -49,16 +51,20 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s")
     args = get_args(argv)
     try:
-        utt2wav = read_table(os.path.join(args.data_dir, "wav.scp"), TOOL)
-        utt2spk = read_table(os.path.join(args.data_dir, "utt2spk"), TOOL)
-        require_file(args.onnx_path, TOOL)
-        no_spk = sorted(set(utt2wav) - set(utt2spk))
-        if no_spk:
-            raise StageInputError(f"{TOOL}: {len(no_spk)} utterance(s) of {args.data_dir}/wav.scp have no speaker in "
-                                  f"utt2spk (e.g. {', '.join(no_spk[:5])}); fix the data dir (stage 0)")
-    except StageInputError as e:
-        print(f"ERROR: {e}", file=sys.stderr)
-        return 1
+        return run(args)
+    except UserError as e:
+        return report_error(e)
+
+
+def run(args) -> int:
+    utt2wav = read_table(os.path.join(args.data_dir, "wav.scp"), TOOL)
+    utt2spk = read_table(os.path.join(args.data_dir, "utt2spk"), TOOL)
+    require_file(args.onnx_path, TOOL)
+    no_spk = sorted(set(utt2wav) - set(utt2spk))
+    if no_spk:
+        raise StageInputError(f"{TOOL}: {len(no_spk)} utterance(s) of {args.data_dir}/wav.scp have no speaker in "
+                              f"utt2spk (e.g. {', '.join(no_spk[:5])}); fix the data dir (stage 0)")
+    require_writable_dir(args.data_dir, TOOL)
 
     from cosyvoice.audio.io import load_wav
     from cosyvoice.utils.onnx import EmbeddingExtractor
@@ -73,11 +79,7 @@ def main(argv=None) -> int:
             raise StageInputError(f"{TOOL}: cannot read audio of utt {utt} ({utt2wav[utt]}): {e}") from e
         return extractor.embed(speech)
 
-    try:
-        results = map_utts(job, utt2wav, args.num_workers, "CAM++ embeddings")
-    except StageInputError as e:
-        print(f"ERROR: {e}", file=sys.stderr)
-        return 1
+    results = map_utts(job, utt2wav, args.num_workers, "CAM++ embeddings")
     utt2embedding = {utt: results[utt] for utt in sorted(results)}
     spk2embedding = speaker_means(utt2embedding, utt2spk)
     save_pt(utt2embedding, os.path.join(args.data_dir, "utt2embedding.pt"))

@@ -25,7 +25,9 @@ for p in (str(ROOT), str(Path(__file__).resolve().parent)):
 
 import torch  # noqa: E402
 
-from stage_common import StageInputError, map_utts, read_table, require_file, save_pt, write_lines  # noqa: E402
+from cosyvoice.utils.errors import UserError  # noqa: E402
+from stage_common import (StageInputError, map_utts, read_table, report_error, require_file,  # noqa: E402
+                          require_writable_dir, save_pt, write_lines)
 
 TOOL = "extract_speech_token"
 SKIPPED_FILE = "skipped_speech_token.tsv"
@@ -44,11 +46,15 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s")
     args = get_args(argv)
     try:
-        utt2wav = read_table(os.path.join(args.data_dir, "wav.scp"), TOOL)
-        require_file(args.onnx_path, TOOL)
-    except StageInputError as e:
-        print(f"ERROR: {e}", file=sys.stderr)
-        return 1
+        return run(args)
+    except UserError as e:
+        return report_error(e)
+
+
+def run(args) -> int:
+    utt2wav = read_table(os.path.join(args.data_dir, "wav.scp"), TOOL)
+    require_file(args.onnx_path, TOOL)
+    require_writable_dir(args.data_dir, TOOL)
 
     from cosyvoice.audio.io import load_wav
     from cosyvoice.utils.onnx import MAX_TOKENIZER_SECONDS, SAMPLE_RATE, SpeechTokenizer
@@ -67,11 +73,7 @@ def main(argv=None) -> int:
             return [], seconds
         return tokenizer.tokenize(speech, pad_to_token_grid=True), None
 
-    try:
-        results = map_utts(job, utt2wav, args.num_workers, "speech tokens")
-    except StageInputError as e:
-        print(f"ERROR: {e}", file=sys.stderr)
-        return 1
+    results = map_utts(job, utt2wav, args.num_workers, "speech tokens")
     utt2speech_token = {utt: results[utt][0] for utt in sorted(results)}
     skipped = [(utt, results[utt][1]) for utt in sorted(results) if results[utt][1] is not None]
     skipped_path = os.path.join(args.data_dir, SKIPPED_FILE)

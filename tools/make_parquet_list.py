@@ -29,7 +29,9 @@ for p in (str(ROOT), str(Path(__file__).resolve().parent)):
     if p not in sys.path:
         sys.path.insert(0, p)
 
-from stage_common import StageInputError, current_umask, load_pt_table, read_table  # noqa: E402
+from cosyvoice.utils.errors import UserError, write_error  # noqa: E402
+from stage_common import (StageInputError, current_umask, load_pt_table, read_table, report_error,  # noqa: E402
+                          require_writable_dir)
 
 TOOL = "make_parquet_list"
 UTT_TABLES = ("wav.scp", "text", "utt2spk", "utt2embedding.pt", "utt2speech_token.pt")
@@ -136,7 +138,9 @@ def write_parquet_dir(rows: List[dict], des_dir: str, per_shard: int, num_proces
 
     parent = os.path.dirname(os.path.abspath(des_dir))
     os.makedirs(parent, exist_ok=True)
-    work = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(des_dir))}.", dir=parent)
+    # named *.tmp<pid>: cosyvoice.utils.checkpoint.clean_stale_temp removes it if this process is killed
+    work = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(des_dir))}.", suffix=f".tmp{os.getpid()}",
+                            dir=parent)
     os.chmod(work, 0o777 & ~current_umask())  # mkdtemp makes it private; it becomes des_dir
     try:
         shards = [rows[start:start + per_shard] for start in range(0, len(rows), per_shard)]
@@ -193,10 +197,16 @@ def main(argv=None) -> int:
             logging.warning("%d utterance(s) have no speech tokens (over 30 s, see skipped_speech_token.tsv); "
                             "training drops them: %s", len(no_tokens), _names(no_tokens))
         rows = make_rows(tables, utts)
-        shards = write_parquet_dir(rows, args.des_dir, args.num_utts_per_parquet, args.num_processes)
-    except StageInputError as e:
-        print(f"ERROR: {e}", file=sys.stderr)
-        return 1
+        require_writable_dir(os.path.dirname(os.path.abspath(args.des_dir)), TOOL)
+        try:
+            shards = write_parquet_dir(rows, args.des_dir, args.num_utts_per_parquet, args.num_processes)
+        except OSError as e:
+            error = write_error(args.des_dir, e)
+            if error is e:
+                raise
+            raise StageInputError(f"{TOOL}: {error} (the previous {args.des_dir} is kept)") from e
+    except UserError as e:
+        return report_error(e)
     logging.info("packed %d utterances into %d parquet shard(s) in %s", len(utts), shards, args.des_dir)
     return 0
 

@@ -31,9 +31,10 @@ for p in (str(ROOT), str(Path(__file__).resolve().parent)):
 import torch  # noqa: E402
 
 from cosyvoice.utils.pretrained import (  # noqa: E402
-    CAMPPLUS_FILE, CONFIG_FILE, QWEN_DIR, SPEECH_TOKENIZER_FILE, SPK2INFO_FILE, PretrainedDirError,
+    CAMPPLUS_FILE, CONFIG_FILE, QWEN_DIR, SPEECH_TOKENIZER_FILE, SPK2INFO_FILE,
     check_pretrained_dir)
-from stage_common import StageInputError, load_pt_table, save_pt  # noqa: E402
+from cosyvoice.utils.errors import UserError  # noqa: E402
+from stage_common import StageInputError, load_pt_table, report_error, require_writable_dir, save_pt  # noqa: E402
 
 TOOL = "save_spk2info"
 # What the official CosyVoice2 class reads from a model dir, besides spk2info.pt.
@@ -85,16 +86,19 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s")
     args = get_args(argv)
     try:
-        check_pretrained_dir(args.pretrained_model_dir)
-        spk2embedding = load_pt_table(os.path.join(args.data_dir, "spk2embedding.pt"), TOOL)
-        if not spk2embedding:
-            raise StageInputError(f"{TOOL}: {args.data_dir}/spk2embedding.pt has no speaker; rerun stage 1")
-    except (PretrainedDirError, StageInputError) as e:
-        print(f"ERROR: {e}", file=sys.stderr)
-        return 1
+        return run(args)
+    except UserError as e:
+        return report_error(e)
+
+
+def run(args) -> int:
+    check_pretrained_dir(args.pretrained_model_dir)
+    spk2embedding = load_pt_table(os.path.join(args.data_dir, "spk2embedding.pt"), TOOL)
+    if not spk2embedding:
+        raise StageInputError(f"{TOOL}: {args.data_dir}/spk2embedding.pt has no speaker; rerun stage 1")
     if os.path.abspath(args.model_dir) == os.path.abspath(args.pretrained_model_dir):
-        print(f"ERROR: {TOOL}: --model_dir must differ from --pretrained_model_dir", file=sys.stderr)
-        return 1
+        raise StageInputError(f"{TOOL}: --model_dir must differ from --pretrained_model_dir")
+    require_writable_dir(args.model_dir, TOOL)
     spk2info = make_spk2info(spk2embedding)
     added = populate_model_dir(args.pretrained_model_dir, args.model_dir, args.copy)
     save_pt(spk2info, os.path.join(args.model_dir, SPK2INFO_FILE))

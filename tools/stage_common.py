@@ -6,8 +6,11 @@ checks whose one-line errors name the missing file and the stage that makes it.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from typing import Callable, Dict, Iterable
+
+from cosyvoice.utils.errors import EXIT_USER_ERROR, UserError, WriteError, one_line, write_error
 
 # Which recipe stage writes each data-dir file (for error messages).
 MADE_BY = {
@@ -21,8 +24,14 @@ MADE_BY = {
 }
 
 
-class StageInputError(FileNotFoundError):
+class StageInputError(UserError, FileNotFoundError):
     """A stage input is missing or malformed; the message says which file and how to make it."""
+
+
+def report_error(error: BaseException) -> int:
+    """Print a user error as ``ERROR: <one line>`` on stderr (no traceback); returns the exit status for it, 2."""
+    print(f"ERROR: {one_line(error)}", file=sys.stderr)
+    return EXIT_USER_ERROR
 
 
 def require_file(path: str, tool: str) -> str:
@@ -66,27 +75,55 @@ def current_umask() -> int:
     return mask
 
 
+def require_writable_dir(path: str, tool: str) -> str:
+    """Return ``path`` (created if missing) if files can be written in it; otherwise raise one line naming it.
+
+    Tools that write tables call it before any long computation, so a read-only ``--data_root`` fails at once."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write_test.", suffix=f".tmp{os.getpid()}", dir=path)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        error = write_error(path, e, hint=" (the data dir, e.g. run.sh --data_root, must be writable)")
+        if isinstance(error, WriteError):
+            raise StageInputError(f"{tool}: {error}") from e
+        raise
+    return path
+
+
 def atomic_write(path: str, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` on a temp file beside ``path``, then rename it onto ``path``."""
+    """Call ``write(tmp_path)`` on a temp file beside ``path`` (named ``*.tmp<pid>``, so that
+    ``cosyvoice.utils.checkpoint.clean_stale_temp`` removes it if this process is killed), then rename it onto
+    ``path``. A full disk or an unwritable folder is one line naming ``path``; nothing is left half-written."""
     d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=d)
+    try:
+        os.makedirs(d, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=f".tmp{os.getpid()}", dir=d)
+    except OSError as e:
+        raise _stage_write_error(path, e) from e
     os.close(fd)
     try:
         write(tmp)
         os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except OSError as e:
+        raise _stage_write_error(path, e) from e
+    finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-        raise
+
+
+def _stage_write_error(path: str, e: OSError) -> OSError:
+    error = write_error(path, e)
+    return StageInputError(str(error)) if isinstance(error, WriteError) else error
 
 
 def save_pt(obj, path: str) -> None:
     import torch
 
     def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:  # a file object, not the temp name: the same object gives the same bytes
+        with open(tmp, "wb") as f:  # a file object: the same object gives the same bytes, and a full disk is an OSError
             torch.save(obj, f)
 
     atomic_write(path, write)

@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
+from cosyvoice.utils.errors import UserError
+
 MODES = ("sft", "zero-shot", "cross-lingual", "instruct")
 JSON_KEYS = {"sft": "sft_inference", "zero-shot": "zero-shot", "cross-lingual": "cross-lingual",
              "instruct": "instruction-zero-shot"}
@@ -31,7 +33,7 @@ INDEX_FILE = "index.tsv"
 logger = logging.getLogger("inference")
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
     """Bad command-line input; main() prints it as one line."""
 
 

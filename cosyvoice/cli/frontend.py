@@ -15,6 +15,7 @@ import torch
 
 from cosyvoice.audio.io import load_wav
 from cosyvoice.text.normalizer import TextFrontend
+from cosyvoice.utils.errors import UserError
 from cosyvoice.utils.onnx import MAX_TOKENIZER_SECONDS, EmbeddingExtractor, SpeechTokenizer
 
 logger = logging.getLogger(__name__)
@@ -23,14 +24,14 @@ END_OF_PROMPT = "<|endofprompt|>"
 PathLike = Union[str, os.PathLike]
 
 
-class SpeakerError(KeyError):
+class SpeakerError(UserError, KeyError):
     """An unknown speaker id, or one whose spk2info entry cannot serve the requested mode."""
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
 
 
-class PromptError(ValueError):
+class PromptError(UserError, ValueError):
     """A prompt wav that cannot be used: missing, unreadable, or too long."""
 
 

@@ -26,6 +26,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from cosyvoice.eval import metrics as M
+from cosyvoice.utils.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ PROMPT_TARGET_S = 5.0      # the automatic prompt: the training clip closest to 
 PROMPT_LIMITS_S = (1.0, 15.0)
 
 
-class EvalInputError(ValueError):
+class EvalInputError(UserError, ValueError):
     """Bad evaluation input, reported in one line naming the file and the fix."""
 
 

@@ -8,8 +8,12 @@ A checkpoint named ``NAME`` (``epoch_3_whole``, ``epoch_4_step_1200``, ...) in a
   for DeepSpeed the engine's checkpoint folder ``NAME.ds/`` (which holds the same things in its own format);
 * ``NAME.ckpt.json``: the sidecar: epoch, step, data position, CV loss/acc, and the sha256 of every file above.
 
-Every file is written to a temporary name and renamed into place, and the sidecar is written last: a crash at any
-moment leaves either a complete new checkpoint or none, and the previous ones intact. On resume the newest
+Every file is written to a temporary name (``.NAME.pt.tmp<pid>``) and renamed into place, and the sidecar is written
+last: a crash at any moment leaves either a complete new checkpoint or none, and the previous ones intact. A write
+that fails (disk full, read-only folder) removes what it had written and raises a one-line
+:class:`cosyvoice.utils.errors.WriteError`; the temp files of killed processes are removed by
+:func:`clean_stale_temp` (``python -m cosyvoice.utils.checkpoint clean_stale DIR...``, and the trainer at start).
+A run stopped by the divergence guard marks its sidecars (``diverged``: the reason) so that they are not averaged. On resume the newest
 checkpoint whose files all match their recorded sha256 (and load) is used; a damaged newer one is reported with a
 warning naming it and the reason, and skipped.
 """
@@ -21,7 +25,9 @@ import json
 import logging
 import os
 import random
+import re
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -29,13 +35,15 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 import torch
 
+from cosyvoice.utils.errors import UserError, write_error
+
 logger = logging.getLogger(__name__)
 
 SIDECAR_VERSION = 1
 SIDECAR_SUFFIX = ".ckpt.json"
 
 
-class CheckpointCorrupt(RuntimeError):
+class CheckpointCorrupt(UserError, RuntimeError):
     """A checkpoint whose files are missing, truncated or altered."""
 
 
@@ -53,20 +61,33 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _tmp_name(path: Path) -> Path:
+TMP_SUFFIX = re.compile(r"\.tmp(\d+)$")  # what temp_name() ends with: the writer's process id
+
+
+def temp_name(path) -> Path:
+    """The temporary name beside ``path`` that this process writes before renaming it onto ``path``."""
+    path = Path(path)
     return path.with_name(f".{path.name}.tmp{os.getpid()}")
 
 
+_tmp_name = temp_name
+
+
 def _atomic_write(path, write: Callable[[Any], None], mode: str) -> None:
-    """``write(f)`` to a temporary file opened with ``mode`` in the same folder, fsync, then rename over ``path``."""
+    """``write(f)`` to a temporary file opened with ``mode`` in the same folder, fsync, then rename over ``path``.
+
+    An OSError of a full disk or an unwritable folder becomes a one-line WriteError naming ``path``; the temporary
+    file is removed whatever happens."""
     path = Path(path)
-    tmp = _tmp_name(path)
+    tmp = temp_name(path)
     try:
         with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        raise write_error(path, e) from e
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -167,6 +188,7 @@ class CheckpointInfo:
     files: Dict[str, str] = field(default_factory=dict)
     state: Optional[str] = None        # the resume state (a file or DeepSpeed folder), None once pruned
     saved_at: str = ""
+    diverged: Optional[str] = None     # set when the run was stopped by the divergence guard: why
     version: int = SIDECAR_VERSION
 
     @property
@@ -234,19 +256,26 @@ def save_checkpoint(model_dir, info: CheckpointInfo, model_state: Optional[Dict[
     """Write ``NAME.pt`` (+ ``NAME.state.pt`` for torch; the DeepSpeed folder is written by the engine before)
     and then the sidecar. Called on rank 0 only. Returns the sidecar path."""
     root = Path(model_dir)
-    paths = []
-    if model_state is not None:
-        atomic_torch_save(model_state, root / info.model_file)
-    paths.append(root / info.model_file)
-    if train_state is not None:
-        info.state = f"{info.name}.state.pt"
-        atomic_torch_save(train_state, root / info.state)
-    if info.state is not None:
-        paths.append(root / info.state)
-    info.files = hash_files(root, paths)
-    info.saved_at = datetime.datetime.now().isoformat(timespec="seconds")
-    side = sidecar_path(root, info.name)
-    atomic_write_text(side, info.to_json())
+    paths, written = [], []
+    try:
+        if model_state is not None:
+            atomic_torch_save(model_state, root / info.model_file)
+            written.append(root / info.model_file)
+        paths.append(root / info.model_file)
+        if train_state is not None:
+            info.state = f"{info.name}.state.pt"
+            atomic_torch_save(train_state, root / info.state)
+            written.append(root / info.state)
+        if info.state is not None:
+            paths.append(root / info.state)
+        info.files = hash_files(root, paths)
+        info.saved_at = datetime.datetime.now().isoformat(timespec="seconds")
+        side = sidecar_path(root, info.name)
+        atomic_write_text(side, info.to_json())
+    except BaseException:
+        for p in written:  # without its sidecar the checkpoint does not exist: leave no orphan weights behind
+            p.unlink(missing_ok=True)
+        raise
     return side
 
 
@@ -299,3 +328,78 @@ def prune_train_states(model_dir, keep: int) -> List[str]:
             state.unlink()
         pruned.append(info.name)
     return pruned
+
+
+# ------------------------------------------------------------------------------------------------ stale temp files
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a live process of another user
+        return True
+    return True
+
+
+def clean_stale_temp(dirs, recursive: bool = True) -> List[Path]:
+    """Remove the temp files (and folders) named ``*.tmp<pid>`` that processes no longer alive left in ``dirs``.
+
+    Such names are what the atomic writers here use (:func:`temp_name`); a process killed while writing leaves
+    its temp file behind. Entries of live processes (this one included) are kept. Folders are searched
+    recursively unless ``recursive`` is False; symbolic links are never followed (a model dir links into the
+    pretrained dir). Missing dirs are skipped. Returns the paths removed.
+    """
+    removed: List[Path] = []
+    me = os.getpid()
+
+    def consider(parent: str, name: str) -> None:
+        m = TMP_SUFFIX.search(name)
+        if not m or int(m.group(1)) == me or _pid_alive(int(m.group(1))):
+            return
+        path = Path(parent) / name
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except FileNotFoundError:
+            return
+        removed.append(path)
+
+    for top in dirs:
+        if not os.path.isdir(top):
+            continue
+        for parent, subdirs, files in os.walk(top, followlinks=False):
+            for name in files:
+                consider(parent, name)
+            kept = []
+            for name in subdirs:
+                consider(parent, name)
+                if (Path(parent) / name).is_dir():
+                    kept.append(name)
+            subdirs[:] = kept if recursive else []
+    return removed
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``python -m cosyvoice.utils.checkpoint clean_stale DIR...``: remove stale temp files of dead processes."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m cosyvoice.utils.checkpoint",
+                                description="Remove the *.tmp<pid> files that killed processes left behind.")
+    sub = p.add_subparsers(dest="command", required=True)
+    clean = sub.add_parser("clean_stale", help="remove *.tmp<pid> entries of dead processes (recursively)")
+    clean.add_argument("dirs", nargs="+", help="folders to clean (missing ones are skipped)")
+    clean.add_argument("--no_recursive", action="store_true", help="only the entries directly in each folder")
+    args = p.parse_args(argv)
+    removed = clean_stale_temp(args.dirs, recursive=not args.no_recursive)
+    if removed:
+        shown = ", ".join(str(r) for r in removed[:5]) + (f" (+{len(removed) - 5} more)" if len(removed) > 5 else "")
+        print(f"removed {len(removed)} stale temp file(s) of killed processes: {shown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -9,6 +9,8 @@ from typing import List, Mapping, Optional
 import numpy as np
 import torch
 
+from cosyvoice.utils.errors import UserError
+
 IGNORE_ID = -1
 
 
@@ -143,7 +145,7 @@ def fade_in_out(fade_in_mel: torch.Tensor, fade_out_mel: torch.Tensor, window) -
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that does not fit the module it is loaded into; the message names the file and the keys."""
 
 

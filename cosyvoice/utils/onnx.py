@@ -17,6 +17,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from cosyvoice.utils.errors import UserError
 from cosyvoice.audio.features import campplus_fbank, whisper_log_mel_spectrogram
 
 SAMPLE_RATE = 16000              # both models read 16 kHz audio
@@ -25,8 +26,12 @@ MEL_FRAMES_PER_TOKEN = 4         # 100 mel frames/s -> 25 tokens/s
 SAMPLES_PER_TOKEN = 640          # at 16 kHz: 40 ms
 
 
-class AudioTooLongError(ValueError):
+class AudioTooLongError(UserError, ValueError):
     """Audio longer than the speech tokenizer accepts."""
+
+
+class OnnxModelError(UserError, ValueError):
+    """An ONNX model file that onnxruntime cannot load (truncated or damaged download)."""
 
 
 def open_session(model_path: str, providers: Optional[Sequence] = None, threads: int = 1):
@@ -39,8 +44,17 @@ def open_session(model_path: str, providers: Optional[Sequence] = None, threads:
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads
-    return onnxruntime.InferenceSession(model_path, sess_options=options,
-                                        providers=list(providers or ["CPUExecutionProvider"]))
+    try:
+        return onnxruntime.InferenceSession(model_path, sess_options=options,
+                                            providers=list(providers or ["CPUExecutionProvider"]))
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types (InvalidProtobuf, Fail, ...)
+        reason = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        size, where = os.path.getsize(model_path), os.path.dirname(os.path.abspath(model_path))
+        raise OnnxModelError(
+            f"{model_path} ({size} bytes) is not a loadable ONNX model: the file is damaged or truncated "
+            f"({type(e).__name__}: {reason[:200]}); download it again (tools/download_pretrained.py --model_dir "
+            f"{where}) or, for the stand-in, remake it (tools/make_tiny_pretrained.py --out_dir {where} --force)"
+        ) from e
 
 
 def _as_16k(speech: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,8 @@ import os
 import sys
 from typing import Iterable, List
 
+from cosyvoice.utils.errors import UserError
+
 QWEN_DIR = "CosyVoice-BlankEN"
 CONFIG_FILE = "cosyvoice2.yaml"
 CAMPPLUS_FILE = "campplus.onnx"
@@ -38,7 +40,7 @@ def how_to_get(model_dir: str) -> str:
             f"`python tools/make_tiny_pretrained.py --out_dir {model_dir}`")
 
 
-class PretrainedDirError(FileNotFoundError):
+class PretrainedDirError(UserError, FileNotFoundError):
     """A pretrained model dir lacks files; the message lists all of them and how to get them."""
 
 

@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 
 from cosyvoice.utils.checkpoint import atomic_write_text
+from cosyvoice.utils.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ QWEN_DIR = "CosyVoice-BlankEN"
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-class TrainSetupError(ValueError):
+class TrainSetupError(UserError, ValueError):
     """A bad option, file or combination, reported in one line naming the fix."""
 
 

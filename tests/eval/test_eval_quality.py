@@ -107,7 +107,7 @@ def test_drop_flagged_writes_a_filtered_data_dir(crafted_dir, tmp_path):
 def test_missing_embeddings_name_stage_1(crafted_dir, capsys):
     (crafted_dir / "utt2embedding.pt").unlink()
     tool = load_tool("data_quality")
-    assert tool.main(["--data_dir", str(crafted_dir)]) == 1
+    assert tool.main(["--data_dir", str(crafted_dir)]) == 2
     err = capsys.readouterr().err
     assert f"required file {crafted_dir / 'utt2embedding.pt'} is missing; run stage 1" in err
     assert tool.main(["--data_dir", str(crafted_dir), "--no_speaker_check"]) == 0
@@ -118,7 +118,7 @@ def test_missing_embeddings_name_stage_1(crafted_dir, capsys):
 
 def test_nothing_left_is_an_error(crafted_dir, capsys):
     tool = load_tool("data_quality")
-    assert tool.main(["--data_dir", str(crafted_dir), "--drop_flagged", "true", "--min_loudness_db", "0"]) == 1
+    assert tool.main(["--data_dir", str(crafted_dir), "--drop_flagged", "true", "--min_loudness_db", "0"]) == 2
     assert "every utterance of" in capsys.readouterr().err
 
 

@@ -131,7 +131,7 @@ def test_table_mismatch_is_reported(stages, tmp_path):
     tok["ghost_001"] = [1, 2]
     torch.save(tok, data / "utt2speech_token.pt")
     rc, err = call_tool("make_parquet_list", "--src_dir", data, "--des_dir", data / "parquet")
-    assert rc == 1
+    assert rc == 2
     err = err.strip()
     assert "\n" not in err
     assert "utt2speech_token.pt lacks 1 utterance(s) of wav.scp: spkB_002" in err
@@ -150,7 +150,7 @@ def test_missing_stage_input_names_the_stage(tmp_path, stages):
     data = _copy_data(stages["data"], tmp_path / "data")
     os.remove(data / "utt2embedding.pt")
     rc, err = call_tool("make_parquet_list", "--src_dir", data, "--des_dir", data / "parquet")
-    assert rc == 1
+    assert rc == 2
     assert err.strip() == (f"ERROR: make_parquet_list: required file {data}/utt2embedding.pt is missing; "
                                 "run stage 1 (tools/extract_embedding.py) first")
 
@@ -174,7 +174,7 @@ def test_missing_onnx_fails_naming_it(tmp_path, synthetic_utts):
     data = make_data_dir(tmp_path, {"spkA_001": synthetic_utts["spkA_001"]})
     missing = tmp_path / "nowhere" / "campplus.onnx"
     r = run_tool("extract_embedding", "--data_dir", data, "--onnx_path", missing)
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert r.stderr.strip() == f"ERROR: extract_embedding: required file {missing} is missing; check the path"
     assert not (data / "utt2embedding.pt").exists()
 
@@ -183,7 +183,7 @@ def test_unreadable_audio_names_the_utterance(tmp_path, stand_in_dir, synthetic_
     data = make_data_dir(tmp_path, {"spkA_001": synthetic_utts["spkA_001"], "spkA_002": synthetic_utts["spkA_002"]})
     os.remove(tmp_path / "wavs" / "spkA_002.wav")
     rc, err = call_tool("extract_embedding", "--data_dir", data, "--onnx_path", stand_in_dir / "campplus.onnx")
-    assert rc == 1
+    assert rc == 2
     assert f"cannot read audio of utt spkA_002 ({tmp_path}/wavs/spkA_002.wav)" in err
     assert not (data / "utt2embedding.pt").exists() and not (data / "spk2embedding.pt").exists()
 
