@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from cosyvoice.utils.errors import UserError
+from cosyvoice.utils.errors import EXIT_USER_ERROR, UserError, one_line
 
 MODES = ("sft", "zero-shot", "cross-lingual", "instruct")
 JSON_KEYS = {"sft": "sft_inference", "zero-shot": "zero-shot", "cross-lingual": "cross-lingual",
@@ -315,9 +315,11 @@ def main(argv=None) -> int:
             raise InputError(str(e))
         todo = plan_jobs(args.mode, jobs, spk_id, cosyvoice.list_available_spks(), args.text_json)
         check_texts(cosyvoice, todo, args.text_frontend == "true")
-    except InputError as e:
-        print(f"ERROR: {e}", file=sys.stderr)
-        return 1
+        if prompt[0]:  # the front end's own checks (too short, silent, ...) before any synthesis
+            cosyvoice.frontend._extract_speech_token(prompt[0])
+    except UserError as e:
+        print(f"ERROR: {one_line(e)}", file=sys.stderr)
+        return EXIT_USER_ERROR
     from tqdm import tqdm
 
     from cosyvoice.audio.io import save_wav

@@ -15,6 +15,8 @@ dict per text piece, or one per chunk with ``stream=True``. ``seed`` (an additio
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import os
 import time
 from typing import Dict, Generator, Iterator, Optional
@@ -123,6 +125,7 @@ class CosyVoice2:
     def inference_sft(self, tts_text, spk_id: str, stream: bool = False, speed: float = 1.0,
                       text_frontend: bool = True, seed: Optional[int] = None):
         """Speak ``tts_text`` as the speaker ``spk_id`` of spk2info.pt (e.g. the fine-tuned speaker)."""
+        _check_speed(speed)
         self.frontend._speaker(spk_id, "embedding", "sft")
         for text in self._pieces(tts_text, text_frontend):
             model_input = self.frontend.frontend_sft(text, spk_id)
@@ -132,6 +135,7 @@ class CosyVoice2:
                             stream: bool = False, speed: float = 1.0, text_frontend: bool = True,
                             seed: Optional[int] = None):
         """Clone the voice of ``prompt_wav`` whose transcript is ``prompt_text`` (or of a saved speaker)."""
+        _check_speed(speed)
         if zero_shot_spk_id == "":
             if not isinstance(prompt_text, str) or not prompt_text.strip():
                 raise ValueError("prompt_text is empty: give the transcript of prompt_wav "
@@ -152,6 +156,7 @@ class CosyVoice2:
                                 stream: bool = False, speed: float = 1.0, text_frontend: bool = True,
                                 seed: Optional[int] = None):
         """Speak ``tts_text`` (any language) in the voice of ``prompt_wav``; its transcript is not needed."""
+        _check_speed(speed)
         self._check_prompt(prompt_wav, zero_shot_spk_id)
         for text in self._pieces(tts_text, text_frontend):
             model_input = self.frontend.frontend_cross_lingual(text, prompt_wav, self.sample_rate, zero_shot_spk_id)
@@ -162,6 +167,7 @@ class CosyVoice2:
                             seed: Optional[int] = None):
         """Speak ``tts_text`` in the voice of ``prompt_wav`` following ``instruct_text`` (e.g. '用开心的语气说');
         ``<|endofprompt|>`` is appended to the instruction when it does not end with it."""
+        _check_speed(speed)
         if not isinstance(instruct_text, str) or not instruct_text.strip():
             raise ValueError("instruct_text is empty: give an instruction such as '用开心的语气说这句话'")
         self._check_prompt(prompt_wav, zero_shot_spk_id)
@@ -176,6 +182,7 @@ class CosyVoice2:
     def inference_vc(self, source_wav: PathLike, prompt_wav: PathLike, stream: bool = False, speed: float = 1.0,
                      seed: Optional[int] = None):
         """Re-voice ``source_wav`` with the voice of ``prompt_wav`` (speech tokens of the source, no LLM)."""
+        _check_speed(speed)
         self._check_prompt(prompt_wav, "")
         model_input = self.frontend.frontend_vc(source_wav, prompt_wav, self.sample_rate)
         yield from self._synthesize(model_input, os.fspath(source_wav), stream, speed, seed)
@@ -185,6 +192,13 @@ class CosyVoice2:
             self.frontend._extract_speech_token(prompt_wav)  # a bad prompt fails before any synthesis
         else:
             self.frontend._speaker(zero_shot_spk_id, "flow_embedding", "this mode")
+
+
+def _check_speed(speed) -> None:
+    """``speed`` must be a finite number > 0 (the official code divides by it, or fails deep inside torch)."""
+    if isinstance(speed, bool) or not isinstance(speed, numbers.Real) or not math.isfinite(speed) or speed <= 0:
+        raise ValueError(f"speed must be a number > 0 (1.0: normal, 0.5: half as fast, 2.0: twice as fast), "
+                         f"got speed={speed!r}")
 
 
 def _check_model_type(configs: dict, model_dir: str) -> None:

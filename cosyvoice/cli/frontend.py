@@ -22,6 +22,10 @@ logger = logging.getLogger(__name__)
 
 END_OF_PROMPT = "<|endofprompt|>"
 PathLike = Union[str, os.PathLike]
+# A prompt must carry a voice: at least this long (12 speech tokens; 3-10 s is typical) and not silent (its active
+# loudness, cosyvoice.eval.quality.active_loudness_db, at or above this many dBFS; a quiet recording is ~ -40).
+MIN_PROMPT_SECONDS = 0.5
+SILENT_PROMPT_DB = -60.0
 
 
 class SpeakerError(UserError, KeyError):
@@ -32,7 +36,26 @@ class SpeakerError(UserError, KeyError):
 
 
 class PromptError(UserError, ValueError):
-    """A prompt wav that cannot be used: missing, unreadable, or too long."""
+    """A prompt wav that cannot be used: missing, unreadable, sampled below 16 kHz, too long, too short or silent."""
+
+
+def check_prompt_audio(speech: torch.Tensor, sample_rate: int, name: str, what: str = "prompt wav") -> None:
+    """Raise PromptError unless the (1, T) audio lasts from MIN_PROMPT_SECONDS to the tokenizer's 30 s and is not
+    silent (the 8 kHz check is load_wav's ``min_sr``)."""
+    from cosyvoice.eval.quality import active_loudness_db
+
+    seconds = speech.shape[-1] / sample_rate
+    if seconds > MAX_TOKENIZER_SECONDS:
+        raise PromptError(f"{what} {name} is {seconds:.1f} s long; the speech tokenizer "
+                          f"takes at most {MAX_TOKENIZER_SECONDS} s (use a shorter prompt, 3-10 s is typical)")
+    if seconds < MIN_PROMPT_SECONDS:
+        raise PromptError(f"{what} {name} is {seconds:.2f} s long; it needs at least {MIN_PROMPT_SECONDS} s "
+                          f"of the voice (3-10 s is typical)")
+    loudness = active_loudness_db(speech.reshape(-1).cpu().numpy(), sample_rate)
+    if loudness < SILENT_PROMPT_DB:
+        shown = "digital silence" if loudness == float("-inf") else f"loudness {loudness:.0f} dBFS"
+        raise PromptError(f"{what} {name} is silent ({shown}, below {SILENT_PROMPT_DB:.0f} dBFS): give a "
+                          f"recording of a voice")
 
 
 def with_end_of_prompt(instruct_text: str) -> str:
@@ -109,13 +132,12 @@ class CosyVoiceFrontEnd:
         except ValueError as e:  # unreadable, empty, or sampled below 16 kHz; the message names the file
             raise PromptError(f"prompt wav: {e}") from e
 
-    def _extract_speech_token(self, prompt_wav: PathLike) -> Tuple[torch.Tensor, torch.Tensor]:
-        """25 Hz speech tokens of the prompt: int32 (1, N) and (1,). At most 30 s of audio."""
+    def _extract_speech_token(self, prompt_wav: PathLike,
+                              what: str = "prompt wav") -> Tuple[torch.Tensor, torch.Tensor]:
+        """25 Hz speech tokens of the prompt: int32 (1, N) and (1,). From 0.5 to 30 s of audio that is not silent;
+        ``what`` names the audio in errors."""
         speech = self._load_prompt(prompt_wav, 16000)
-        seconds = speech.shape[1] / 16000
-        if seconds > MAX_TOKENIZER_SECONDS:
-            raise PromptError(f"prompt wav {os.fspath(prompt_wav)} is {seconds:.1f} s long; the speech tokenizer "
-                              f"takes at most {MAX_TOKENIZER_SECONDS} s (use a shorter prompt, 3-10 s is typical)")
+        check_prompt_audio(speech, 16000, os.fspath(prompt_wav), what)
         token, token_len = self.speech_tokenizer.extract(speech)
         return token.to(self.device), token_len.to(self.device)
 
@@ -206,7 +228,7 @@ class CosyVoiceFrontEnd:
         prompt_speech_token, prompt_speech_token_len = self._extract_speech_token(prompt_wav)
         prompt_speech_feat, prompt_speech_feat_len = self._extract_speech_feat(prompt_wav)
         embedding = self._extract_spk_embedding(prompt_wav)
-        source_speech_token, source_speech_token_len = self._extract_speech_token(source_speech_16k)
+        source_speech_token, source_speech_token_len = self._extract_speech_token(source_speech_16k, "source wav")
         return {"source_speech_token": source_speech_token, "source_speech_token_len": source_speech_token_len,
                 "flow_prompt_speech_token": prompt_speech_token,
                 "flow_prompt_speech_token_len": prompt_speech_token_len,

@@ -143,7 +143,7 @@ class CosyVoice2Model:
         if finalize and speed != 1.0:
             if cache is not None:
                 raise ValueError("speed change works only without streaming (stream=False)")
-            tts_mel = F.interpolate(tts_mel, size=int(tts_mel.shape[2] / speed), mode="linear")
+            tts_mel = F.interpolate(tts_mel, size=max(1, int(tts_mel.shape[2] / speed)), mode="linear")
         tts_speech, tts_source = self.hift.inference(speech_feat=tts_mel, cache_source=cache_source,
                                                      generator=generator)
         if cache is not None:

@@ -94,7 +94,7 @@ def test_bad_input_writes_nothing(tmp_path, text_json, prompt_wav, capsys, extra
     argv = ["--model_dir", "/nonexistent/model", "--text_json", str(text_json), "--result_dir", str(result_dir),
             "--prompt_wav", str(prompt_wav), "--prompt_text", PROMPT_TEXT]
     argv += [{"EMPTY": str(empty_json), "TWO": str(two_json)}.get(a, a) for a in extra]  # the later option wins
-    assert cli.main(argv) == 1
+    assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ERROR: ")
     assert re.search(message, err[0]), err[0]
