@@ -8,7 +8,8 @@ the ``--num`` newest (all of them, with a warning, when there are fewer). Checkp
 count once. Every file is checked against its recorded sha256 first. The average is taken in float64 and stored
 in each tensor's dtype; the result has exactly the keys of the trained module, checked by loading it strictly into
 the model built from ``<src_path>/config.yaml``, and is written atomically, with ``<dst>.average.json`` listing
-what was averaged.
+what was averaged. The checkpoints of a run that the divergence guard stopped are refused. From the shell, a bad
+input (a diverged run, a damaged checkpoint, a full disk) is one line on stderr and exit status 2.
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from typing import Dict, List, Optional
 import torch
 
 from cosyvoice.utils import checkpoint as ckpt
+from cosyvoice.utils.divergence import DIVERGED_FILE, read_diverged
+from cosyvoice.utils.errors import EXIT_USER_ERROR, UserError, one_line
 
 logger = logging.getLogger("cosyvoice.bin.average_model")
 
@@ -38,6 +41,22 @@ def get_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         "[cv_loss with --val_best, else newest]")
     p.add_argument("--model", choices=["llm", "flow"], help="module to check the result against [from train.cmd]")
     return p.parse_args(argv)
+
+
+class AverageError(UserError, ValueError):
+    """Checkpoints that must not or cannot be averaged; the message names them and the fix."""
+
+
+def refuse_diverged(src: Path) -> None:
+    """Raise AverageError when the run of ``src`` was stopped by the divergence guard."""
+    record = read_diverged(src)
+    marked = [c.name for c in ckpt.list_checkpoints(src) if c.diverged] if src.is_dir() else []
+    if record is None and not marked:
+        return
+    where = f"at epoch {record.get('epoch')} step {record.get('step')}" if record else f"({', '.join(marked)} marked)"
+    cause = (record or {}).get("cause") or f"see {src / DIVERGED_FILE} and train.log"
+    raise AverageError(f"{src}: training diverged {where}, so its checkpoints are not averaged (likely cause: "
+                       f"{cause}); retrain into a fresh model dir (run.sh --stage 5 --force true) after the fix")
 
 
 def select_checkpoints(src: Path, num: int, val_best: bool,
@@ -69,7 +88,12 @@ def average_states(src: Path, chosen: List[ckpt.CheckpointInfo]) -> Dict[str, to
     total: Dict[str, torch.Tensor] = {}
     first: Dict[str, torch.Tensor] = {}
     for info in chosen:
-        ckpt.verify_checkpoint(src, info, need_state=False)
+        try:
+            ckpt.verify_checkpoint(src, info, need_state=False)
+        except ckpt.CheckpointCorrupt as e:
+            raise ckpt.CheckpointCorrupt(
+                f"{e}: checkpoint {info.name} cannot be averaged; leave it out by deleting "
+                f"{ckpt.sidecar_path(src, info.name)} (or rerun training, stage 5, to write it again)") from e
         state = torch.load(src / info.model_file, map_location="cpu", weights_only=True)
         if first and state.keys() != first.keys():
             raise ValueError(f"{src / info.model_file} has other keys than {src / chosen[0].model_file}")
@@ -105,6 +129,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s")
     args = get_args(argv)
     src, dst = Path(args.src_path), Path(args.dst_model)
+    refuse_diverged(src)
     chosen = select_checkpoints(src, args.num, args.val_best, args.select_by)
     for c in chosen:
         cv = f"CV loss {c.cv_loss:.5f}" if c.cv_loss is not None else "no CV loss"
@@ -120,5 +145,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
+def cli(argv: Optional[List[str]] = None) -> int:
+    """``main`` with a bad input reported as one line (exit status 2), not a traceback."""
+    from cosyvoice.utils.config import ConfigError
+
+    try:
+        return main(argv)
+    except (UserError, ConfigError, FileNotFoundError) as e:
+        logger.error("%s", one_line(e))
+        print(f"average_model.py: error: {one_line(e)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

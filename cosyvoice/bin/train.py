@@ -13,7 +13,9 @@ The model dir receives: ``config.yaml`` (the yaml with this run's options: what 
 ``train.cmd`` (every command with its git commit), ``train.log``, checkpoints ``epoch_N_whole.pt`` /
 ``epoch_N_step_S.pt`` with their ``.ckpt.json`` sidecars and resume states, ``tensorboard/``, ``swanlog/`` and,
 with ``--sample_texts``, SFT samples ``samples/epoch_N/*.wav``. ``--resume`` continues from the newest intact
-checkpoint exactly as if the run had not stopped.
+checkpoint exactly as if the run had not stopped. A run that diverges (see cosyvoice/utils/divergence.py) stops
+with one line and exit status 2 and leaves ``diverged.json``; so does any bad input (exit status 2, no traceback).
+Temp files that killed runs left in the model dir are removed at start.
 """
 from __future__ import annotations
 
@@ -29,7 +31,9 @@ import torch
 
 from cosyvoice.utils import checkpoint as ckpt
 from cosyvoice.utils import train_utils as tu
+from cosyvoice.dataset.dataset import check_parquet_lists
 from cosyvoice.utils.common import set_all_random_seed
+from cosyvoice.utils.divergence import DIVERGED_FILE, read_diverged
 from cosyvoice.utils.executor import Executor
 from cosyvoice.utils.fingerprint import list_content_digest
 from cosyvoice.utils.lifeline import die_with_torchrun_agent
@@ -98,6 +102,13 @@ def setup_run(args, info: tu.DistInfo):
         raise tu.TrainSetupError(f"{model_dir} already holds checkpoints ({existing[-1].name}, ...): pass --resume "
                                  "to continue, or choose a new --model_dir")
     data = check_training_data(args, model_dir, resuming=bool(existing))
+    diverged = read_diverged(model_dir)
+    if diverged is not None and args.resume:
+        raise tu.TrainSetupError(f"{model_dir} holds a run that diverged at epoch {diverged.get('epoch')} step "
+                                 f"{diverged.get('step')} ({model_dir / DIVERGED_FILE}): do not resume it; start over "
+                                 f"in a new --model_dir, or delete this one (run.sh --force true), with the fix")
+    if diverged is not None and info.is_main:  # a fresh run in the dir of an old diverged one without checkpoints
+        (model_dir / DIVERGED_FILE).unlink()
     args.qwen_pretrain_path = tu.resolve_qwen_path(args)
     config_path = model_dir / "config.yaml"
     if info.is_main:
@@ -119,6 +130,8 @@ def check_training_data(args, model_dir: Path, resuming: bool) -> dict:
     for option, path in (("--train_data", args.train_data), ("--cv_data", args.cv_data)):
         if not Path(path).is_file():
             raise tu.TrainSetupError(f"{option} {path} not found: make it with stage 3 (tools/make_parquet_list.py)")
+    for path in (args.train_data, args.cv_data):
+        check_parquet_lists(path)  # a missing or truncated shard: one line naming it
     try:
         data = {"train_data": os.path.abspath(args.train_data), "train_sha256": list_content_digest(args.train_data),
                 "cv_data": os.path.abspath(args.cv_data), "cv_sha256": list_content_digest(args.cv_data),
@@ -146,6 +159,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     info = tu.init_distributed(args.train_engine, args.dist_backend)
     log_file = tu.init_logging(Path(args.model_dir), info)
     logger.info("train.py %s", " ".join(sys.argv[1:] if argv is None else argv))
+    if info.is_main:
+        stale = ckpt.clean_stale_temp([args.model_dir])
+        if stale:
+            logger.info("removed %d temp file(s) that killed runs left: %s", len(stale), ", ".join(map(str, stale)))
     set_all_random_seed(args.seed + info.rank)
     configs, model_dir = setup_run(args, info)
     conf = configs["train_conf"]
@@ -169,7 +186,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     hooks = [h for h in (renderer, evaluator) if h is not None]
     executor = Executor(model, optimizer, scheduler, conf, info, model_dir, train_engine=args.train_engine,
                         amp_dtype=args.use_amp, scaler=scaler, tracker=tracker, keep_states=args.keep_states,
-                        on_epoch_end=(lambda epoch, step: [h(epoch, step) for h in hooks]) if hooks else None)
+                        on_epoch_end=(lambda epoch, step: [h(epoch, step) for h in hooks]) if hooks else None,
+                        check_batch=tu.speech_token_check(tu.unwrap(model), [args.train_data, args.cv_data]))
     if args.resume:
         found = ckpt.find_resume_checkpoint(model_dir)
         if found is None:
@@ -255,17 +273,18 @@ def sample_llm_file(path: str) -> Optional[str]:
     return None
 
 
-def cli() -> int:
-    """``main`` with a bad option, file or checkpoint reported as one line (exit status 2), not a traceback."""
-    from cosyvoice.utils.common import CheckpointError
+def cli(argv: Optional[List[str]] = None) -> int:
+    """``main`` with a bad option, file, checkpoint or data, a full disk or a diverging run reported as one line
+    (exit status 2), not a traceback."""
     from cosyvoice.utils.config import ConfigError
+    from cosyvoice.utils.errors import EXIT_USER_ERROR, UserError, one_line
 
     try:
-        return main()
-    except (tu.TrainSetupError, CheckpointError, ckpt.CheckpointCorrupt, ConfigError, FileNotFoundError) as e:
-        logger.error("%s", e)
-        print(f"train.py: error: {e}", file=sys.stderr)
-        return 2
+        return main(argv)
+    except (UserError, ConfigError, FileNotFoundError) as e:
+        logger.error("%s", one_line(e))
+        print(f"train.py: error: {one_line(e)}", file=sys.stderr)
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

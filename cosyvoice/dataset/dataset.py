@@ -18,11 +18,13 @@ import math
 import os
 import random
 from functools import partial
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import IterableDataset
+
+from cosyvoice.utils.errors import DataError
 
 
 def read_lists(list_file: str) -> List[str]:
@@ -34,6 +36,55 @@ def read_lists(list_file: str) -> List[str]:
     if not lists:
         raise ValueError(f"data list {list_file} is empty (rerun tools/make_parquet_list.py)")
     return lists
+
+
+def check_parquet_lists(list_file: str) -> List[str]:
+    """The shards of ``list_file``, each checked to exist and to open as parquet (its footer: cheap), so that a
+    missing or truncated shard fails at the start in one line instead of deep inside an epoch."""
+    import pyarrow.parquet as pq
+
+    from cosyvoice.dataset.processor import unreadable_shard
+
+    shards = read_lists(list_file)
+    for src in shards:
+        try:
+            pq.ParquetFile(src).close()
+        except Exception as e:  # noqa: BLE001 - pyarrow raises OSError, ArrowInvalid, ...
+            raise unreadable_shard(src, e) from e
+    return shards
+
+
+def find_shard(utt: str, list_files: Sequence[str]) -> Optional[str]:
+    """The parquet shard of ``list_files`` (data.list files) holding utterance ``utt``, or None (for messages)."""
+    import pyarrow.parquet as pq
+
+    for list_file in list_files:
+        for src in read_lists(list_file):
+            try:
+                if utt in pq.read_table(src, columns=["utt"]).column("utt").to_pylist():
+                    return src
+            except Exception:  # noqa: BLE001 - an unreadable shard is reported elsewhere
+                continue
+    return None
+
+
+def check_speech_tokens(batch: Dict[str, object], vocab: int, owner: str, list_files: Sequence[str]) -> None:
+    """Raise one DataError naming the shard and the utterance when a speech token of ``batch`` is outside
+    0..vocab-1 (which would be an IndexError deep inside the model's embedding)."""
+    tokens, lens = batch.get("speech_token"), batch.get("speech_token_len")
+    if not isinstance(tokens, torch.Tensor) or not isinstance(lens, torch.Tensor) or tokens.numel() == 0:
+        return
+    inside = torch.arange(tokens.size(1)).unsqueeze(0) < lens.reshape(-1, 1).cpu()
+    bad = inside & ((tokens.cpu() < 0) | (tokens.cpu() >= vocab))
+    if not bool(bad.any()):
+        return
+    i, j = (int(x) for x in bad.nonzero()[0])
+    utt = batch["utts"][i] if "utts" in batch else f"#{i} of the batch"
+    shard = find_shard(utt, list_files) or f"a shard of {', '.join(list_files)}"
+    raise DataError(f"{shard}: utt {utt} has speech token {int(tokens[i, j])}, outside the {vocab} speech tokens "
+                    f"(0..{vocab - 1}) of {owner}: its speech tokens come from a speech tokenizer that does not "
+                    f"match this model; rerun stage 2 (tools/extract_speech_token.py) with the model's "
+                    f"speech_tokenizer_v2.onnx, then stage 3")
 
 
 class Processor(IterableDataset):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 from io import BytesIO
 from typing import Callable, Dict, Iterable, Iterator, List
@@ -31,6 +32,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from cosyvoice.audio.io import downmix
 from cosyvoice.audio.resample import resample as resample_audio
+from cosyvoice.utils.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -78,12 +80,35 @@ def parquet_opener(data: Iterable[Sample], mode: str = "train") -> Iterator[Samp
         src = item["src"]
         try:
             pf = pq.ParquetFile(src)
-        except Exception as e:
-            raise OSError(f"cannot open parquet file {src}: {e} (check data.list; "
-                          "tools/make_parquet_list.py writes these files)") from e
-        for record_batch in pf.iter_batches(batch_size=64):
+            batches = pf.iter_batches(batch_size=64)
+        except Exception as e:  # noqa: BLE001 - pyarrow raises OSError, ArrowInvalid, ...
+            raise unreadable_shard(src, e) from e
+        while True:
+            try:
+                record_batch = next(batches, None)
+            except Exception as e:  # noqa: BLE001 - a damaged page deep in the file
+                raise unreadable_shard(src, e) from e
+            if record_batch is None:
+                break
             for row in record_batch.to_pylist():
                 yield {**item, **row}
+
+
+class ShardError(DataError, OSError):
+    """A parquet shard that is missing or cannot be read (an OSError too, as before)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def unreadable_shard(src: str, error: BaseException) -> DataError:
+    """The one-line error for a parquet shard that is missing or cannot be read."""
+    if isinstance(error, FileNotFoundError) or not os.path.exists(src):
+        return ShardError(f"parquet shard {src} not found (it is listed in data.list): rerun stage 3 "
+                         f"(tools/make_parquet_list.py) for its data dir")
+    reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    return ShardError(f"parquet shard {src} cannot be read ({type(error).__name__}: {reason[:200]}): the file is "
+                     f"damaged or truncated; rerun stage 3 (tools/make_parquet_list.py) for its data dir")
 
 
 def tokenize(data: Iterable[Sample], get_tokenizer: Callable, allowed_special, mode: str = "train"):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import sys
 
 EXIT_USER_ERROR = 2
@@ -14,6 +15,10 @@ EXIT_USER_ERROR = 2
 
 class UserError(Exception):
     """Bad input (a file, an option, data) that the user can fix; its message is one line naming the fix."""
+
+
+class DataError(UserError, ValueError):
+    """Training or CV data that cannot be used; the message names the file (and utterance) and how to remake it."""
 
 
 class WriteError(UserError, OSError):
@@ -50,8 +55,7 @@ def one_line(error: BaseException) -> str:
     text = str(error).strip()
     if "Original Traceback" in text:
         last = [line for line in text.splitlines() if line.strip()][-1].strip()
-        prefix = f"{type(error).__name__}: "
-        text = last[len(prefix):] if last.startswith(prefix) else last
+        text = re.sub(rf"^[\w.]*\b{re.escape(type(error).__name__)}: ", "", last)
     if isinstance(error, OSError) and error.strerror and not isinstance(error, WriteError) and error.filename:
         text = f"{error.filename}: {error.strerror}"
     return " ".join(text.split("\n")).strip() or type(error).__name__

@@ -14,6 +14,12 @@ Exact resume
     and skipped and training continues as if never interrupted. CV and sample rendering run on their own seeded
     random streams (:class:`cosyvoice.utils.checkpoint.rng_scope`), so they neither depend on nor disturb the
     training streams.
+
+Divergence
+    A fresh run first computes the CV loss of its starting weights (logged at step 0); every update and every CV
+    is then checked by :class:`cosyvoice.utils.divergence.DivergenceGuard`, which stops a diverging or non-learning
+    run with one line and marks its checkpoints. Batches are checked for speech tokens the model has no
+    embedding for (``check_batch``).
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ import torch
 from tqdm import tqdm
 
 from cosyvoice.utils import checkpoint as ckpt
+from cosyvoice.utils.divergence import DivergenceGuard, TrainingDiverged, mark_run_diverged
 from cosyvoice.utils.train_utils import (DistInfo, TrainSetupError, all_gather_object, all_reduce_mean,
                                          all_reduce_min, autocast, barrier, unwrap)
 
@@ -110,7 +117,8 @@ class Executor:
 
     def __init__(self, model, optimizer, scheduler, train_conf: Dict[str, Any], info: DistInfo, model_dir: Path,
                  train_engine: str = "torch_ddp", amp_dtype: Optional[str] = None, scaler=None, tracker=None,
-                 keep_states: int = 2, on_epoch_end: Optional[Callable[[int, int], None]] = None):
+                 keep_states: int = 2, on_epoch_end: Optional[Callable[[int, int], None]] = None,
+                 check_batch: Optional[Callable[[Dict[str, Any]], None]] = None):
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -129,14 +137,38 @@ class Executor:
         self.step = 0             # optimizer updates so far
         self.last_batches = None  # batches per epoch seen last time (for the progress bar)
         self.meter = Throughput()  # training speed since the last log line
+        self.check_batch = check_batch
+        # a loss scaler skips overflowing steps by design: those are not "no learning"
+        loss_scaled = scaler is not None or (train_engine == "deepspeed" and amp_dtype == "fp16")
+        self.guard = DivergenceGuard(train_conf, loss_scaled=loss_scaled)
 
     # ------------------------------------------------------------------------------------------ training
     def fit(self, train_set, train_loader, cv_loader) -> None:
         max_epoch = int(self.conf["max_epoch"])
         if self.epoch >= max_epoch:
             logger.info("training already finished: %d of max_epoch %d epochs done", self.epoch, max_epoch)
-        while self.epoch < max_epoch:
-            self.train_one_epoch(train_set, train_loader, cv_loader)
+            return
+        try:
+            if self.guard.wants_reference and self.step == 0 and self.batch_in_epoch == 0:
+                self.reference_cv(cv_loader)
+            while self.epoch < max_epoch:
+                self.train_one_epoch(train_set, train_loader, cv_loader)
+        except TrainingDiverged as e:
+            logger.error("%s", e)
+            if self.info.is_main:
+                mark_run_diverged(self.model_dir, e)
+            barrier(self.info)
+            raise
+
+    def reference_cv(self, cv_loader) -> None:
+        """The CV loss of the starting weights: what the divergence guard compares later losses with."""
+        cv = self.cv(cv_loader, before_training=True)
+        self.guard.after_cv(self.epoch, self.step, cv.get("loss"), self.lr)
+        self.guard.set_reference(cv.get("loss"))
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
 
     def train_one_epoch(self, train_set, train_loader, cv_loader) -> None:
         epoch, skip = self.epoch, self.batch_in_epoch
@@ -158,9 +190,12 @@ class Executor:
             bar.update(len(window))
             if self.step % int(self.conf["log_interval"]) == 0:
                 self.log_train(losses, grad_norm)
+            mean_loss = all_reduce_mean({"loss": losses.get("loss", float("nan"))}, self.info)["loss"]
+            self.guard.after_update(epoch, self.step, mean_loss, grad_norm, self.lr, window)
             save_per_step = int(self.conf.get("save_per_step", -1))
             if save_per_step > 0 and self.step % save_per_step == 0:
                 cv = self.cv(cv_loader)
+                self.guard.after_cv(epoch, self.step, cv.get("loss"), self.lr)
                 self.save(f"epoch_{epoch}_step_{self.step}", cv)
                 self.model.train()
                 self.meter.resume()  # CV and saving are not training time
@@ -169,6 +204,7 @@ class Executor:
         logger.info("epoch %d: %d batches, %d steps so far, %.1f s", epoch, self.batch_in_epoch, self.step,
                     time.time() - start)
         cv = self.cv(cv_loader)
+        self.guard.after_cv(epoch, self.step, cv.get("loss"), self.lr)
         self.epoch, self.batch_in_epoch = epoch + 1, 0
         self.save(f"epoch_{epoch}_whole", cv, epoch=epoch)
         if self.on_epoch_end is not None:
@@ -179,6 +215,8 @@ class Executor:
         sums: Dict[str, float] = {}
         for i, batch in enumerate(window):
             last = i == len(window) - 1
+            if self.check_batch is not None:
+                self.check_batch(batch)
             if self.engine == "deepspeed":
                 self.model.set_gradient_accumulation_boundary(last)
                 with autocast(self.info, self.amp_dtype):
@@ -236,7 +274,7 @@ class Executor:
 
     # ------------------------------------------------------------------------------------------ CV
     @torch.no_grad()
-    def cv(self, cv_loader) -> Dict[str, float]:
+    def cv(self, cv_loader, before_training: bool = False) -> Dict[str, float]:
         """Utterance-weighted mean of each loss over the whole CV set (same on every rank), on fixed streams."""
         self.model.eval()
         totals: Dict[str, float] = {}
@@ -244,6 +282,8 @@ class Executor:
         with ckpt.rng_scope(CV_SEED):
             for batch in cv_loader:
                 n = len(batch["utts"])
+                if self.check_batch is not None:
+                    self.check_batch(batch)
                 with autocast(self.info, self.amp_dtype):
                     out = self.model(batch, self.info.device)
                 for k, v in out.items():
@@ -254,7 +294,8 @@ class Executor:
             raise TrainSetupError("the CV set produced no batch (check --cv_data and the data pipeline's filter)")
         cv = {k: v / n_utts for k, v in totals.items()}
         text = " ".join(f"{k} {v:.4f}" for k, v in sorted(cv.items()))
-        logger.info("epoch %d step %d: CV %s (%d utterances)", self.epoch, self.step, text, n_utts)
+        logger.info("epoch %d step %d: CV %s (%d utterances)%s", self.epoch, self.step, text, n_utts,
+                    ", before training" if before_training else "")
         if self.tracker is not None:
             self.tracker.log_scalars({f"cv/{k}": v for k, v in cv.items()}, self.step)
         return cv
@@ -280,7 +321,8 @@ class Executor:
             resume_epoch=self.epoch, resume_batch=self.batch_in_epoch, world_size=self.info.world_size,
             train_engine=self.engine, cv={k: float(v) for k, v in cv.items()})
         position = {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step,
-                    "world_size": self.info.world_size, "rng": all_gather_object(ckpt.get_rng_state(), self.info)}
+                    "world_size": self.info.world_size, "rng": all_gather_object(ckpt.get_rng_state(), self.info),
+                    "guard": self.guard.state_dict()}
         if self.engine == "deepspeed":
             info.state = f"{name}.ds"
             if self.info.is_main:
@@ -335,6 +377,7 @@ class Executor:
         self.batch_in_epoch = int(position["batch_in_epoch"])
         self.step = int(position["step"])
         ckpt.set_rng_state(position["rng"][self.info.rank])
+        self.guard.load_state_dict(position.get("guard"))  # absent in checkpoints older than the guard
         logger.info("resumed from %s: epoch %d, %d batches into it, step %d", info.name, self.epoch,
                     self.batch_in_epoch, self.step)
 

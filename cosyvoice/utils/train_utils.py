@@ -356,6 +356,20 @@ def init_scheduler(optimizer: torch.optim.Optimizer, conf: Dict[str, Any]):
     return build_scheduler(conf["scheduler"], optimizer, conf.get("scheduler_conf"))
 
 
+def speech_token_check(module: torch.nn.Module, list_files: List[str]):
+    """``check(batch)``: one line naming the shard and utterance of a speech token the module has no embedding
+    for (None for a module without speech-token input)."""
+    from cosyvoice.dataset.dataset import check_speech_tokens
+
+    if hasattr(module, "speech_token_size"):
+        vocab, owner = int(module.speech_token_size), f"the llm (speech_token_size {module.speech_token_size})"
+    elif hasattr(module, "vocab_size") and hasattr(module, "input_embedding"):
+        vocab, owner = int(module.vocab_size), f"the flow (vocab_size {module.vocab_size})"
+    else:
+        return None
+    return lambda batch: check_speech_tokens(batch, vocab, owner, list_files)
+
+
 def wrap_ddp(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
     model.to(info.device)
     if not info.distributed:

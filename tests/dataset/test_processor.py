@@ -46,7 +46,8 @@ def test_parquet_opener_yields_rows_with_the_source_keys(parquet_lists):
 
 def test_parquet_opener_names_a_missing_file(tmp_path):
     missing = tmp_path / "nope.parquet"
-    with pytest.raises(OSError, match=f"cannot open parquet file {missing}.*check data.list"):
+    with pytest.raises(OSError, match=f"^parquet shard {missing} not found \\(it is listed in data.list\\): rerun "
+                                      f"stage 3 \\(tools/make_parquet_list.py\\) for its data dir$"):
         list(P.parquet_opener(iter([{"src": str(missing)}])))
 
 

@@ -62,7 +62,7 @@ def test_tensorboard_holds_scalars_and_audio(llm_run):
     acc = EventAccumulator(str(llm_run / "tensorboard"), size_guidance={"scalars": 0, "audio": 0})
     acc.Reload()
     assert [e.step for e in acc.Scalars("train/loss")] == [1, 2, 3, 4, 5, 6]
-    assert [e.step for e in acc.Scalars("cv/loss")] == [3, 4, 6]
+    assert [e.step for e in acc.Scalars("cv/loss")] == [0, 3, 4, 6]  # 0: the CV before training (divergence guard)
     assert {"train/acc", "train/lr", "train/grad_norm", "cv/acc"} <= set(acc.Tags()["scalars"])
     assert [e.step for e in acc.Scalars("speed/speech_tokens_per_s")] == [1, 2, 3, 4, 5, 6]
     assert all(e.value > 0 for e in acc.Scalars("speed/utts_per_s"))
@@ -88,7 +88,7 @@ def test_swanlab_offline_run_holds_scalars_and_audio(llm_run):
         elif rec.HasField("media"):
             media.setdefault(rec.media.key, []).append(rec.media.step)
     assert [s for s, _ in scalars["train/loss"]] == [1, 2, 3, 4, 5, 6]
-    assert [s for s, _ in scalars["cv/loss"]] == [3, 4, 6]
+    assert [s for s, _ in scalars["cv/loss"]] == [0, 3, 4, 6]
     assert media == {"sft/llm/short": [3, 6]}
     wavs = sorted((run_dir / "media" / "audio").glob("*.wav"))
     assert len(wavs) == 2 and all(sf.info(str(w)).samplerate == 24000 for w in wavs)
