@@ -128,16 +128,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         import torch
 
         torch.set_num_threads(args.num_threads)
-    from cosyvoice.cli.frontend import PromptError, SpeakerError
     from cosyvoice.eval.report import write_report
-    from cosyvoice.eval.runner import EvalInputError
-    from cosyvoice.utils.pretrained import PretrainedDirError
+    from cosyvoice.utils.config import ConfigError
+    from cosyvoice.utils.errors import EXIT_USER_ERROR, UserError, one_line
 
     try:
         metrics = evaluate(args)
-    except (EvalInputError, PretrainedDirError, PromptError, SpeakerError) as e:
-        print(f"evaluate: error: {e}", file=sys.stderr)
-        return 1
+    except (UserError, ConfigError) as e:  # a bad test set, prompt, speaker, model dir, checkpoint, ...
+        print(f"evaluate: error: {one_line(e)}", file=sys.stderr)
+        return EXIT_USER_ERROR
     swap_in_audio(metrics, os.path.join(os.path.abspath(args.exp_dir), "report_audio"))
     train_dirs = args.train_dirs
     if train_dirs is None:

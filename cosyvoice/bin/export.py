@@ -141,5 +141,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
+def cli(argv: Optional[List[str]] = None) -> int:
+    """``main`` with a bad model dir or checkpoint (or a full disk) reported as one line, exit status 2."""
+    from cosyvoice.utils.config import ConfigError
+    from cosyvoice.utils.errors import EXIT_USER_ERROR, UserError, one_line
+
+    try:
+        return main(argv)
+    except (UserError, ConfigError, FileNotFoundError) as e:
+        print(f"export.py: error: {one_line(e)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

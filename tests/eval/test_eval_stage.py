@@ -49,7 +49,7 @@ def test_stage8_writes_metrics_and_report(stand_in_dir, sft_model_dir, eval_data
 
 def test_unknown_speaker_fails_before_synthesis(stand_in_dir, sft_model_dir, eval_data, tmp_path, capsys):
     exp = tmp_path / "exp"
-    assert evaluate.main(args(stand_in_dir, sft_model_dir, eval_data, exp, "--spk_id", "alice")) == 1
+    assert evaluate.main(args(stand_in_dir, sft_model_dir, eval_data, exp, "--spk_id", "alice")) == 2
     err = capsys.readouterr().err
     assert f"{eval_data / 'test'} has no utterance of speaker 'alice' (speakers: demo)" in err
     assert not exp.exists()
@@ -57,12 +57,12 @@ def test_unknown_speaker_fails_before_synthesis(stand_in_dir, sft_model_dir, eva
 
 def test_missing_spk2info_names_stage_4(stand_in_dir, eval_data, tmp_path, capsys):
     exp = tmp_path / "exp"
-    assert evaluate.main(args(stand_in_dir, stand_in_dir, eval_data, exp)) == 1
+    assert evaluate.main(args(stand_in_dir, stand_in_dir, eval_data, exp)) == 2
     assert f"{stand_in_dir / 'spk2info.pt'} not found: run stage 4 first" in capsys.readouterr().err
 
 
 def test_bad_prompt_utt(stand_in_dir, sft_model_dir, eval_data, tmp_path, capsys):
-    assert evaluate.main(args(stand_in_dir, sft_model_dir, eval_data, tmp_path / "exp", "--prompt_utt", "x")) == 1
+    assert evaluate.main(args(stand_in_dir, sft_model_dir, eval_data, tmp_path / "exp", "--prompt_utt", "x")) == 2
     assert f"--prompt_utt x is not an utterance of speaker 'demo' in {eval_data / 'train'}" in capsys.readouterr().err
 
 
