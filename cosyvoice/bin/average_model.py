@@ -63,7 +63,7 @@ def select_checkpoints(src: Path, num: int, val_best: bool,
                        select_by: Optional[str] = None) -> List[ckpt.CheckpointInfo]:
     """The checkpoints to average, best (or newest) first."""
     if num < 1:
-        raise ValueError(f"--num must be >= 1, got {num}")
+        raise AverageError(f"--num must be >= 1, got {num}")
     select_by = select_by or ("cv_loss" if val_best else "newest")
     by_step: Dict[int, ckpt.CheckpointInfo] = {}  # a step saved twice (epoch end + every N steps) counts once
     for info in ckpt.list_checkpoints(src):
@@ -96,12 +96,12 @@ def average_states(src: Path, chosen: List[ckpt.CheckpointInfo]) -> Dict[str, to
                 f"{ckpt.sidecar_path(src, info.name)} (or rerun training, stage 5, to write it again)") from e
         state = torch.load(src / info.model_file, map_location="cpu", weights_only=True)
         if first and state.keys() != first.keys():
-            raise ValueError(f"{src / info.model_file} has other keys than {src / chosen[0].model_file}")
+            raise AverageError(f"{src / info.model_file} has other keys than {src / chosen[0].model_file}")
         for k, v in state.items():
             if k not in first:
                 first[k] = v
             elif not v.is_floating_point() and not torch.equal(v, first[k]):
-                raise ValueError(f"{src / info.model_file}: non-float tensor {k} differs between checkpoints")
+                raise AverageError(f"{src / info.model_file}: non-float tensor {k} differs between checkpoints")
             if v.is_floating_point():
                 total[k] = total.get(k, 0) + v.double()
     return {k: (total[k] / len(chosen)).to(v.dtype) if v.is_floating_point() else v for k, v in first.items()}
@@ -122,7 +122,7 @@ def guess_model(src: Path) -> str:
     for name in ("llm", "flow"):
         if f"--model {name}" in text:
             return name
-    raise ValueError(f"cannot tell which model {src} trained (no train.cmd): pass --model llm|flow")
+    raise AverageError(f"cannot tell which model {src} trained (no train.cmd): pass --model llm|flow")
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -87,13 +87,9 @@ class CosyVoice2:
         path = os.path.join(self.model_dir, SPK2INFO_FILE)
         table = {spk: {k: v.cpu() if torch.is_tensor(v) else v for k, v in info.items()}
                  for spk, info in self.frontend.spk2info.items()}
-        tmp = f"{path}.tmp{os.getpid()}"
-        try:
-            torch.save(table, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        from cosyvoice.utils.checkpoint import atomic_torch_save
+
+        atomic_torch_save(table, path)  # a full disk or read-only dir: one-line WriteError, the old table kept
 
     # ------------------------------------------------------------------------------------------------ synthesis
     def _pieces(self, tts_text, text_frontend: bool):
