@@ -123,7 +123,8 @@ def save_pt(obj, path: str) -> None:
     import torch
 
     def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:  # a file object: the same object gives the same bytes, and a full disk is an OSError
+        # a file object: the same object gives the same bytes, and a full disk is an OSError (not a RuntimeError)
+        with open(tmp, "wb") as f:
             torch.save(obj, f)
 
     atomic_write(path, write)

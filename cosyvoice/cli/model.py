@@ -359,7 +359,7 @@ class CosyVoice3Model(CosyVoice2Model):
         if speed != 1.0:
             if cache is not None or not finalize:
                 raise ValueError("speed change works only without streaming (stream=False)")
-            tts_mel = F.interpolate(tts_mel, size=int(tts_mel.shape[2] / speed), mode="linear")
+            tts_mel = F.interpolate(tts_mel, size=max(1, int(tts_mel.shape[2] / speed)), mode="linear")
         tts_speech, _ = self.hift.inference(speech_feat=tts_mel, finalize=finalize, generator=generator)
         tts_speech = tts_speech[:, done:]
         self.hift_cache_dict[uuid]["speech_offset"] = done + tts_speech.shape[1]

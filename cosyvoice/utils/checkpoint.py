@@ -13,9 +13,9 @@ last: a crash at any moment leaves either a complete new checkpoint or none, and
 that fails (disk full, read-only folder) removes what it had written and raises a one-line
 :class:`cosyvoice.utils.errors.WriteError`; the temp files of killed processes are removed by
 :func:`clean_stale_temp` (``python -m cosyvoice.utils.checkpoint clean_stale DIR...``, and the trainer at start).
-A run stopped by the divergence guard marks its sidecars (``diverged``: the reason) so that they are not averaged. On resume the newest
-checkpoint whose files all match their recorded sha256 (and load) is used; a damaged newer one is reported with a
-warning naming it and the reason, and skipped.
+A run stopped by the divergence guard marks its sidecars (``diverged``: the reason) so that they are not averaged.
+On resume the newest checkpoint whose files all match their recorded sha256 (and load) is used; a damaged newer one
+is reported with a warning naming it and the reason, and skipped.
 """
 from __future__ import annotations
 

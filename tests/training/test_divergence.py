@@ -130,7 +130,8 @@ def test_skipped_updates_share_stops_training(stand_in, lists, tmp_path, capsys)
     assert rc == 2
     assert line.startswith("train.py: error: training diverged at epoch 0 step 5: 5 of the 5 updates since the "
                            "previous CV were skipped (gradient norm nan/inf), more than "
-                           "train_conf.diverge_skipped_ratio 0.5: nothing is learnt; likely cause: NaN/inf in the input")
+                           "train_conf.diverge_skipped_ratio 0.5: nothing is learnt; likely cause: NaN/inf in the "
+                           "input")
 
 
 def test_marked_checkpoints_are_not_averaged(llm_run, tmp_path, capsys):
@@ -253,7 +254,8 @@ def test_disk_full_while_averaging(llm_run, tmp_path, capsys, monkeypatch):
     _full_disk_for(monkeypatch, "llm.pt")
     rc, line = _cli(average_model.cli, ["--src_path", llm_run, "--dst_model", dst, "--num", 2], capsys)
     assert rc == 2
-    assert line == f"average_model.py: error: cannot write {dst}: no space left on device: free some disk space, then rerun"
+    assert line == (f"average_model.py: error: cannot write {dst}: no space left on device: free some disk space, "
+                    f"then rerun")
     assert list((tmp_path / "model").iterdir()) == []
 
 
