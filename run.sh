@@ -220,6 +220,10 @@ if [ "${setup_env}" = true ]; then
   bash "${root}/tools/setup_env.sh"
 fi
 . "${root}/path.sh"
+# temp files of killed writers (*.tmp<pid> of processes that are gone)
+for d in "${data_root}" "${exp_dir}"; do
+  [ ! -d "${d}" ] || python3 -m cosyvoice.utils.checkpoint clean_stale "${d}"
+done
 
 # fingerprint ITEM...: a hash of the items' content (python -m cosyvoice.utils.fingerprint: 'path:P' a file or folder,
 # 'list:P' a list file and every file it names, 'src:' this toolkit's code, anything else the value itself).
@@ -507,13 +511,16 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     elif compgen -G "${out}/*.ckpt.json" >/dev/null; then
       [ "${force}" = true ] || [ "${finished}" = true ] || die "stage 5: ${out} holds checkpoints of an unfinished run:" \
         "--resume true continues it, --force true starts ${m} over (the old run is kept in ${out}.prev until the new one succeeds)"
-      rm -rf "${out:?}.prev"
-      mv "${out}" "${out}.prev"
+      if [ -d "${out}.prev" ]; then
+        rm -rf "${out:?}"  # a failed attempt at starting over: ${out}.prev still holds the last finished run
+      else
+        mv "${out}" "${out}.prev"
+      fi
       log "Stage 5: ${m}: the inputs changed (or --force true): training again from ${pretrained_model_dir}/${m}.pt;" \
         "the previous run is kept in ${out}.prev until this one succeeds"
     fi
     port=$(python3 -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
-    run python3 -m torch.distributed.run --nnodes 1 --nproc_per_node "${nproc}" \
+    run python3 -m cosyvoice.bin.launch --nnodes 1 --nproc_per_node "${nproc}" \
       --master_addr 127.0.0.1 --master_port "${port}" \
       -m cosyvoice.bin.train --model "${m}" --config "${config}" --checkpoint "${pretrained_model_dir}/${m}.pt" \
       --train_data "${train_list}" --cv_data "${cv_list}" --model_dir "${out}" \
