@@ -75,3 +75,25 @@ def test_train_test_overlap_is_an_error_or_dropped_from_test(run_recipe, tmp_pat
     assert rejected[1].startswith("a_1\tin_train_set\tid a_1 is also in")
     assert rejected[2].startswith("a_copy\tin_train_set\tsame audio as a_2 of")
     assert os.path.isfile(data / "train" / "wav.scp")
+
+
+def test_diverging_training_stops_the_recipe_with_one_line(demo_run):
+    """--lr 1e6 through run.sh: the worker's one-line reason is the last line (exit 2), not torchrun's report; and
+    stage 6 refuses to average the diverged run."""
+    import subprocess
+
+    cwd, _ = demo_run
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    base = ["bash", str(ROOT / "run.sh"), "--setup_env", "false", "--tag", "demo_voice", "--exp_dir", "exp/diverge",
+            "--train_models", "llm", "--sample_texts", ""]
+    r = subprocess.run(base + ["--stage", "4", "--stop_stage", "5", "--lr", "1e6"], cwd=cwd, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("train.py: error: training diverged at epoch 0 step ") and "lower --lr" in last
+    assert "ChildFailedError" not in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run(base + ["--stage", "6", "--stop_stage", "6"], cwd=cwd, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 2 and "diverged" in r.stderr.strip().splitlines()[-1]
+    assert not (cwd / "exp" / "diverge" / "model" / "llm.pt").is_file() or (
+        cwd / "exp" / "diverge" / "model" / "llm.pt").is_symlink()
