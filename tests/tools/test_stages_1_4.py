@@ -219,6 +219,22 @@ def test_stage4_keeps_fine_tuned_weights(tmp_path, stages):
     assert (tmp_path / "copied" / "hift.pt").read_bytes() == (stages["pretrained"] / "hift.pt").read_bytes()
 
 
+def test_stage4_relinks_after_the_pretrained_dir_changed(tmp_path, stages):
+    """A link to the previous --pretrained_model_dir is replaced by one to the new dir; fine-tuned files stay."""
+    other = tmp_path / "other_pretrained"
+    shutil.copytree(stages["pretrained"], other, symlinks=True)
+    model_dir = tmp_path / "model"
+    args = ("--data_dir", stages["data"], "--model_dir", model_dir)
+    assert call_tool("save_spk2info", *args, "--pretrained_model_dir", stages["pretrained"])[0] == 0
+    (model_dir / "llm.pt").unlink()
+    (model_dir / "llm.pt").write_bytes(b"fine-tuned")
+    rc, err = call_tool("save_spk2info", *args, "--pretrained_model_dir", other)
+    assert rc == 0, err
+    for name in ("flow.pt", "hift.pt", "cosyvoice2.yaml", "CosyVoice-BlankEN", "campplus.onnx"):
+        assert os.path.realpath(model_dir / name) == os.path.realpath(other / name), name
+    assert (model_dir / "llm.pt").read_bytes() == b"fine-tuned"
+
+
 DEMO = ROOT / "local" / "demo_voice" / "train"
 
 
