@@ -7,9 +7,10 @@
 the ``--num`` newest (all of them, with a warning, when there are fewer). Checkpoints of the same step (a step checkpoint at the end of an epoch and the epoch's own)
 count once. Every file is checked against its recorded sha256 first. The average is taken in float64 and stored
 in each tensor's dtype; the result has exactly the keys of the trained module, checked by loading it strictly into
-the model built from ``<src_path>/config.yaml``, and is written atomically, with ``<dst>.average.json`` listing
-what was averaged. The checkpoints of a run that the divergence guard stopped are refused. From the shell, a bad
-input (a diverged run, a damaged checkpoint, a full disk) is one line on stderr and exit status 2.
+the model built from ``<src_path>/config.yaml``, and is written atomically. What was averaged is recorded in
+``<src_path>/average.json`` (beside the checkpoints, so the model dir holds only the official files). The
+checkpoints of a run that the divergence guard stopped are refused. From the shell, a bad input (a diverged run, a
+damaged checkpoint, a full disk) is one line on stderr and exit status 2.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from cosyvoice.utils.divergence import DIVERGED_FILE, read_diverged
 from cosyvoice.utils.errors import EXIT_USER_ERROR, UserError, one_line
 
 logger = logging.getLogger("cosyvoice.bin.average_model")
+AVERAGE_RECORD = "average.json"  # written into --src_path: which checkpoints made --dst_model
 
 
 def get_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -138,9 +140,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     check_against_model(src, args.model or guess_model(src), state)
     dst.parent.mkdir(parents=True, exist_ok=True)
     ckpt.atomic_torch_save(state, dst)
-    record = {"src_path": str(src.resolve()), "val_best": args.val_best, "select_by": args.select_by, "num": args.num,
+    record = {"src_path": str(src.resolve()), "dst_model": str(dst.resolve()), "val_best": args.val_best, "select_by": args.select_by, "num": args.num,
               "checkpoints": [{"name": c.name, "epoch": c.epoch, "step": c.step, "cv": c.cv} for c in chosen]}
-    ckpt.atomic_write_text(dst.with_name(dst.name + ".average.json"), json.dumps(record, indent=2) + "\n")
+    ckpt.atomic_write_text(src / AVERAGE_RECORD, json.dumps(record, indent=2) + "\n")
     logger.info("wrote %s (average of %d checkpoints)", dst, len(chosen))
     return 0
 

@@ -19,13 +19,21 @@ def _mean(run, names):
     return {k: (sum(s[k].double() for s in states) / len(states)).to(states[0][k].dtype) for k in states[0]}
 
 
+def _record(run, dst):
+    """The checkpoints <run>/average.json says were averaged into ``dst``; nothing but the .pt is beside ``dst``."""
+    record = json.loads((run / average_model.AVERAGE_RECORD).read_text())
+    assert record["dst_model"] == str(dst.resolve())
+    assert sorted(p.name for p in dst.parent.iterdir()) == [dst.name]
+    return record["checkpoints"]
+
+
 def test_best_by_cv_loss(flow_run, tmp_path):
     # epoch_0_step_5 and epoch_0_whole are the same step: counted once, as the epoch checkpoint
     pool = {c.step: c for c in ckpt.list_checkpoints(flow_run)}.values()
     best = sorted(pool, key=lambda c: c.cv_loss)[:2]
     dst = tmp_path / "model" / "flow.pt"
     assert average_model.main(["--src_path", str(flow_run), "--dst_model", str(dst), "--num", "2", "--val_best"]) == 0
-    chosen = [c["name"] for c in json.loads((tmp_path / "model" / "flow.pt.average.json").read_text())["checkpoints"]]
+    chosen = [c["name"] for c in _record(flow_run, dst)]
     assert chosen == [c.name for c in best]
     avg, want = th.load_state(dst), _mean(flow_run, chosen)
     assert list(avg) == list(th.load_state(flow_run.parent / "shared_stand_in" / "flow.pt"))  # pretrained keys, order
@@ -36,7 +44,7 @@ def test_last_n_and_same_step_counted_once(flow_run, tmp_path):
     dst = tmp_path / "flow.pt"
     assert average_model.main(["--src_path", str(flow_run), "--dst_model", str(dst), "--num", "3",
                                "--model", "flow"]) == 0
-    chosen = [c["name"] for c in json.loads((tmp_path / "flow.pt.average.json").read_text())["checkpoints"]]
+    chosen = [c["name"] for c in _record(flow_run, dst)]
     assert chosen == ["epoch_0_whole", "epoch_0_step_4", "epoch_0_step_3"]
     assert th.max_abs_diff(th.load_state(dst), _mean(flow_run, chosen)) < 1e-7
 
