@@ -5,14 +5,19 @@ It loads an official CosyVoice2 yaml unchanged and our own conf/cosyvoice2.yaml 
 * names the official yaml takes from Matcha-TTS or omegaconf are mapped onto this package's own code;
 * the yaml's ``__set_seed*: !apply:...seed`` lines are dropped, so building a model never reseeds the
   caller's random number generators (seed explicitly where you mean to);
-* overrides are checked: an override for a key the yaml does not define is an error.
+* the file is strict (cosyvoice.utils.config_keys): an unknown key at the top level, in ``train_conf`` or among a
+  module's arguments is an error naming the key and the closest valid one, and so is an override for a key the yaml
+  does not define.
+
+Model dirs and experiment dirs keep the official names in the yaml they hold, so the official code loads them too;
+only this loader maps them.
 """
 from __future__ import annotations
 
 import io
 import os
 import re
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 # Official dotted names that point outside the cosyvoice package, and where they live here.
 NAME_MAP = {
@@ -56,9 +61,14 @@ def _read(path: str) -> str:
         return f.read()
 
 
+def drop_seed_lines(text: str) -> str:
+    """The yaml without its ``__set_seed*: !apply:...seed`` lines (everything else unchanged)."""
+    return _SEED_LINE.sub("", text)
+
+
 def translate_config_text(text: str) -> str:
     """Map foreign dotted names onto ours and drop the global-seed lines."""
-    text = _SEED_LINE.sub("", text)
+    text = drop_seed_lines(text)
     for old, new in NAME_MAP.items():
         text = re.sub(r"(!(?:new|name|apply):)" + re.escape(old) + r"\b", r"\g<1>" + new, text)
     return text
@@ -108,14 +118,27 @@ def select_keys(text: str, keys) -> str:
     return "".join(kept)
 
 
-def _check_overrides(path: str, text: str, overrides: Mapping[str, Any]) -> None:
-    known = set(top_level_keys(text))
-    for key in overrides:
-        if key not in known:
-            raise ConfigError(
-                f"{path}: override '{key}' is not a key of this config "
-                f"(known top-level keys: {', '.join(sorted(known))})"
-            )
+def _check_overrides(path: str, tree: Any, overrides: Mapping[str, Any], prefix: str = "") -> None:
+    """Every override (nested dicts: every path) names a key the yaml has."""
+    from cosyvoice.utils.config_keys import suggest
+
+    for key, value in overrides.items():
+        if not isinstance(tree, Mapping) or key not in tree:
+            known = list(tree) if isinstance(tree, Mapping) else []
+            raise ConfigError(f"{path}: override '{prefix}{key}' is not a key of this config{suggest(key, known)}")
+        if isinstance(value, Mapping) and isinstance(tree[key], Mapping):
+            _check_overrides(path, tree[key], value, f"{prefix}{key}.")
+
+
+def check_config_text(path: str, text: str, overrides: Optional[Mapping[str, Any]] = None) -> None:
+    """The strict-config checks (cosyvoice.utils.config_keys) and the override check, on the yaml ``text`` of
+    ``path`` as written (official names), without building anything. Raises ConfigError (one line)."""
+    from cosyvoice.utils.config_keys import check_config_tree, parse_tree
+
+    text = drop_seed_lines(text)
+    tree = parse_tree(path, text)
+    check_config_tree(path, tree, text)
+    _check_overrides(path, tree, dict(overrides or {}))
 
 
 def _check_names(path: str, text: str) -> None:
@@ -128,35 +151,37 @@ def _check_names(path: str, text: str) -> None:
             )
 
 
-def resolve_config_text(path: str, overrides: Optional[Mapping[str, Any]] = None, keys=None) -> str:
-    """The yaml with our names, no seed lines and the overrides applied, references resolved, nothing built.
-
-    This is what an experiment dir records as its resolved config.
-    """
-    from hyperpyyaml import resolve_references
-
-    text = translate_config_text(_read(path))
+def _prepare(path: str, overrides: Optional[Mapping[str, Any]], keys) -> Tuple[str, Dict[str, Any]]:
+    """Read, check strictly, drop the seed lines, map the names, keep ``keys``: (text, overrides for that text)."""
+    raw = drop_seed_lines(_read(path))
+    overrides = dict(overrides or {})
+    check_config_text(path, raw, overrides)
+    text = translate_config_text(raw)
+    _check_names(path, text)
     if keys is not None:
         text = select_keys(text, keys)
-    overrides = dict(overrides or {})
-    _check_overrides(path, text, overrides)
-    _check_names(path, text)
+        kept = set(top_level_keys(text))
+        overrides = {k: v for k, v in overrides.items() if k in kept}
+    return text, overrides
+
+
+def resolve_config_text(path: str, overrides: Optional[Mapping[str, Any]] = None, keys=None) -> str:
+    """The yaml with our names, no seed lines and the overrides applied, references resolved, nothing built."""
+    from hyperpyyaml import resolve_references
+
+    text, overrides = _prepare(path, overrides, keys)
     return resolve_references(io.StringIO(text), overrides=overrides).getvalue()
 
 
 def load_config(path: str, overrides: Optional[Mapping[str, Any]] = None, keys=None) -> Dict[str, Any]:
     """Build the objects the yaml declares (official or ours) and return the dict of top-level keys.
 
+    The whole file is checked first (an unknown key anywhere is a ConfigError naming it and the closest valid one);
     ``keys``: build only these entries (plus plain values); ``None`` builds everything.
     """
     from hyperpyyaml import load_hyperpyyaml
 
-    text = translate_config_text(_read(path))
-    if keys is not None:
-        text = select_keys(text, keys)
-    overrides = dict(overrides or {})
-    _check_overrides(path, text, overrides)
-    _check_names(path, text)
+    text, overrides = _prepare(path, overrides, keys)
     try:
         return load_hyperpyyaml(text, overrides=overrides)
     except ImportError as e:

@@ -213,14 +213,17 @@ def resolve_qwen_path(args) -> str:
 
 
 def write_train_config(src: str, overrides: Dict[str, Any], out: Path) -> str:
-    """Write ``out``: the yaml ``src`` (our names, no seed lines) with ``overrides`` applied and its ``!ref`` links
-    kept, so it loads with :func:`cosyvoice.utils.config.load_config` exactly like the source. Returns the text."""
+    """Write ``out``: the yaml ``src`` (its own dotted names, official ones included, and no seed lines) with
+    ``overrides`` applied and its ``!ref`` links kept, so it loads with :func:`cosyvoice.utils.config.load_config`
+    exactly like the source (and with the official code too). ``src`` is checked strictly first, so a bad file
+    writes nothing. Returns the text."""
     from hyperpyyaml.core import recursive_update
     from ruamel.yaml import YAML
 
-    from cosyvoice.utils.config import _read, translate_config_text, top_level_keys
+    from cosyvoice.utils.config import _read, check_config_text, drop_seed_lines, top_level_keys
 
-    text = translate_config_text(_read(src))
+    text = drop_seed_lines(_read(src))
+    check_config_text(src, text)
     unknown = sorted(set(overrides) - set(top_level_keys(text)))
     if unknown:
         raise TrainSetupError(f"{src}: has no top-level {', '.join(unknown)} (is it a cosyvoice2.yaml?)")
@@ -315,7 +318,9 @@ def init_optimizer(model: torch.nn.Module, conf: Dict[str, Any]) -> torch.optim.
     update up to float rounding, several times faster than the per-parameter loop (tools/benchmark.py prints the
     Adam step with each; BENCHMARKS.md). ``fused: false`` in ``optim_conf`` gives torch's default back.
     """
-    kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    from cosyvoice.utils.config_keys import OPTIMIZERS
+
+    kinds = {name: getattr(torch.optim, cls) for name, cls in OPTIMIZERS.items()}
     if conf["optim"] not in kinds:
         raise TrainSetupError(f"unknown train_conf.optim '{conf['optim']}' (use adam or adamw)")
     optim_conf = dict(conf["optim_conf"])

@@ -205,6 +205,21 @@ def test_missing_checkpoint_is_a_one_line_error(stand_in, lists, tmp_path):
     assert "Traceback" not in r.stderr
 
 
+def test_unknown_yaml_key_is_a_one_line_error_and_writes_nothing(stand_in, lists, tmp_path):
+    text = (stand_in / "cosyvoice2.yaml").read_text(encoding="utf-8")
+    bad = tmp_path / "cosyvoice2.yaml"
+    bad.write_text(text.replace("    max_epoch: 200\n", "    max_epochz: 200\n", 1), encoding="utf-8")  # train_conf
+    argv = th.train_args("llm", stand_in, lists["train"], lists["cv"], tmp_path / "m")
+    argv[argv.index("--config") + 1] = str(bad)
+    r = subprocess.run([sys.executable, "-m", "cosyvoice.bin.train", *argv], cwd=th.ROOT, env=th.subprocess_env(),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.splitlines()[-1] == (f"train.py: error: {bad}: unknown key 'max_epochz' in train_conf (the "
+                                         "trainer does not read it); did you mean 'max_epoch'?")
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "m" / "config.yaml").exists()  # checked before anything is written
+
+
 def test_sample_llm_dir_without_checkpoints_means_base_llm_only(tmp_path):
     from cosyvoice.bin.train import sample_llm_file
 

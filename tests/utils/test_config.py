@@ -19,7 +19,7 @@ __set_seed2: !apply:numpy.random.seed [1986]
 __set_seed3: !apply:torch.manual_seed [1986]
 __set_seed4: !apply:torch.cuda.manual_seed_all [1986]
 sample_rate: 24000
-cfm: !new:omegaconf.DictConfig
+allowed_special: !new:omegaconf.DictConfig
     content:
         sigma_min: 1e-06
         solver: 'euler'
@@ -34,7 +34,7 @@ def test_translate_maps_foreign_names_and_drops_seed_lines():
     assert "!new:cosyvoice.utils.config.DictConfig" in text
     assert "!name:cosyvoice.audio.features.mel_spectrogram" in text
     assert "matcha" not in text and "omegaconf" not in text
-    assert top_level_keys(text) == ["sample_rate", "cfm", "feat_extractor"]
+    assert top_level_keys(text) == ["sample_rate", "allowed_special", "feat_extractor"]
 
 
 def test_loading_does_not_reseed_global_rngs(tmp_path):
@@ -44,9 +44,9 @@ def test_loading_does_not_reseed_global_rngs(tmp_path):
     cfg = load_config(str(path))
     assert torch.equal(torch.random.get_rng_state(), torch_state)
     assert random.getstate() == py_state
-    assert isinstance(cfg["cfm"], DictConfig)
-    assert cfg["cfm"].sigma_min == pytest.approx(1e-6)  # YAML 1.2: 1e-06 is a float, not a string
-    assert cfg["cfm"].solver == "euler"
+    assert isinstance(cfg["allowed_special"], DictConfig)
+    assert cfg["allowed_special"].sigma_min == pytest.approx(1e-6)  # YAML 1.2: 1e-06 is a float, not a string
+    assert cfg["allowed_special"].solver == "euler"
 
 
 def test_unknown_override_is_an_error(tmp_path):
@@ -64,7 +64,7 @@ def test_missing_file_names_it(tmp_path):
 
 def test_unmapped_foreign_name_is_a_clear_error(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("x: !name:whisper.log_mel_spectrogram\n")
+    path.write_text("feat_extractor: !name:whisper.log_mel_spectrogram\n")
     with pytest.raises(ConfigError, match="'whisper.log_mel_spectrogram' is not provided by this toolkit"):
         load_config(str(path))
 
@@ -84,3 +84,96 @@ def test_resolved_text_applies_overrides():
     text = resolve_config_text(CONF, {"qwen_pretrain_path": "/models/BlankEN"}, keys=["get_tokenizer"])
     assert "token_path: /models/BlankEN" in text
     assert "llm:" not in text
+
+
+# ---------------------------------------------------------------------------------------------- strict config
+def _conf_with(tmp_path, old: str, new: str) -> str:
+    """conf/cosyvoice2.yaml with the one line ``old`` replaced by ``new``, written to tmp_path."""
+    text = open(CONF, encoding="utf-8").read()
+    assert text.count(old) == 1, old
+    path = tmp_path / "cosyvoice2.yaml"
+    path.write_text(text.replace(old, new), encoding="utf-8")
+    return str(path)
+
+
+def _error(path: str, **kw) -> str:
+    with pytest.raises(ConfigError) as e:
+        load_config(path, **kw)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{path}: ")
+    return msg
+
+
+def test_the_official_and_our_yamls_pass_the_strict_check(fixtures_dir, fixtures3_dir):
+    from cosyvoice.utils.config import check_config_text
+
+    for path in (CONF, fixtures_dir / "tiny.yaml", fixtures3_dir / "tiny3.yaml"):
+        check_config_text(str(path), open(path, encoding="utf-8").read())
+
+
+def test_unknown_top_level_key(tmp_path):
+    path = _conf_with(tmp_path, "sample_rate: 24000 ", "sample_rate: 24000\nsampel_rate: 16000 ")
+    assert _error(path, keys=["hift"]) == (f"{path}: unknown key 'sampel_rate' at the top level (no part of "
+                                           "CosyVoice2 reads it); did you mean 'sample_rate'?")
+
+
+def test_a_top_level_key_that_another_refers_to_is_read(tmp_path):
+    path = _conf_with(tmp_path, "    sort_size: 500 ", "    sort_size: !ref <my_sort_size> ")
+    with open(path, "a", encoding="utf-8") as f:
+        f.write("my_sort_size: 321\n")
+    assert load_config(path, keys=["sort"])["sort"].keywords["sort_size"] == 321
+
+
+def test_unknown_train_conf_key(tmp_path):
+    path = _conf_with(tmp_path, "    max_epoch: 200\n    grad_clip: 5\n    accum_grad: 2",
+                      "    max_epochz: 200\n    grad_clip: 5\n    accum_grad: 2")
+    assert _error(path, keys=["train_conf"]) == (f"{path}: unknown key 'max_epochz' in train_conf (the trainer "
+                                                 "does not read it); did you mean 'max_epoch'?")
+
+
+def test_unknown_optimizer_and_scheduler_arguments(tmp_path):
+    path = _conf_with(tmp_path, "        lr: 1e-5\n", "        lr: 1e-5\n        weight_decai: 0.1\n")
+    assert _error(path) == (f"{path}: unknown key 'weight_decai' in train_conf.optim_conf (not an argument of "
+                            "torch.optim.Adam); did you mean 'weight_decay'?")
+    # constantlr ignores scheduler_conf (the official warmup_steps stays valid) but a typo is still a typo
+    path = _conf_with(tmp_path, "        warmup_steps: 2500", "        warmup_stepz: 2500")
+    assert _error(path) == (f"{path}: unknown key 'warmup_stepz' in train_conf.scheduler_conf (not an argument "
+                            "of the 'constantlr' schedule); did you mean 'warmup_steps'?")
+    path = _conf_with(tmp_path, "    scheduler: constantlr\n    scheduler_conf:\n        warmup_steps: 2500",
+                      "    scheduler: warmuplr\n    scheduler_conf:\n        max_steps: 2500")
+    assert "unknown key 'max_steps' in train_conf.scheduler_conf (not an argument of the 'warmuplr' schedule)" in \
+        _error(path)
+
+
+def test_unknown_module_argument(tmp_path):
+    path = _conf_with(tmp_path, "    token_max_length: 200 ", "    token_max_lenght: 200 ")
+    # checked even when only other entries are built
+    assert _error(path, keys=["llm"]) == (f"{path}: unknown key 'token_max_lenght' in filter (not an argument of "
+                                          "cosyvoice.dataset.processor.filter); did you mean 'token_max_length'?")
+    path = _conf_with(tmp_path, "            num_mid_blocks: 12", "            num_mid_block: 12")
+    assert _error(path) == (f"{path}: unknown key 'num_mid_block' in flow.decoder.estimator (not an argument of "
+                            "cosyvoice.flow.decoder.CausalConditionalDecoder); did you mean 'num_mid_blocks'?")
+    # an official (mapped) name is checked against the implementation it maps to
+    path = _conf_with(tmp_path, "    fmax: 8000", "    f_max: 8000")
+    assert _error(path) == (f"{path}: unknown key 'f_max' in feat_extractor (not an argument of "
+                            "matcha.utils.audio.mel_spectrogram); did you mean 'fmax'?")
+
+
+def test_unknown_field_of_a_fixed_field_dict(tmp_path):
+    path = _conf_with(tmp_path, "                sigma_min: 1e-06", "                sigma_mim: 1e-06")
+    assert _error(path, keys=["flow"]) == (f"{path}: unknown key 'sigma_mim' in flow.decoder.cfm_params.content "
+                                           "(not a field of cfm_params); did you mean 'sigma_min'?")
+    path = _conf_with(tmp_path, "        hop_len: 4", "        hop_length: 4")
+    assert "unknown key 'hop_length' in hift.istft_params (not a field of istft_params); did you mean 'hop_len'?" \
+        in _error(path, keys=["hift"])
+
+
+def test_override_typo_names_the_closest_key(tmp_path):
+    msg = _error(CONF, overrides={"train_conf": {"max_epochs": 3}}, keys=["train_conf"])
+    assert msg == f"{CONF}: override 'train_conf.max_epochs' is not a key of this config; did you mean 'max_epoch'?"
+
+
+def test_invalid_yaml_is_one_line(tmp_path):
+    path = tmp_path / "cosyvoice2.yaml"
+    path.write_text("sample_rate: [24000\n")
+    assert _error(str(path)).startswith(f"{path}: not valid YAML: ")
