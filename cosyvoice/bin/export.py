@@ -5,9 +5,13 @@
 Builds the flow from the config (default: the model dir's cosyvoice2.yaml), loads ``<model_dir>/flow.pt``
 strictly, and writes, under the official names:
 
-* ``flow.encoder.fp32.zip``: ``torch.jit.trace`` of ``flow.encoder`` (xs (1, T, D), xs_lens (1,) -> (h, mask));
+* ``flow.encoder.fp32.zip``: TorchScript of ``flow.encoder`` with the official call signature
+  ``(xs (1, T, D), xs_lens (1,), ..., streaming=False) -> (h, mask)``, which the official ``load_jit`` puts in place
+  of the flow's encoder: traces of its three inference modes (full context, chunked, chunked with look-ahead
+  context), chosen by the arguments;
 * ``flow.decoder.estimator.fp32.onnx``: ``flow.decoder.estimator`` (x, mask, mu, t, spks, cond -> estimator_out)
-  with dynamic batch and time axes (legacy exporter, opset 18).
+  with batch 2 (the classifier-free-guidance pair) and a dynamic time axis, like the official file, so that the
+  official ``load_trt`` builds its TensorRT engine from it (legacy exporter, opset 18).
 
 Each export is run on a fresh input of another length than the one it was made with and compared with the eager
 module; the largest absolute difference is logged and must stay below ``--atol``, else the file is removed and the
@@ -22,7 +26,7 @@ import sys
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 
@@ -74,28 +78,84 @@ def _check(name: str, path: Path, diff: float, atol: float) -> float:
     return diff
 
 
+class _Mode(torch.nn.Module):
+    """``encoder(xs, xs_lens[, context], streaming=...)`` with the mode fixed, so that it can be traced."""
+
+    def __init__(self, encoder: torch.nn.Module, streaming: bool):
+        super().__init__()
+        self.encoder = encoder
+        self.chunked = streaming
+
+    def forward(self, xs: torch.Tensor, xs_lens: torch.Tensor,
+                context: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        return self.encoder(xs, xs_lens, context=context, streaming=self.chunked)
+
+
+class JitEncoder(torch.nn.Module):
+    """The exported flow encoder: the official encoder's call signature over three traces (full context; chunked;
+    chunked with the look-ahead tokens of a non-final streaming chunk).
+
+    The official ``CosyVoice2Model.load_jit`` puts the loaded file in place of ``flow.encoder``; the official flow
+    then calls it as ``encoder(token, token_len, streaming=streaming)`` and, for a non-final streaming chunk,
+    ``encoder(token, token_len, context=context, streaming=True)``. A bare trace takes only ``(xs, xs_lens)``.
+    """
+
+    def __init__(self, full: torch.jit.ScriptModule, chunked: torch.jit.ScriptModule,
+                 chunked_context: torch.jit.ScriptModule):
+        super().__init__()
+        self.full = full
+        self.chunked = chunked
+        self.chunked_context = chunked_context
+
+    def forward(self, xs: torch.Tensor, xs_lens: torch.Tensor, context: torch.Tensor = torch.zeros(0, 0, 0),
+                decoding_chunk_size: int = 0, num_decoding_left_chunks: int = -1,
+                streaming: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+        if context.size(1) != 0:
+            if not streaming:
+                raise RuntimeError("exported flow encoder: look-ahead context comes with streaming=True")
+            return self.chunked_context(xs, xs_lens, context)
+        if streaming:
+            return self.chunked(xs, xs_lens)
+        return self.full(xs, xs_lens)
+
+
 @torch.no_grad()
 def export_encoder(flow: torch.nn.Module, out: Path, atol: float, gen: torch.Generator) -> float:
-    """Trace ``flow.encoder`` on 37 tokens, check it on 53, save atomically. Returns the max abs diff."""
+    """Trace ``flow.encoder`` in its three inference modes on 37 tokens, script them behind the official signature
+    (:class:`JitEncoder`), save atomically, check every mode on 53 tokens. Returns the max abs diff."""
     encoder = flow.encoder
     dim = flow.input_size
+    lookahead = encoder.pre_lookahead_layer.pre_lookahead_len
 
     def inputs(n: int):
-        return torch.randn(1, n, dim, generator=gen), torch.tensor([n], dtype=torch.int32)
+        """Tokens, their count and the look-ahead tokens after them; the count includes the look-ahead, as the
+        official flow passes it."""
+        xs, context = torch.randn(1, n, dim, generator=gen), torch.randn(1, lookahead, dim, generator=gen)
+        return xs, torch.tensor([n], dtype=torch.int32), context
 
     with _quiet():
-        traced = torch.jit.trace(encoder, inputs(37), check_trace=False)
+        xs, lens, context = inputs(37)
+        full = torch.jit.trace(_Mode(encoder, False).eval(), (xs, lens), check_trace=False)
+        chunked = torch.jit.trace(_Mode(encoder, True).eval(), (xs, lens), check_trace=False)
+        chunked_context = torch.jit.trace(_Mode(encoder, True).eval(), (xs, lens + lookahead, context),
+                                          check_trace=False)
+        scripted = torch.jit.script(JitEncoder(full, chunked, chunked_context))
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     with _quiet():
-        torch.jit.save(traced, str(tmp))
+        torch.jit.save(scripted, str(tmp))
         os.replace(tmp, out)
         loaded = torch.jit.load(str(out))
-    xs, lens = inputs(53)
-    (h_ref, mask_ref), (h, mask) = encoder(xs, lens), loaded(xs, lens)
-    if h.shape != h_ref.shape or not torch.equal(mask, mask_ref):
-        out.unlink(missing_ok=True)
-        raise RuntimeError(f"traced encoder gives shape {list(h.shape)} for 53 tokens, eager {list(h_ref.shape)}")
-    return _check("encoder", out, float((h - h_ref).abs().max()), atol)
+    xs, lens, context = inputs(53)
+    diff = 0.0
+    for streaming, ctx, n in ((False, None, lens), (True, None, lens), (True, context, lens + lookahead)):
+        h_ref, mask_ref = encoder(xs, n, context=ctx, streaming=streaming)
+        h, mask = loaded(xs, n, streaming=streaming) if ctx is None else loaded(xs, n, context=ctx, streaming=True)
+        if h.shape != h_ref.shape or not torch.equal(mask, mask_ref):
+            out.unlink(missing_ok=True)
+            raise RuntimeError(f"exported encoder (streaming={streaming}, context={ctx is not None}) gives shape "
+                               f"{list(h.shape)} for 53 tokens, eager {list(h_ref.shape)}; {out} removed")
+        diff = max(diff, float((h - h_ref).abs().max()))
+    return _check("encoder", out, diff, atol)
 
 
 def estimator_inputs(estimator, batch: int, frames: int, gen: torch.Generator):
@@ -107,18 +167,19 @@ def estimator_inputs(estimator, batch: int, frames: int, gen: torch.Generator):
 
 @torch.no_grad()
 def export_estimator(flow: torch.nn.Module, out: Path, atol: float, gen: torch.Generator) -> float:
-    """ONNX of ``flow.decoder.estimator`` (dynamic batch and time), checked with onnxruntime on another length."""
+    """ONNX of ``flow.decoder.estimator`` (batch 2, dynamic time), checked with onnxruntime on another length."""
     import onnxruntime
 
     estimator = flow.decoder.estimator
     names = ["x", "mask", "mu", "t", "spks", "cond"]
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    axes = {k: {0: "batch", 2: "seq_len"} for k in ("x", "mask", "mu", "cond", "estimator_out")}
+    # as the official file: batch 2 (the CFG pair), only the time axis dynamic. The official load_trt builds its
+    # TensorRT engine with optimization profiles for x, mask, mu and cond only, so t and spks must be static.
+    axes = {k: {2: "seq_len"} for k in ("x", "mask", "mu", "cond", "estimator_out")}
     with _quiet():
         torch.onnx.export(estimator, estimator_inputs(estimator, 2, 128, gen), str(tmp), export_params=True,
                           opset_version=18, do_constant_folding=True, input_names=names,
-                          output_names=["estimator_out"], dynamo=False,
-                          dynamic_axes={**axes, "t": {0: "batch"}, "spks": {0: "batch"}})
+                          output_names=["estimator_out"], dynamo=False, dynamic_axes=axes)
     os.replace(tmp, out)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1

@@ -32,20 +32,35 @@ def test_export_writes_checked_files(model_dir, caplog):
     flow = export.load_flow(model_dir, None, None)
     gen = torch.Generator().manual_seed(0)
     # the ONNX estimator on a length it was not exported with
-    inputs = export.estimator_inputs(flow.decoder.estimator, 1, 91, gen)
+    inputs = export.estimator_inputs(flow.decoder.estimator, 2, 91, gen)
     session = onnxruntime.InferenceSession(str(model_dir / export.ESTIMATOR_FILE), providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
     assert names == ["x", "mask", "mu", "t", "spks", "cond"]
     got = torch.from_numpy(session.run(None, {k: v.numpy() for k, v in zip(names, inputs)})[0])
     with torch.no_grad():
         assert (got - flow.decoder.estimator(*inputs)).abs().max() < 1e-4
-    # the TorchScript encoder, likewise
+    # as the official file: batch 2 for every input, only the time axis dynamic (what the official load_trt's
+    # TensorRT profiles expect: shapes for x, mask, mu and cond only)
+    shapes = {i.name: i.shape for i in session.get_inputs()}
+    assert shapes["t"] == [2] and shapes["spks"] == [2, 80]
+    assert all(shapes[k][:2] == [2, 80 if k != "mask" else 1] and isinstance(shapes[k][2], str)
+               for k in ("x", "mask", "mu", "cond"))
+    # the TorchScript encoder, likewise, called the way the official flow calls the encoder that load_jit puts in
+    # place: (token, token_len, streaming=...) and, for a non-final streaming chunk, with context=<3 look-ahead>
     with export._quiet():
         encoder = torch.jit.load(str(model_dir / export.ENCODER_FILE))
     xs, lens = torch.randn(1, 29, flow.input_size, generator=gen), torch.tensor([29], dtype=torch.int32)
+    context = torch.randn(1, 3, flow.input_size, generator=gen)
     with torch.no_grad():
         (h, _), (ref, _) = encoder(xs, lens), flow.encoder(xs, lens)
-    assert h.shape == (1, 58, flow.encoder.output_size()) and (h - ref).abs().max() < 1e-4
+        assert h.shape == (1, 58, flow.encoder.output_size()) and (h - ref).abs().max() < 1e-4
+        (h, _), (ref, _) = encoder(xs, lens, streaming=True), flow.encoder(xs, lens, streaming=True)
+        assert (h - ref).abs().max() < 1e-4
+        (h_full, _) = flow.encoder(xs, lens)
+        assert (ref - h_full).abs().max() > 1e-3  # chunked attention differs: the modes are really two
+        (h, _) = encoder(xs, lens + 3, context=context, streaming=True)
+        (ref, _) = flow.encoder(xs, lens + 3, context=context, streaming=True)
+        assert h.shape == ref.shape and (h - ref).abs().max() < 1e-4
 
 
 def test_a_failed_check_removes_the_file(model_dir):
