@@ -111,10 +111,12 @@ def setup_run(args, info: tu.DistInfo):
         (model_dir / DIVERGED_FILE).unlink()
     args.qwen_pretrain_path = tu.resolve_qwen_path(args)
     config_path = model_dir / "config.yaml"
+    # every rank checks the yaml (strictly), so a bad one fails all of them alike, before anything is written
+    text = tu.train_config_text(args.config, tu.config_overrides(args))
     if info.is_main:
         ckpt.atomic_write_text(model_dir / DATA_RECORD, json.dumps(data, indent=1) + "\n")
         before = config_path.read_text(encoding="utf-8") if existing and config_path.is_file() else None
-        text = tu.write_train_config(args.config, tu.config_overrides(args), config_path)
+        ckpt.atomic_write_text(config_path, text)
         if before is not None and before != text:
             changed = sorted(set(text.splitlines()) ^ set(before.splitlines()))
             logger.warning("config.yaml differs from the checkpointed run's (%s): the run continues with the new "
@@ -164,7 +166,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         if stale:
             logger.info("removed %d temp file(s) that killed runs left: %s", len(stale), ", ".join(map(str, stale)))
     set_all_random_seed(args.seed + info.rank)
-    configs, model_dir = setup_run(args, info)
+    try:
+        configs, model_dir = setup_run(args, info)
+    except Exception as e:
+        e.same_on_every_rank = True  # options, files and config are checked alike on every rank (see cli)
+        raise
     conf = configs["train_conf"]
     model = tu.init_model(configs[args.model], args.checkpoint).to(info.device)
     train_set, train_loader, cv_loader = tu.init_dataloaders(args, configs)
@@ -282,8 +288,12 @@ def cli(argv: Optional[List[str]] = None) -> int:
     try:
         return main(argv)
     except (UserError, ConfigError, FileNotFoundError) as e:
-        logger.error("%s", one_line(e))
-        print(f"train.py: error: {one_line(e)}", file=sys.stderr)
+        logger.error("%s", one_line(e), extra={"file_only": True})  # into train.log; the console gets the line below
+        rank = os.environ.get("RANK", "0")
+        if rank == "0":
+            print(f"train.py: error: {one_line(e)}", file=sys.stderr)
+        elif not getattr(e, "same_on_every_rank", False):  # a setup error is said once, by rank 0
+            print(f"train.py: error (rank {rank}): {one_line(e)}", file=sys.stderr)
         return EXIT_USER_ERROR
 
 

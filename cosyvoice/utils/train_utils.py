@@ -130,6 +130,13 @@ def destroy_distributed(info: DistInfo) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ logging
+class _FileOnly(logging.Filter):
+    """Keeps records logged with ``extra={"file_only": True}`` off the console (train.py prints those itself)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "file_only", False)
+
+
 class _RankFilter(logging.Filter):
     def __init__(self, rank: int, world_size: int):
         super().__init__()
@@ -154,7 +161,9 @@ def init_logging(model_dir: Path, info: DistInfo, level: int = logging.INFO) -> 
             root.removeHandler(h)
             h.close()
     fmt = logging.Formatter(LOG_FORMAT)
-    for handler in (logging.StreamHandler(sys.stderr), logging.FileHandler(path, encoding="utf-8")):
+    console = logging.StreamHandler(sys.stderr)
+    console.addFilter(_FileOnly())
+    for handler in (console, logging.FileHandler(path, encoding="utf-8")):
         handler.setFormatter(fmt)
         handler.addFilter(_RankFilter(info.rank, info.world_size))
         handler._cosyvoice_train = True
@@ -212,11 +221,11 @@ def resolve_qwen_path(args) -> str:
     return str(path.resolve())
 
 
-def write_train_config(src: str, overrides: Dict[str, Any], out: Path) -> str:
-    """Write ``out``: the yaml ``src`` (its own dotted names, official ones included, and no seed lines) with
-    ``overrides`` applied and its ``!ref`` links kept, so it loads with :func:`cosyvoice.utils.config.load_config`
-    exactly like the source (and with the official code too). ``src`` is checked strictly first, so a bad file
-    writes nothing. Returns the text."""
+def train_config_text(src: str, overrides: Dict[str, Any]) -> str:
+    """The experiment's config.yaml: the yaml ``src`` (its own dotted names, official ones included, and no seed
+    lines) with ``overrides`` applied and its ``!ref`` links kept, so it loads with
+    :func:`cosyvoice.utils.config.load_config` exactly like the source (and with the official code too). ``src`` is
+    checked strictly first (ConfigError, one line). Nothing is written."""
     from hyperpyyaml.core import recursive_update
     from ruamel.yaml import YAML
 
@@ -237,8 +246,14 @@ def write_train_config(src: str, overrides: Dict[str, Any], out: Path) -> str:
     buf = io.StringIO()
     buf.write(f"# Resolved training config: {src} with this run's options applied (written by train.py).\n")
     yaml.dump(tree, buf)
-    atomic_write_text(out, buf.getvalue())
     return buf.getvalue()
+
+
+def write_train_config(src: str, overrides: Dict[str, Any], out: Path) -> str:
+    """Write :func:`train_config_text` to ``out`` (atomically; a bad ``src`` writes nothing). Returns the text."""
+    text = train_config_text(src, overrides)
+    atomic_write_text(out, text)
+    return text
 
 
 def _check_override_paths(src: str, tree, overrides, prefix: str = "") -> None:

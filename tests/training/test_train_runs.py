@@ -220,6 +220,22 @@ def test_unknown_yaml_key_is_a_one_line_error_and_writes_nothing(stand_in, lists
     assert not (tmp_path / "m" / "config.yaml").exists()  # checked before anything is written
 
 
+def test_unknown_yaml_key_under_torchrun_is_said_once(stand_in, lists, tmp_path):
+    """Every rank checks the yaml, so none waits at a barrier for a rank that already failed; rank 0 says it."""
+    text = (stand_in / "cosyvoice2.yaml").read_text(encoding="utf-8")
+    bad = tmp_path / "cosyvoice2.yaml"
+    bad.write_text(text.replace("    max_epoch: 200\n", "    max_epochz: 200\n", 1), encoding="utf-8")
+    argv = th.train_args("llm", stand_in, lists["train"], lists["cv"], tmp_path / "m")
+    argv[argv.index("--config") + 1] = str(bad)
+    r = th.torchrun(2, argv)
+    assert r.returncode != 0
+    errors = [line for line in r.stderr.splitlines() if "train.py: error" in line]
+    assert errors == [f"train.py: error: {bad}: unknown key 'max_epochz' in train_conf (the trainer does not read "
+                      "it); did you mean 'max_epoch'?"]
+    assert "[rank1]" not in r.stderr and "ERROR [train.py" not in r.stderr
+    assert "unknown key 'max_epochz'" in (tmp_path / "m" / "train.rank1.log").read_text(encoding="utf-8")
+
+
 def test_sample_llm_dir_without_checkpoints_means_base_llm_only(tmp_path):
     from cosyvoice.bin.train import sample_llm_file
 
