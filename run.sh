@@ -469,6 +469,7 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     fi
   fi
   [ -f "${config}" ] || die "stage 5: training config ${config} not found (--train_config)"
+  python3 -m cosyvoice.utils.config "${config}" || exit 1  # strict: an unknown key is one line, before torchrun
   [ -z "${gpus}" ] || export CUDA_VISIBLE_DEVICES=${gpus}
   num_gpus=$(python3 -c "import torch; print(torch.cuda.device_count())")
   if [ "${num_gpus}" -gt 0 ]; then

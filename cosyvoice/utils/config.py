@@ -186,3 +186,29 @@ def load_config(path: str, overrides: Optional[Mapping[str, Any]] = None, keys=N
         return load_hyperpyyaml(text, overrides=overrides)
     except ImportError as e:
         raise ConfigError(f"{path}: cannot build this config: {e}") from e
+
+
+def main(argv=None) -> int:
+    """``python -m cosyvoice.utils.config <yaml>...``: check each file strictly, build nothing; exit status 2 and one
+    line naming the file, the key and the closest valid one at the first problem."""
+    import sys
+
+    paths = sys.argv[1:] if argv is None else argv
+    if not paths or paths[0] in ("-h", "--help"):
+        print("usage: python -m cosyvoice.utils.config <cosyvoice2.yaml>...", file=sys.stderr)
+        return 2
+    for path in paths:
+        try:
+            raw = drop_seed_lines(_read(path))
+            check_config_text(path, raw)
+            _check_names(path, translate_config_text(raw))
+        except ConfigError as e:
+            print(f"ERROR: {e}", file=sys.stderr)
+            return 2
+    return 0
+
+
+if __name__ == "__main__":  # run the imported module's main, so that its ConfigError is the one raised
+    from cosyvoice.utils.config import main as _main
+
+    raise SystemExit(_main())

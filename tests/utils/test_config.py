@@ -177,3 +177,17 @@ def test_invalid_yaml_is_one_line(tmp_path):
     path = tmp_path / "cosyvoice2.yaml"
     path.write_text("sample_rate: [24000\n")
     assert _error(str(path)).startswith(f"{path}: not valid YAML: ")
+
+
+def test_check_command_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    path = _conf_with(tmp_path, "    sort_size: 500 ", "    sort_sise: 500 ")
+    run = [sys.executable, "-m", "cosyvoice.utils.config"]
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run(run + [CONF, path], capture_output=True, text=True, cwd=root)
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == [f"ERROR: {path}: unknown key 'sort_sise' in sort (not an argument of "
+                                     "cosyvoice.dataset.processor.sort); did you mean 'sort_size'?"]
+    assert subprocess.run(run + [CONF], capture_output=True, text=True, cwd=root).returncode == 0
