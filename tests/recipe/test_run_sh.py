@@ -212,6 +212,25 @@ def test_demo_defaults_from_another_directory(demo_run):
     assert "Where things are (experiment 'demo_voice', speaker(s) demo)" in r.stdout
     assert (f"bash {ROOT}/inference.sh --model_dir exp/demo_voice/model --spk_id demo --test_data_dir "
             "data/demo_voice/test") in r.stdout.splitlines()
+    # the model dir is an official one: official yaml names only, exactly the official files (issue 22)
+    from official_layout import LOADED, check_official_dir
+
+    check_official_dir(model, LOADED | {"spk2info.pt", "flow.encoder.fp32.zip", "flow.decoder.estimator.fp32.onnx"})
+
+
+def test_unknown_training_yaml_key_stops_stage_5_in_one_line(demo_run, run_recipe, tmp_path):
+    """A training yaml with an unknown key: one line naming it and the closest valid one, before anything runs."""
+    cwd, _ = demo_run
+    exp = cwd / "exp" / "demo_voice"
+    bad = tmp_path / "bad.yaml"
+    text = (cwd / "exp" / "pretrained" / "CosyVoice2-0.5B-tiny" / "cosyvoice2.yaml").read_text(encoding="utf-8")
+    bad.write_text(text.replace("    max_epoch: 200\n", "    max_epochz: 200\n", 1), encoding="utf-8")
+    before = (exp / "llm" / "config.yaml").read_text(encoding="utf-8")
+    r = run_recipe("--stage", "5", "--stop_stage", "5", "--train_config", bad, cwd=cwd)
+    assert r.returncode == 1
+    assert r.stderr.splitlines() == [f"ERROR: {bad}: unknown key 'max_epochz' in train_conf (the trainer does not "
+                                     "read it); did you mean 'max_epoch'?"]
+    assert (exp / "llm" / "config.yaml").read_text(encoding="utf-8") == before  # the finished run is untouched
 
 
 def test_pretrained_dir_missing_a_file_fails_at_once_naming_it(run_recipe, tmp_path):
