@@ -40,8 +40,9 @@ def test_every_official_v2_name_resolves_in_this_package():
     assert missing == []
 
 
-def test_conf_yaml_uses_official_names():
+def test_conf_yamls_use_official_names():
     check_official_yaml(ROOT / "conf" / "cosyvoice2.yaml")
+    check_official_yaml(ROOT / "conf" / "cosyvoice3.yaml", "cosyvoice3")
 
 
 def test_stand_in_is_an_official_dir(stand_in_dir):
