@@ -140,7 +140,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     check_against_model(src, args.model or guess_model(src), state)
     dst.parent.mkdir(parents=True, exist_ok=True)
     ckpt.atomic_torch_save(state, dst)
-    record = {"src_path": str(src.resolve()), "dst_model": str(dst.resolve()), "val_best": args.val_best, "select_by": args.select_by, "num": args.num,
+    record = {"src_path": str(src.resolve()), "dst_model": str(dst.resolve()), "val_best": args.val_best,
+              "select_by": args.select_by, "num": args.num,
               "checkpoints": [{"name": c.name, "epoch": c.epoch, "step": c.step, "cv": c.cv} for c in chosen]}
     ckpt.atomic_write_text(src / AVERAGE_RECORD, json.dumps(record, indent=2) + "\n")
     logger.info("wrote %s (average of %d checkpoints)", dst, len(chosen))
