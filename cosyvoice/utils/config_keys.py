@@ -31,7 +31,8 @@ TOP_LEVEL_KEYS = (
     "feat_extractor", "compute_fbank", "compute_whisper_fbank", "compute_f0", "parse_embedding", "shuffle", "sort",
     "batch", "padding", "data_pipeline", "data_pipeline_gan", "train_conf", "train_conf_gan",
 )
-# What cosyvoice/bin/train.py, cosyvoice/utils/train_utils.py and cosyvoice/utils/executor.py read of train_conf.
+# What cosyvoice/bin/train.py, cosyvoice/utils/train_utils.py and cosyvoice/utils/executor.py read of train_conf,
+# besides the divergence guard's keys (cosyvoice.utils.divergence.GUARD_DEFAULTS, see train_conf_keys).
 TRAIN_CONF_KEYS = ("optim", "optim_conf", "scheduler", "scheduler_conf", "max_epoch", "grad_clip", "accum_grad",
                    "log_interval", "save_per_step")
 # What the official HiFi-GAN trainer reads of train_conf_gan (this toolkit does not train the vocoder).
@@ -47,6 +48,13 @@ _DICT_CONFIGS = ("omegaconf.DictConfig", "cosyvoice.utils.config.DictConfig")
 _BUILD_TAGS = ("!new:", "!name:", "!apply:")
 _REF = re.compile(r"<([A-Za-z_][\w]*)(?:\[[^>]*\])?>")
 _COMMENT = re.compile(r"#.*$", re.MULTILINE)
+
+
+def train_conf_keys() -> tuple:
+    """Every key the trainer reads of train_conf: :data:`TRAIN_CONF_KEYS` and the divergence guard's."""
+    from cosyvoice.utils.divergence import GUARD_DEFAULTS
+
+    return TRAIN_CONF_KEYS + tuple(GUARD_DEFAULTS)
 
 
 def suggest(key: str, valid: Iterable[str]) -> str:
@@ -119,7 +127,7 @@ def check_config_tree(path: str, tree: Any, text: str) -> None:
             raise _unknown(path, key, "at the top level (no part of CosyVoice2 reads it)", TOP_LEVEL_KEYS)
     for key, value in tree.items():
         _check_node(path, value, key, key)
-    for key, valid in (("train_conf", TRAIN_CONF_KEYS), ("train_conf_gan", TRAIN_CONF_GAN_KEYS)):
+    for key, valid in (("train_conf", train_conf_keys()), ("train_conf_gan", TRAIN_CONF_GAN_KEYS)):
         if isinstance(tree.get(key), Mapping):
             _check_train_conf(path, key, tree[key], valid)
 

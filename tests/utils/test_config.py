@@ -107,7 +107,8 @@ def _error(path: str, **kw) -> str:
 def test_the_official_and_our_yamls_pass_the_strict_check(fixtures_dir, fixtures3_dir):
     from cosyvoice.utils.config import check_config_text
 
-    for path in (CONF, fixtures_dir / "tiny.yaml", fixtures3_dir / "tiny3.yaml"):
+    conf3 = Path(CONF).with_name("cosyvoice3.yaml")
+    for path in (CONF, conf3, fixtures_dir / "tiny.yaml", fixtures3_dir / "tiny3.yaml"):
         check_config_text(str(path), open(path, encoding="utf-8").read())
 
 
@@ -191,3 +192,13 @@ def test_check_command_is_one_line(tmp_path):
     assert r.stderr.splitlines() == [f"ERROR: {path}: unknown key 'sort_sise' in sort (not an argument of "
                                      "cosyvoice.dataset.processor.sort); did you mean 'sort_size'?"]
     assert subprocess.run(run + [CONF], capture_output=True, text=True, cwd=root).returncode == 0
+
+
+def test_divergence_guard_keys_are_train_conf_keys(tmp_path):
+    from cosyvoice.utils.divergence import GUARD_DEFAULTS
+
+    assert set(GUARD_DEFAULTS) <= set(open(CONF, encoding="utf-8").read().split("train_conf:")[1].replace(":", " ")
+                                      .split())
+    path = _conf_with(tmp_path, "    diverge_patience: 3 ", "    diverge_patiense: 3 ")
+    assert "unknown key 'diverge_patiense' in train_conf (the trainer does not read it); did you mean " \
+        "'diverge_patience'?" in _error(path)
