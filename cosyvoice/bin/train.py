@@ -289,11 +289,9 @@ def cli(argv: Optional[List[str]] = None) -> int:
         return main(argv)
     except (UserError, ConfigError, FileNotFoundError) as e:
         logger.error("%s", one_line(e), extra={"file_only": True})  # into train.log; the console gets the line below
-        rank = os.environ.get("RANK", "0")
-        if rank == "0":
+        # a setup error is the same on every rank: rank 0 says it; any other is said by the rank it happened on
+        if os.environ.get("RANK", "0") == "0" or not getattr(e, "same_on_every_rank", False):
             print(f"train.py: error: {one_line(e)}", file=sys.stderr)
-        elif not getattr(e, "same_on_every_rank", False):  # a setup error is said once, by rank 0
-            print(f"train.py: error (rank {rank}): {one_line(e)}", file=sys.stderr)
         return EXIT_USER_ERROR
 
 
