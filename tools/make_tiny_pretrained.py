@@ -148,7 +148,7 @@ TINY_BLOCKS = {
     "llm_output_size": "llm_output_size: 64\n",
     "flow": """\
 flow: !new:cosyvoice.flow.flow.CausalMaskedDiffWithXvec
-    input_size: 64
+    input_size: 512            # the official encoder hard-codes 512 channels, so the official code loads this dir
     output_size: 80
     spk_embed_dim: !ref <spk_embed_dim>
     output_type: 'mel'
@@ -158,10 +158,10 @@ flow: !new:cosyvoice.flow.flow.CausalMaskedDiffWithXvec
     token_mel_ratio: !ref <token_mel_ratio>
     pre_lookahead_len: 3
     encoder: !new:cosyvoice.transformer.upsample_encoder.UpsampleConformerEncoder
-        output_size: 64
-        attention_heads: 4
-        linear_units: 128
-        num_blocks: 2
+        output_size: 512
+        attention_heads: 8
+        linear_units: 64
+        num_blocks: 1
         dropout_rate: 0.1
         positional_dropout_rate: 0.1
         attention_dropout_rate: 0.1
@@ -169,7 +169,7 @@ flow: !new:cosyvoice.flow.flow.CausalMaskedDiffWithXvec
         input_layer: 'linear'
         pos_enc_layer_type: 'rel_pos_espnet'
         selfattention_layer_type: 'rel_selfattn'
-        input_size: 64
+        input_size: 512
         use_cnn_module: False
         macaron_style: False
         static_chunk_size: !ref <chunk_size>
@@ -228,7 +228,8 @@ hift: !new:cosyvoice.hifigan.generator.HiFTGenerator
 }
 YAML_HEADER = """\
 # Tiny STAND-IN for CosyVoice2-0.5B's cosyvoice2.yaml, written by tools/make_tiny_pretrained.py (seed {seed}).
-# Same classes and sub-structure as the official file, tiny widths (LLM 64, flow 64, HiFT 64), random weights.
+# Same classes and sub-structure as the official file, tiny widths (LLM 64, flow encoder 512 as the official code
+# requires with 1 + 4 narrow blocks, flow decoder 64, HiFT 64), random weights.
 # Everything else (data pipeline, train_conf) is conf/cosyvoice2.yaml. It only exercises the code: it cannot speak.
 
 """
@@ -369,8 +370,10 @@ weights, so that every recipe stage runs the same code on it as on the real mode
 speak: fine-tuning and synthesis run, but the audio is noise. For real results use the real model
 (`python tools/download_pretrained.py --model_dir <dir>`, or `bash run.sh --download_model true`).
 
-* `cosyvoice2.yaml`: conf/cosyvoice2.yaml with tiny widths: LLM 64 (Qwen2, 2 layers), flow 64, HiFT base
-  channels 64. Same classes, same data pipeline and train_conf.
+* `cosyvoice2.yaml`: conf/cosyvoice2.yaml with tiny widths: LLM 64 (Qwen2, 2 layers), flow decoder 64, HiFT base
+  channels 64; the flow encoder is 512 wide (1 + 4 narrow blocks) because the official encoder hard-codes 512
+  channels, so that the official CosyVoice2 class loads this dir and the ones fine-tuned from it. Same classes,
+  same data pipeline and train_conf.
 * `llm.pt`, `flow.pt`, `hift.pt`: state_dicts of this package's modules built from that yaml under torch seed {seed}.
   The LLM's end-of-speech logit gets a bias of +7 so that its utterances end at a sensible length.
 * `campplus.onnx`: input 0 float32 (1, T, 80) mean-normalised fbank -> output 0 float32 (1, 192). A random
