@@ -341,7 +341,8 @@ def create_app(cosyvoice, config: Optional[ServerConfig] = None) -> FastAPI:
         from starlette.formparsers import MultiPartException, MultiPartParser
 
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-            raise ApiError(400, "send multipart/form-data with the fields id, text and file (the prompt audio)")
+            raise ApiError(400, "send multipart/form-data with the fields id, text and file (the prompt audio)",
+                           "file")
         body = await read_body(request, config.max_upload_bytes, "the upload", "file")
 
         async def stream():
