@@ -28,7 +28,9 @@ def test_page_plays_a_streamed_result(server, cosyvoice, chromium, tmp_path):
     page.wait_for("!document.getElementById('keybox').hidden")  # the server wants a key: the page asks for it
     page.evaluate(f"document.getElementById('key').value = {API_KEY!r}; loadVoices()", await_promise=True)
     page.wait_for("document.getElementById('voice').options.length > 0")
-    assert page.evaluate("document.getElementById('voice').value") == "demo"
+    options = page.evaluate("[...document.getElementById('voice').options].map(o => o.textContent)")
+    assert "demo (sft)" in options
+    page.evaluate("document.getElementById('voice').value = 'demo'")
     page.evaluate(f"document.getElementById('text').value = {LONG_TEXT!r};"
                   f"document.getElementById('seed').value = '{seed}';")
     assert page.evaluate("document.getElementById('stream').checked") is True
