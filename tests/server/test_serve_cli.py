@@ -2,6 +2,7 @@
 from the environment, a request, the per-request TTFB log line, a clean stop on SIGTERM, one-line start-up errors."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -135,3 +136,20 @@ def test_loopback_detection(host, loopback):
 
     assert is_loopback(host) is loopback
     assert get_args(["--model_dir", "m"]).host == "127.0.0.1"  # the default binds to loopback only
+
+
+def test_benchmark_server_prints_and_writes_its_figures(model_dir, tmp_path):
+    out = tmp_path / "server.json"
+    r = subprocess.run([sys.executable, "tools/benchmark_server.py", "--model_dir", str(model_dir), "--requests", "2",
+                        "--concurrency", "2", "--modes", "stream,whole", "--threads", "1", "--out", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(r"stream x2: 2/2 ok in [\d.]+ s \| TTFB p50 \d+ ms", r.stdout), r.stdout
+    assert re.search(r"whole  x2: 2/2 ok", r.stdout), r.stdout
+    report = json.loads(out.read_text())
+    assert [(run["mode"], run["concurrency"], run["ok"]) for run in report["runs"]] == [("stream", 2, 2),
+                                                                                     ("whole", 2, 2)]
+    for run in report["runs"]:
+        assert 0 < run["ttfb_p50_s"] <= run["latency_p95_s"] and run["audio_s_per_s"] > 0
+    assert report["environment"]["threads"] == 1
