@@ -335,6 +335,8 @@ def test_bad_voice_uploads(server, prompt, tmp_path):
     assert "8000 Hz" in low["message"]
     long = check_error(upload({"id": "v1", "text": text}, {"file": clip("long.wav", 31, 16000)}), 400, "file")
     assert "31.0 s" in long["message"]
+    short = check_error(upload({"id": "v1", "text": text}, {"file": clip("short.wav", 0.01, 16000)}), 400, "file")
+    assert "0.01 s long; it needs at least 0.5 s" in short["message"]
     check_error(upload({"id": "v1", "text": text}, {"file": ("big.wav", b"\0" * (3 << 20), "audio/wav")}),
                 413, "file")
     ids = [v["id"] for v in httpx.get(server + "/v1/voices", headers=AUTH).json()["data"]]
