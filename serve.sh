@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Serve a CosyVoice2 model dir over HTTP: OpenAI's POST /v1/audio/speech, GET/POST /v1/voices, /healthz and a try-it
-# page at /. `bash serve.sh` serves the fine-tuned model of the recipe (or the stand-in) on http://127.0.0.1:8000;
+# page at /. `bash serve.sh` serves the demo recipe's fine-tuned model (or the stand-in) on http://127.0.0.1:8000;
 # `bash serve.sh --help` lists the options. Every option below can be given as `--name value`.
 set -euo pipefail
 
@@ -8,7 +8,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 # ---- options and their defaults ----
 model_dir=""            # model dir to serve; empty: <exp_dir>/model if it exists, else <pretrained_model_dir>
-exp_dir=exp/cosyvoice2_sft  # the recipe's experiment dir (as in run.sh)
+exp_dir=exp/demo_voice  # the recipe's experiment dir (run.sh's exp/<tag>; the demo's is exp/demo_voice)
 pretrained_model_dir=exp/pretrained/CosyVoice2-0.5B-tiny  # fallback model dir (as in run.sh)
 host=127.0.0.1          # address to bind: loopback; 0.0.0.0 serves every interface (then set an API key)
 port=8000               # port to bind; 0: a free one (the log says which)

@@ -2,7 +2,7 @@
 """Speech server benchmark: time to first byte (TTFB), latency and throughput of POST /v1/audio/speech.
 
     python tools/benchmark_server.py                           # the tiny stand-in (written to a temp dir), CPU
-    python tools/benchmark_server.py --model_dir exp/cosyvoice2_sft/model --voice demo
+    python tools/benchmark_server.py --model_dir exp/demo_voice/model --voice demo
     python tools/benchmark_server.py --concurrency 1,8 --requests 50 --threads 2
 
 Starts ``python -m cosyvoice.bin.serve`` in its own process on a free loopback port (so the client does not share

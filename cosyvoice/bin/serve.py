@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Serve a CosyVoice2 model dir over HTTP: OpenAI's speech API, a voice list, a try-it page.
 
-    python -m cosyvoice.bin.serve --model_dir exp/cosyvoice2_sft/model --host 127.0.0.1 --port 8000
+    python -m cosyvoice.bin.serve --model_dir exp/demo_voice/model --host 127.0.0.1 --port 8000
 
 Then ``curl -o out.wav http://127.0.0.1:8000/v1/audio/speech -H 'Content-Type: application/json'
 -d '{"model": "cosyvoice2", "voice": "demo", "input": "你好"}'``, an OpenAI client with ``base_url`` set to

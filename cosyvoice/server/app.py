@@ -1,6 +1,6 @@
 """An OpenAI-compatible speech server over one loaded :class:`~cosyvoice.cli.cosyvoice.CosyVoice2`.
 
-    app = create_app(CosyVoice2("exp/cosyvoice2_sft/model"), ServerConfig(api_key="..."))
+    app = create_app(CosyVoice2("exp/demo_voice/model"), ServerConfig(api_key="..."))
 
 Routes: ``POST /v1/audio/speech`` (OpenAI's fields, plus ``stream``, ``seed``), ``GET /v1/voices``,
 ``POST /v1/voices`` (register a zero-shot voice from an uploaded prompt), ``GET /v1/models``, ``GET /healthz`` and the
