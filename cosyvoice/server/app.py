@@ -33,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cosyvoice.server import audio as audio_codec
 from cosyvoice.server.worker import QueueFull, RequestError, SpeechJob, SpeechSpec, SynthesisWorker, VoiceJob
+from cosyvoice.text.checks import text_problem
 
 logger = logging.getLogger("cosyvoice.server")
 
@@ -148,6 +149,9 @@ def parse_speech(data, config: ServerConfig, voices: Voices, formats) -> SpeechS
     if len(text) > config.max_input_chars:
         raise ApiError(400, f"'input' is {len(text)} characters long; at most {config.max_input_chars} "
                             f"(split the text into several requests)", "input", "input_too_long")
+    problem = text_problem(text)  # the rules the CLI and the recipe apply to every text
+    if problem:
+        raise ApiError(400, f"'input' {unspeakable(problem)}", "input", problem[0])
 
     voice = data["voice"]
     if isinstance(voice, dict) and set(voice) == {"id"}:
@@ -198,6 +202,15 @@ def parse_speech(data, config: ServerConfig, voices: Voices, formats) -> SpeechS
     return SpeechSpec(text=text, voice=voice, kind=entry["kind"], response_format=fmt, stream=stream,
                       speed=float(speed), seed=seed, instructions=instructions.strip(),
                       text_frontend=config.text_frontend)
+
+
+def unspeakable(problem) -> str:
+    """A :func:`cosyvoice.text.checks.text_problem` result, told as the rest of a sentence about a field."""
+    reason, part = problem
+    if reason == "no_speakable_text":
+        return f"{part!r} has nothing to say (no letter, digit or CJK character): give words"
+    return (f"holds {reason.replace('_', ' ')} {part!r}, which would be read out literally: replace it by the "
+            f"words to say")
 
 
 def job_error(e: BaseException) -> ApiError:
@@ -371,6 +384,9 @@ def create_app(cosyvoice, config: Optional[ServerConfig] = None) -> FastAPI:
             raise ApiError(400, "'text' is required: the transcript of the prompt audio", "text")
         if len(text) > config.max_input_chars:
             raise ApiError(400, f"'text' is {len(text)} characters long; at most {config.max_input_chars}", "text")
+        problem = text_problem(text)
+        if problem:
+            raise ApiError(400, f"'text' {unspeakable(problem)}", "text", problem[0])
         if not isinstance(upload, UploadFile):
             raise ApiError(400, "'file' is required: the prompt audio (wav/flac/ogg/mp3, >= 16 kHz, at most 30 s)",
                            "file")

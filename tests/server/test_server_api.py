@@ -259,6 +259,9 @@ BAD_SPEECH = [  # (what, body, status, param)
     ("blank input", {**OK, "input": "  \n "}, 400, "input"),
     ("input too long", {**OK, "input": "你" * 201}, 400, "input"),
     ("nothing to say", {**OK, "input": "，。！"}, 400, "input"),
+    ("only emoji", {**OK, "input": "🙂🙂"}, 400, "input"),
+    ("template variable", {**OK, "input": "你好，{NICKNAME}！"}, 400, "input"),
+    ("markup", {**OK, "input": "<color=#FFD780FF>小心</color>"}, 400, "input"),
     ("unknown voice", {**OK, "voice": "alloy"}, 400, "voice"),
     ("voice not a string", {**OK, "voice": 3}, 400, "voice"),
     ("bad voice object", {**OK, "voice": {"name": "demo"}}, 400, "voice"),
@@ -327,6 +330,7 @@ def test_bad_voice_uploads(server, prompt, tmp_path):
     check_error(upload({"id": "demo", "text": text}, {"file": good}), 409, "id")
     check_error(upload({"id": "v1"}, {"file": good}), 400, "text")
     check_error(upload({"id": "v1", "text": " "}, {"file": good}), 400, "text")
+    check_error(upload({"id": "v1", "text": "{F#她}{M#他}来了"}, {"file": good}), 400, "text")
     check_error(upload({"id": "v1", "text": text}), 400, "file")
     check_error(upload({"id": "v1", "text": text, "extra": "1"}, {"file": good}), 400, "extra")
     unreadable = check_error(upload({"id": "v1", "text": text}, {"file": ("notes.wav", b"not audio", "audio/wav")}),
