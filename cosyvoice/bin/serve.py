@@ -69,7 +69,9 @@ def is_loopback(host: str) -> bool:
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A listening socket on host:port (IPv4 or IPv6), or SystemExit with one line."""
+    """A listening socket on host:port (IPv4 or IPv6); a UserError naming the fix when that fails."""
+    from cosyvoice.utils.errors import UserError
+
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         sock = socket.socket(family, kind, proto)
@@ -77,8 +79,8 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind(address)
         sock.listen(128)
     except OSError as e:
-        raise SystemExit(f"ERROR: cannot listen on {host}:{port}: {e.strerror or e} (is another server on that "
-                         f"port? choose another with --port, or --port 0 for a free one)")
+        raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e} (is another server on that port? "
+                        f"choose another with --port, or --port 0 for a free one)") from None
     return sock
 
 
@@ -106,21 +108,20 @@ def main(argv=None) -> int:
 
     from cosyvoice.cli.cosyvoice import CosyVoice2
     from cosyvoice.server.app import ServerConfig, create_app
-    from cosyvoice.utils.common import CheckpointError
     from cosyvoice.utils.config import ConfigError
-    from cosyvoice.utils.pretrained import PretrainedDirError
+    from cosyvoice.utils.errors import EXIT_USER_ERROR, UserError, one_line
 
-    sock = bind(args.host, args.port)
     try:
+        sock = bind(args.host, args.port)  # first: a taken port fails before the model loads
         cosyvoice = CosyVoice2(args.model_dir, fp16=args.fp16)
         config = ServerConfig(model_name=args.model_name, api_key=args.api_key,
                               max_input_chars=args.max_input_chars,
                               max_upload_bytes=int(args.max_upload_mb * (1 << 20)), max_queue=args.max_queue,
                               default_format=args.default_format, text_frontend=args.text_frontend)
         app = create_app(cosyvoice, config)
-    except (PretrainedDirError, CheckpointError, ConfigError, ValueError) as e:
-        print(f"ERROR: {e}", file=sys.stderr)
-        return 1
+    except (UserError, ConfigError, ValueError) as e:  # a model dir or an option that cannot be used
+        print(f"ERROR: {one_line(e)}", file=sys.stderr)
+        return EXIT_USER_ERROR
     if args.warmup:
         warm_up(cosyvoice, app.state.voices)
     host, port = sock.getsockname()[:2]

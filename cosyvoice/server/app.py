@@ -34,6 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from cosyvoice.server import audio as audio_codec
 from cosyvoice.server.worker import QueueFull, RequestError, SpeechJob, SpeechSpec, SynthesisWorker, VoiceJob
 from cosyvoice.text.checks import text_problem
+from cosyvoice.utils.errors import UserError, one_line
 
 logger = logging.getLogger("cosyvoice.server")
 
@@ -219,6 +220,8 @@ def job_error(e: BaseException) -> ApiError:
         return e
     if isinstance(e, RequestError):
         return ApiError(e.status, str(e), e.param, e.code)
+    if isinstance(e, UserError):  # bad input that got past the request checks: still the client's to fix
+        return ApiError(400, one_line(e), None, "invalid_input")
     return ApiError(500, f"synthesis failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
                          " (see the server log)", None, "internal_error")
 

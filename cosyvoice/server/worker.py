@@ -25,6 +25,7 @@ from typing import Optional
 import numpy as np
 
 from cosyvoice.server import audio as audio_codec
+from cosyvoice.utils.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -221,7 +222,7 @@ class SynthesisWorker:
             try:
                 job.run(self.cosyvoice)
             except BaseException as e:  # noqa: BLE001 - handed to the request, which answers with it
-                if not isinstance(e, RequestError):
+                if not isinstance(e, (RequestError, UserError)):  # a user's input error needs no traceback
                     logger.exception("job of %s failed", type(job).__name__)
                 job.emit("error", e)
             finally:

@@ -113,13 +113,13 @@ def test_start_up_errors_are_one_line(model_dir, tmp_path):
                               text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)))
 
     r = serve("--model_dir", str(tmp_path / "missing"), "--port", "0")
-    assert r.returncode == 1
+    assert r.returncode == 2  # the project's exit code for a user error
     assert r.stderr.strip().splitlines()[-1].startswith("ERROR: ") and "missing" in r.stderr
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         r = serve("--model_dir", str(model_dir), "--port", str(taken.getsockname()[1]))
-    assert r.returncode == 1 and "cannot listen on 127.0.0.1:" in r.stderr and "--port 0" in r.stderr
+    assert r.returncode == 2 and "cannot listen on 127.0.0.1:" in r.stderr and "--port 0" in r.stderr
     r = serve("--model_dir", str(model_dir), "--port", "70000")
     assert r.returncode == 2 and "--port must be 0-65535" in r.stderr
     r = subprocess.run(["bash", "serve.sh", "--help"], cwd=ROOT, capture_output=True, text=True)

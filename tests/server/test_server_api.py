@@ -359,6 +359,15 @@ def test_unexpected_failure_is_a_one_line_500_and_the_server_goes_on(server, cos
     error = r.json()["error"]
     assert error["type"] == "server_error" and error["code"] == "internal_error"
     assert error["message"] == "synthesis failed: RuntimeError: the flow exploded (see the server log)"
+    from cosyvoice.utils.errors import UserError
+
+    def refused(*args, **kwargs):
+        raise UserError("speaker table is damaged: rewrite it with run.sh stage 4")
+        yield  # noqa: unreachable - makes it a generator
+
+    monkeypatch.setattr(cosyvoice, "inference_sft", refused)  # a user error found late is still a 4xx
+    error = check_error(speech(server, OK), 400, None)
+    assert error["message"] == "speaker table is damaged: rewrite it with run.sh stage 4"
     monkeypatch.undo()
     assert speech(server, OK).status_code == 200
 
