@@ -1,0 +1,1 @@
+"""The speech server: an OpenAI-compatible HTTP API over one loaded CosyVoice2 (see cosyvoice.bin.serve)."""
