@@ -93,8 +93,7 @@ class CosyVoice2Model:
 
     def _flow_chunks(self) -> bool:
         """Whether streaming chunks go through the flow's incremental ``inference_chunk``."""
-        supported = getattr(self.flow, "chunk_cache_supported", None)
-        return self.flow_cache_max_frames != 0 and callable(supported) and bool(supported())
+        return self.flow_cache_max_frames != 0 and self.flow.chunk_cache_supported()
 
     def _autocast(self):
         if self.amp_dtype is None or self.device.type != "cuda":

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cosyvoice.flow.transformer import BasicTransformerBlock
+from cosyvoice.flow.transformer import BasicTransformerBlock, StepCache
 from cosyvoice.utils.common import mask_to_bias
 from cosyvoice.utils.mask import add_optional_chunk_mask
 
@@ -67,15 +67,27 @@ def _activation(name: str) -> nn.Module:
     return _ACTS[name]()
 
 
+def _call(module: nn.Module, x: torch.Tensor, cache: Optional[StepCache]) -> torch.Tensor:
+    """``module(x)``, or with ``cache`` (incremental evaluation: only causal layers take one)."""
+    return module(x) if cache is None else module(x, cache=cache)
+
+
 class Block1D(nn.Module):
-    """Masked conv(3) -> GroupNorm -> Mish on (B, C, T)."""
+    """Masked conv(3) -> GroupNorm -> Mish on (B, C, T). ``cache``: see :class:`CausalConv1d` (the conv is the
+    only layer that looks across frames)."""
 
     def __init__(self, dim: int, dim_out: int, groups: int = 8):
         super().__init__()
         self.block = nn.Sequential(nn.Conv1d(dim, dim_out, 3, padding=1), nn.GroupNorm(groups, dim_out), nn.Mish())
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.block(x * mask) * mask
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, cache: Optional[StepCache] = None) -> torch.Tensor:
+        if cache is None:
+            return self.block(x * mask) * mask
+        conv, *rest = self.block
+        x = conv(x * mask, cache=cache)
+        for module in rest:
+            x = module(x)
+        return x * mask
 
 
 class ResnetBlock1D(nn.Module):
@@ -91,10 +103,11 @@ class ResnetBlock1D(nn.Module):
     def make_block(self, dim: int, dim_out: int, groups: int) -> nn.Module:
         return Block1D(dim, dim_out, groups=groups)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, time_emb: torch.Tensor) -> torch.Tensor:
-        h = self.block1(x, mask)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, time_emb: torch.Tensor,
+                cache: Optional[StepCache] = None) -> torch.Tensor:
+        h = self.block1(x, mask, cache=cache)
         h = h + self.mlp(time_emb).unsqueeze(-1)
-        h = self.block2(h, mask)
+        h = self.block2(h, mask, cache=cache)
         return h + self.res_conv(x * mask)
 
 
@@ -146,7 +159,10 @@ class Transpose(nn.Module):
 
 
 class CausalConv1d(nn.Conv1d):
-    """Stride-1 conv that pads kernel_size-1 zeros on the left only, so output t sees inputs <= t."""
+    """Stride-1 conv that pads kernel_size-1 zeros on the left only, so output t sees inputs <= t.
+
+    ``cache`` (incremental evaluation): ``x`` holds new frames after earlier ones; the cache gives their last
+    ``causal_padding`` inputs in place of the zeros, and is updated with the new frames' last inputs."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
                  dilation: int = 1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
@@ -157,8 +173,15 @@ class CausalConv1d(nn.Conv1d):
                          groups=groups, bias=bias, padding_mode=padding_mode, device=device, dtype=dtype)
         self.causal_padding = kernel_size - 1
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(F.pad(x, (self.causal_padding, 0), value=0.0))
+    def forward(self, x: torch.Tensor, cache: Optional[StepCache] = None) -> torch.Tensor:
+        if cache is None:
+            return super().forward(F.pad(x, (self.causal_padding, 0), value=0.0))
+        ctx = cache.get(self)
+        if ctx is None:
+            ctx = x.new_zeros(x.size(0), x.size(1), self.causal_padding)
+        full = torch.cat([ctx, x], dim=2)
+        cache[self] = full[:, :, full.size(2) - self.causal_padding:]
+        return super().forward(full)
 
 
 class CausalBlock1D(Block1D):
@@ -250,6 +273,30 @@ class ConditionalDecoder(nn.Module):
                 nn.init.constant_(m.bias, 0)
 
     # --- forward -------------------------------------------------------------------------------------
+    def supports_chunk_cache(self) -> bool:
+        """True when ``forward(..., cache=...)`` is exact: chunk masks on, every conv causal and length-preserving
+        (one resolution: a single entry in ``channels``), self-attention only. Never for this non-causal U-Net."""
+        if not self.causal or self.static_chunk_size <= 0:
+            return False
+        for _, _, sampler in list(self.down_blocks) + list(self.up_blocks):
+            if not isinstance(sampler, CausalConv1d):
+                return False
+        for module in self.modules():
+            if isinstance(module, CausalConv1d) and (module.dilation != (1,) or module.stride != (1,)):
+                return False
+            if isinstance(module, BasicTransformerBlock) and (module.attn2 is not None or module.only_cross_attention):
+                return False
+        return True
+
+    def chunk_bias(self, offset: int, n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """(1, 1, n, offset + n) additive bias of frames offset..offset+n-1 over frames 0..offset+n-1: each sees
+        every frame up to the end of its static chunk (the streaming mask, rows offset..)."""
+        chunk = self.static_chunk_size
+        rows = torch.arange(offset, offset + n, device=device)
+        ends = (torch.div(rows, chunk, rounding_mode="trunc") + 1) * chunk
+        keep = torch.arange(offset + n, device=device).unsqueeze(0) < ends.unsqueeze(1)
+        return mask_to_bias(keep, dtype).view(1, 1, n, offset + n)
+
     def _attention_bias(self, x: torch.Tensor, mask: torch.Tensor, streaming: bool) -> Optional[torch.Tensor]:
         """Additive bias for x (B, T, C): key padding, plus static chunks when streaming; None when nothing is
         masked (an all-zero bias gives the same attention, only slower)."""
@@ -260,27 +307,27 @@ class ConditionalDecoder(nn.Module):
         return mask_to_bias(keep, x.dtype)
 
     def _run_transformers(self, blocks: nn.ModuleList, x: torch.Tensor, mask: torch.Tensor, t: torch.Tensor,
-                          streaming: bool, biases: Optional[dict] = None) -> torch.Tensor:
+                          streaming: bool, biases: dict, cache: Optional[StepCache], offset: int) -> torch.Tensor:
         """The transformer blocks on x (B, C, T). ``biases`` memoizes the attention bias per (mask, dtype) within
         one forward (every level of a one-resolution U-Net shares the same mask)."""
         x = x.transpose(1, 2).contiguous()
         key = (id(mask), x.dtype)
-        if biases is not None and key in biases:
-            bias = biases[key]
-        else:
-            bias = self._attention_bias(x, mask, streaming)
-            if biases is not None:
-                biases[key] = bias
+        if key not in biases:
+            biases[key] = (self.chunk_bias(offset, x.size(1), x.device, x.dtype) if cache is not None
+                           else self._attention_bias(x, mask, streaming))
         for block in blocks:
-            x = block(hidden_states=x, attention_mask=bias, timestep=t)
+            x = block(hidden_states=x, attention_mask=biases[key], timestep=t, cache=cache)
         return x.transpose(1, 2).contiguous()
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, mu: torch.Tensor, t: torch.Tensor,
                 spks: Optional[torch.Tensor] = None, cond: Optional[torch.Tensor] = None,
-                streaming: bool = False) -> torch.Tensor:
+                streaming: bool = False, cache: Optional[StepCache] = None, offset: int = 0) -> torch.Tensor:
         """x, mu, cond (B, n_mels, T); mask (B, 1, T); t (B,); spks (B, spk_dim) -> (B, out_channels, T).
 
         ``streaming`` limits attention to static chunks of ``static_chunk_size`` frames (causal decoder).
+        ``cache`` (incremental streaming; needs :meth:`supports_chunk_cache` and an all-ones mask): the frames are
+        offset..offset+T-1 of a stream whose earlier frames left their per-layer state in ``cache`` (empty when
+        offset is 0), which is updated in place; exact when ``offset`` is a multiple of ``static_chunk_size``.
         """
         t = self.time_mlp(self.time_embeddings(t).to(t.dtype))
         parts = [x, mu]
@@ -295,74 +342,25 @@ class ConditionalDecoder(nn.Module):
         biases: dict = {}
         for resnet, transformers, downsample in self.down_blocks:
             mask_down = masks[-1]
-            x = resnet(x, mask_down, t)
-            x = self._run_transformers(transformers, x, mask_down, t, streaming, biases)
+            x = resnet(x, mask_down, t, cache=cache)
+            x = self._run_transformers(transformers, x, mask_down, t, streaming, biases, cache, offset)
             skips.append(x)
-            x = downsample(x * mask_down)
+            x = _call(downsample, x * mask_down, cache)
             masks.append(mask_down[:, :, ::2])
         masks = masks[:-1]
         mask_mid = masks[-1]
         for resnet, transformers in self.mid_blocks:
-            x = resnet(x, mask_mid, t)
-            x = self._run_transformers(transformers, x, mask_mid, t, streaming, biases)
+            x = resnet(x, mask_mid, t, cache=cache)
+            x = self._run_transformers(transformers, x, mask_mid, t, streaming, biases, cache, offset)
         for resnet, transformers, upsample in self.up_blocks:
             mask_up = masks.pop()
             skip = skips.pop()
             x = torch.cat([x[:, :, : skip.shape[-1]], skip], dim=1)
-            x = resnet(x, mask_up, t)
-            x = self._run_transformers(transformers, x, mask_up, t, streaming, biases)
-            x = upsample(x * mask_up)
-        x = self.final_block(x, mask_up)
+            x = resnet(x, mask_up, t, cache=cache)
+            x = self._run_transformers(transformers, x, mask_up, t, streaming, biases, cache, offset)
+            x = _call(upsample, x * mask_up, cache)
+        x = self.final_block(x, mask_up, cache=cache)
         return self.final_proj(x * mask_up) * mask
-
-
-# --- incremental (streaming) evaluation ------------------------------------------------------------------------
-# With chunk-causal attention and causal convs, frames before a chunk boundary never see later frames, so a streaming
-# caller can evaluate only the new frames given, per layer, the keys/values of the earlier frames (attention) and
-# their last ``causal_padding`` inputs (convs). ``StepCache`` maps each such layer (the module object) to that state.
-StepCache = Dict[nn.Module, object]
-
-
-def _causal_conv_step(conv: "CausalConv1d", x: torch.Tensor, cache: StepCache) -> torch.Tensor:
-    """``conv`` on new frames ``x`` (B, C, n) after the frames whose last inputs are in ``cache``."""
-    ctx = cache.get(conv)
-    if ctx is None:
-        ctx = x.new_zeros(x.size(0), x.size(1), conv.causal_padding)
-    full = torch.cat([ctx, x], dim=2)
-    cache[conv] = full[:, :, full.size(2) - conv.causal_padding:]
-    return F.conv1d(full, conv.weight, conv.bias, conv.stride, 0, conv.dilation, conv.groups)
-
-
-def _causal_block_step(block: "CausalBlock1D", x: torch.Tensor, cache: StepCache) -> torch.Tensor:
-    conv, *rest = block.block
-    x = _causal_conv_step(conv, x, cache)
-    for module in rest:
-        x = module(x)
-    return x
-
-
-def _resnet_step(resnet: ResnetBlock1D, x: torch.Tensor, t: torch.Tensor, cache: StepCache) -> torch.Tensor:
-    h = _causal_block_step(resnet.block1, x, cache)
-    h = h + resnet.mlp(t).unsqueeze(-1)
-    h = _causal_block_step(resnet.block2, h, cache)
-    return h + resnet.res_conv(x)
-
-
-def _attention_step(attn, x: torch.Tensor, bias: torch.Tensor, cache: StepCache) -> torch.Tensor:
-    """Self-attention of new frames x (B, n, C) over the cached keys/values and their own."""
-    query, key, value = attn._split(attn.to_q(x)), attn._split(attn.to_k(x)), attn._split(attn.to_v(x))
-    past = cache.get(attn)
-    if past is not None:
-        key, value = torch.cat([past[0], key], dim=2), torch.cat([past[1], value], dim=2)
-    cache[attn] = (key, value)
-    out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=0.0)
-    out = out.transpose(1, 2).reshape(x.size(0), -1, attn.heads * attn.dim_head).to(query.dtype)
-    return attn.to_out[1](attn.to_out[0](out))
-
-
-def _transformer_step(block, x: torch.Tensor, bias: torch.Tensor, cache: StepCache) -> torch.Tensor:
-    x = _attention_step(block.attn1, block.norm1(x), bias, cache) + x
-    return block.ff(block.norm3(x)) + x
 
 
 class CausalConditionalDecoder(ConditionalDecoder):
@@ -382,68 +380,9 @@ class CausalConditionalDecoder(ConditionalDecoder):
         self._build(in_channels, out_channels, channels, dropout, attention_head_dim, n_blocks,
                     num_mid_blocks, num_heads, act_fn)
 
-    # --- incremental streaming -------------------------------------------------------------------------------
-    def supports_chunk_cache(self) -> bool:
-        """True when :meth:`forward_chunk` is exact: chunk masks on, every conv causal and length-preserving (one
-        resolution: a single entry in ``channels``), self-attention only."""
-        if self.static_chunk_size <= 0:
-            return False
-        for _, _, sampler in list(self.down_blocks) + list(self.up_blocks):
-            if not isinstance(sampler, CausalConv1d) or sampler.dilation != (1,) or sampler.stride != (1,):
-                return False
-        for module in self.modules():
-            if isinstance(module, CausalConv1d) and (module.dilation != (1,) or module.stride != (1,)):
-                return False
-            if isinstance(module, BasicTransformerBlock) and (module.attn2 is not None or module.only_cross_attention):
-                return False
-        return True
-
-    def chunk_bias(self, offset: int, n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        """(1, 1, n, offset + n) additive bias of frames offset..offset+n-1 over frames 0..offset+n-1: each sees
-        every frame up to the end of its static chunk (the streaming mask of :meth:`forward`, rows offset..)."""
-        chunk = self.static_chunk_size
-        rows = torch.arange(offset, offset + n, device=device)
-        ends = (torch.div(rows, chunk, rounding_mode="trunc") + 1) * chunk
-        keep = torch.arange(offset + n, device=device).unsqueeze(0) < ends.unsqueeze(1)
-        return mask_to_bias(keep, dtype).view(1, 1, n, offset + n)
-
     def forward_chunk(self, x: torch.Tensor, mu: torch.Tensor, t: torch.Tensor, spks: Optional[torch.Tensor],
                       cond: Optional[torch.Tensor], offset: int, cache: StepCache) -> torch.Tensor:
-        """``forward(..., streaming=True)`` with an all-ones mask, for frames offset..offset+n-1 only.
-
-        x, mu, cond (B, n_mels, n) are the inputs of those frames; ``cache`` holds the state left by the calls for
-        frames 0..offset-1 (empty when offset is 0) and is updated in place. Exact when ``offset`` is a multiple of
-        ``static_chunk_size`` (earlier frames are then final) and :meth:`supports_chunk_cache` holds.
-        """
-        n = x.size(2)
-        t = self.time_mlp(self.time_embeddings(t).to(t.dtype))
-        parts = [x, mu]
-        if spks is not None:
-            parts.append(spks.unsqueeze(-1).expand(-1, -1, n))
-        if cond is not None:
-            parts.append(cond)
-        x = torch.cat(parts, dim=1)
-        biases: Dict[torch.dtype, torch.Tensor] = {}
-
-        def transformers(blocks: nn.ModuleList, h: torch.Tensor) -> torch.Tensor:
-            h = h.transpose(1, 2).contiguous()
-            if h.dtype not in biases:
-                biases[h.dtype] = self.chunk_bias(offset, n, h.device, h.dtype)
-            for block in blocks:
-                h = _transformer_step(block, h, biases[h.dtype], cache)
-            return h.transpose(1, 2).contiguous()
-
-        skips: List[torch.Tensor] = []
-        for resnet, blocks, downsample in self.down_blocks:
-            x = transformers(blocks, _resnet_step(resnet, x, t, cache))
-            skips.append(x)
-            x = _causal_conv_step(downsample, x, cache)
-        for resnet, blocks in self.mid_blocks:
-            x = transformers(blocks, _resnet_step(resnet, x, t, cache))
-        for resnet, blocks, upsample in self.up_blocks:
-            skip = skips.pop()
-            x = torch.cat([x[:, :, : skip.shape[-1]], skip], dim=1)
-            x = transformers(blocks, _resnet_step(resnet, x, t, cache))
-            x = _causal_conv_step(upsample, x, cache)
-        x = _causal_block_step(self.final_block, x, cache)
-        return self.final_proj(x)
+        """``forward(..., streaming=True)`` for frames offset..offset+n-1 of a stream (all-ones mask), given and
+        updating the per-layer ``cache`` of the earlier frames (see :meth:`forward`)."""
+        mask = torch.ones(x.size(0), 1, x.size(2), device=x.device, dtype=x.dtype)
+        return self.forward(x, mask, mu, t, spks, cond, streaming=True, cache=cache, offset=offset)

@@ -18,6 +18,7 @@ from torch import nn
 from cosyvoice.utils.mask import make_pad_mask
 
 logger = logging.getLogger(__name__)
+N_TIMESTEPS = 10  # Euler steps of every flow inference, as the official code
 
 
 class _TokenMelFlow(nn.Module):
@@ -62,12 +63,16 @@ class _TokenMelFlow(nn.Module):
     def _decode(self, h: torch.Tensor, prompt_feat: torch.Tensor, embedding: torch.Tensor,
                 streaming: bool) -> torch.Tensor:
         """Token features (1, F, output_size) of prompt + tokens -> the mel (1, output_size, F - prompt frames)
-        after 10 Euler steps from the fixed noise."""
+        after N_TIMESTEPS Euler steps from the fixed noise."""
         conds = self._conds(prompt_feat, 0, h.size(1), h)
         mask = torch.ones(1, 1, h.size(1), device=h.device, dtype=h.dtype)
         feat, _ = self.decoder(mu=h.transpose(1, 2).contiguous(), mask=mask, spks=embedding, cond=conds,
-                               n_timesteps=10, streaming=streaming)
+                               n_timesteps=N_TIMESTEPS, streaming=streaming)
         return feat[:, :, prompt_feat.size(1):].float()
+
+    def chunk_cache_supported(self) -> bool:
+        """Whether streaming chunks can reuse the estimator state of earlier frames (``inference_chunk``)."""
+        return False
 
 
 class CausalMaskedDiffWithXvec(_TokenMelFlow):
@@ -174,9 +179,7 @@ class CausalMaskedDiffWithXvec(_TokenMelFlow):
     def chunk_cache_supported(self) -> bool:
         """Whether :meth:`inference_chunk` can reuse earlier frames (chunk masks in the encoder and estimator,
         causal convs only)."""
-        estimator = getattr(self.decoder, "estimator", None)
-        return (getattr(self.encoder, "static_chunk_size", 0) > 0 and hasattr(self.decoder, "forward_chunk")
-                and hasattr(estimator, "supports_chunk_cache") and estimator.supports_chunk_cache())
+        return self.encoder.static_chunk_size > 0 and self.decoder.estimator.supports_chunk_cache()
 
     @torch.inference_mode()
     def inference_chunk(self, token: torch.Tensor, token_len: torch.Tensor, prompt_token: torch.Tensor,
@@ -211,12 +214,12 @@ class CausalMaskedDiffWithXvec(_TokenMelFlow):
         all_tokens = torch.cat([prompt_token, token], dim=1)
         usable = cache is not None and cache.frames == start and cache.matches(all_tokens, prompt_feat, embedding)
         begin = start if usable else 0
-        steps = [{} for _ in range(10)]
+        steps = [{} for _ in range(N_TIMESTEPS)]
         if usable:  # the state is updated in place and moves to the new cache; the old one is spent
             steps, cache.steps = cache.steps, None
         feat = self.decoder.forward_chunk(mu=h[:, begin:].transpose(1, 2).contiguous(), spks=spk,
                                           cond=self._conds(prompt_feat, begin, total, h), offset=begin,
-                                          caches=steps)
+                                          caches=steps, n_timesteps=N_TIMESTEPS)
         feat = feat[:, :, start - begin:].float()
         new_cache = FlowStreamCache(all_tokens, prompt_feat, embedding, total, steps) if keep else None
         return feat, new_cache

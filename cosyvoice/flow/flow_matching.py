@@ -2,7 +2,7 @@
 with classifier-free guidance."""
 from __future__ import annotations
 
-from typing import Any, Callable, List, Mapping, Optional, Tuple
+from typing import Any, List, Mapping, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -81,22 +81,16 @@ class ConditionalCFM(BASECFM):
                                 streaming=streaming), new_cache
 
     def solve_euler(self, x: torch.Tensor, t_span: torch.Tensor, mu: torch.Tensor, mask: torch.Tensor,
-                    spks: Optional[torch.Tensor], cond: Optional[torch.Tensor],
-                    streaming: bool = False) -> torch.Tensor:
+                    spks: Optional[torch.Tensor], cond: Optional[torch.Tensor], streaming: bool = False,
+                    step_caches: Optional[List[dict]] = None, offset: int = 0) -> torch.Tensor:
         """Fixed-step Euler from t_span[0] to t_span[-1] with classifier-free guidance.
 
         Each step runs the estimator once on a doubled batch: the first half conditioned on
-        (mu, spks, cond), the second half with those zeroed.
+        (mu, spks, cond), the second half with those zeroed. ``step_caches`` (incremental streaming): one estimator
+        cache per step; the frames are offset.. of a stream (see ``CausalConditionalDecoder.forward_chunk``).
         """
-        def estimate(step, x_in, mask_in, mu_in, t_in, spks_in, cond_in):
-            return self.forward_estimator(x_in, mask_in, mu_in, t_in, spks_in, cond_in, streaming)
-
-        return self._euler(x, t_span, mu, mask, spks, cond, estimate)
-
-    def _euler(self, x: torch.Tensor, t_span: torch.Tensor, mu: torch.Tensor, mask: torch.Tensor,
-               spks: Optional[torch.Tensor], cond: Optional[torch.Tensor], estimate: Callable) -> torch.Tensor:
-        """The Euler/CFG loop of :meth:`solve_euler`; ``estimate(step, x, mask, mu, t, spks, cond)`` evaluates the
-        vector field on the doubled batch at step 1, 2, ..."""
+        if step_caches is not None and len(step_caches) != len(t_span) - 1:
+            raise ValueError(f"solve_euler: {len(step_caches)} step caches for {len(t_span) - 1} Euler steps")
         dtype = spks.dtype if spks is not None else x.dtype
         batch = x.size(0)
 
@@ -113,7 +107,10 @@ class ConditionalCFM(BASECFM):
         for step in range(1, len(t_span)):
             x_in = torch.cat([x, x], dim=0).to(dtype)
             t_in = t.to(dtype).expand(2 * batch)
-            v = estimate(step, x_in, mask_in, mu_in, t_in, spks_in, cond_in)
+            if step_caches is None:
+                v = self.forward_estimator(x_in, mask_in, mu_in, t_in, spks_in, cond_in, streaming)
+            else:
+                v = self.estimator.forward_chunk(x_in, mu_in, t_in, spks_in, cond_in, offset, step_caches[step - 1])
             v_cond, v_uncond = torch.split(v, [batch, batch], dim=0)
             v = (1.0 + self.inference_cfg_rate) * v_cond - self.inference_cfg_rate * v_uncond
             x = x + dt * v
@@ -176,43 +173,29 @@ class CausalConditionalCFM(ConditionalCFM):
     @torch.inference_mode()
     def forward(self, mu: torch.Tensor, mask: torch.Tensor, n_timesteps: int, temperature: float = 1.0,
                 spks: Optional[torch.Tensor] = None, cond: Optional[torch.Tensor] = None,
-                streaming: bool = False, prompt_len: int = 0,
-                cache: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, None]:
+                streaming: bool = False, prompt_len: int = 0, cache: Optional[torch.Tensor] = None,
+                offset: int = 0, step_caches: Optional[List[dict]] = None) -> Tuple[torch.Tensor, None]:
         """mu (B, n_mels, T), mask (B, 1, T), spks (B, spk_dim), cond (B, n_mels, T) -> (mel (B, n_mels, T), None).
 
-        The noise is ``rand_noise[:, :, :T]`` times ``temperature``. ``prompt_len`` and ``cache`` are
+        The noise is ``rand_noise[:, :, offset:offset+T]`` times ``temperature``. ``prompt_len`` and ``cache`` are
         accepted for interface compatibility with ``ConditionalCFM`` and not needed: the noise is fixed.
-        """
-        frames = mu.size(2)
-        if frames > self.rand_noise.size(2):
-            raise ValueError(f"CausalConditionalCFM: {frames} frames exceed the fixed noise length "
-                             f"{self.rand_noise.size(2)}; synthesize shorter segments")
-        z = self.rand_noise[:, :, :frames].to(device=mu.device, dtype=mu.dtype) * temperature
-        z = z.expand(mu.size(0), -1, -1)
-        t_span = self.time_span(n_timesteps, mu)
-        return self.solve_euler(z, t_span=t_span, mu=mu, mask=mask, spks=spks, cond=cond, streaming=streaming), None
-
-    @torch.inference_mode()
-    def forward_chunk(self, mu: torch.Tensor, spks: Optional[torch.Tensor], cond: Optional[torch.Tensor],
-                      offset: int, caches: List[dict], n_timesteps: int = 10,
-                      temperature: float = 1.0) -> torch.Tensor:
-        """``forward(mu, ones mask, n_timesteps, streaming=True)`` for frames offset..offset+n-1 of a stream.
-
-        mu, cond (1, n_mels, n) belong to those frames. ``caches`` holds one estimator cache per Euler step (see
-        ``CausalConditionalDecoder.forward_chunk``) from the calls for frames 0..offset-1 (empty dicts when offset
-        is 0); they are updated in place. The noise is ``rand_noise[:, :, offset:offset+n]``, as in the full call.
+        ``step_caches``: incremental streaming of frames offset.. (see :meth:`solve_euler`).
         """
         frames = offset + mu.size(2)
         if frames > self.rand_noise.size(2):
             raise ValueError(f"CausalConditionalCFM: {frames} frames exceed the fixed noise length "
                              f"{self.rand_noise.size(2)}; synthesize shorter segments")
-        if len(caches) != n_timesteps:
-            raise ValueError(f"forward_chunk: {len(caches)} step caches for {n_timesteps} Euler steps")
         z = self.rand_noise[:, :, offset:frames].to(device=mu.device, dtype=mu.dtype) * temperature
         z = z.expand(mu.size(0), -1, -1)
+        t_span = self.time_span(n_timesteps, mu)
+        return self.solve_euler(z, t_span=t_span, mu=mu, mask=mask, spks=spks, cond=cond, streaming=streaming,
+                                step_caches=step_caches, offset=offset), None
+
+    def forward_chunk(self, mu: torch.Tensor, spks: Optional[torch.Tensor], cond: Optional[torch.Tensor],
+                      offset: int, caches: List[dict], n_timesteps: int = 10,
+                      temperature: float = 1.0) -> torch.Tensor:
+        """``forward(mu, ones mask, n_timesteps, streaming=True)`` for frames offset..offset+n-1 of a stream, with
+        one estimator cache per Euler step in ``caches`` (updated in place; empty dicts when offset is 0)."""
         mask = torch.ones(mu.size(0), 1, mu.size(2), device=mu.device, dtype=mu.dtype)
-
-        def estimate(step, x_in, mask_in, mu_in, t_in, spks_in, cond_in):
-            return self.estimator.forward_chunk(x_in, mu_in, t_in, spks_in, cond_in, offset, caches[step - 1])
-
-        return self._euler(z, self.time_span(n_timesteps, mu), mu, mask, spks, cond, estimate)
+        return self.forward(mu, mask, n_timesteps, temperature, spks, cond, streaming=True, offset=offset,
+                            step_caches=caches)[0]

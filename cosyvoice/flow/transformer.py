@@ -10,6 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# Incremental (streaming) evaluation: per layer (the module object), the state the next frames need from the earlier
+# ones: keys/values of an attention, the last inputs of a causal conv (cosyvoice.flow.decoder).
+StepCache = Dict[nn.Module, object]
+
 
 class GELU(nn.Module):
     """Linear projection followed by GELU (``approximate``: 'none' or 'tanh')."""
@@ -80,8 +84,10 @@ class FeedForward(nn.Module):
 class Attention(nn.Module):
     """Multi-head attention with ``to_q``/``to_k``/``to_v``/``to_out`` projections (diffusers layout).
 
-    ``attention_mask`` is an additive bias broadcastable to (B, heads, T_q, T_k): shape (B, T_k) or
-    (B, T_q, T_k). Scores are scaled by 1/sqrt(dim_head).
+    ``attention_mask`` is an additive bias broadcastable to (B, heads, T_q, T_k): shape (B, T_k),
+    (B, T_q, T_k) or 4-d. Scores are scaled by 1/sqrt(dim_head).
+    ``cache`` (self-attention only): the queries are new frames after those whose keys/values the cache holds;
+    they attend to both, and the cache is extended with theirs.
     """
 
     def __init__(self, query_dim: int, cross_attention_dim: Optional[int] = None, heads: int = 8,
@@ -104,13 +110,21 @@ class Attention(nn.Module):
         return x.view(x.size(0), -1, self.heads, self.dim_head).transpose(1, 2)
 
     def forward(self, hidden_states: torch.Tensor, encoder_hidden_states: Optional[torch.Tensor] = None,
-                attention_mask: Optional[torch.Tensor] = None, **unused: Any) -> torch.Tensor:
+                attention_mask: Optional[torch.Tensor] = None, cache: Optional[StepCache] = None,
+                **unused: Any) -> torch.Tensor:
         batch = hidden_states.size(0)
         source = hidden_states if encoder_hidden_states is None else encoder_hidden_states
         query = self._split(self.to_q(hidden_states))
         key = self._split(self.to_k(source))
         value = self._split(self.to_v(source))
-        if attention_mask is not None:
+        if cache is not None:
+            if encoder_hidden_states is not None:
+                raise ValueError("Attention: a step cache is for self-attention only")
+            past = cache.get(self)
+            if past is not None:
+                key, value = torch.cat([past[0], key], dim=2), torch.cat([past[1], value], dim=2)
+            cache[self] = (key, value)
+        if attention_mask is not None and attention_mask.dim() < 4:
             attention_mask = attention_mask.reshape(batch, 1, -1, attention_mask.size(-1))
         out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0)
         out = out.transpose(1, 2).reshape(batch, -1, self.heads * self.dim_head).to(query.dtype)
@@ -154,18 +168,21 @@ class BasicTransformerBlock(nn.Module):
                 encoder_hidden_states: Optional[torch.Tensor] = None,
                 encoder_attention_mask: Optional[torch.Tensor] = None, timestep: Optional[torch.Tensor] = None,
                 cross_attention_kwargs: Optional[Dict[str, Any]] = None,
-                class_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+                class_labels: Optional[torch.Tensor] = None, cache: Optional[StepCache] = None) -> torch.Tensor:
         """hidden_states (B, T, dim); attention_mask: additive bias (B, T, T) or (B, T). ``timestep`` and
-        ``class_labels`` are accepted for interface compatibility (only ada-norm variants use them)."""
+        ``class_labels`` are accepted for interface compatibility (only ada-norm variants use them). ``cache``: the
+        frames are new ones after those in the self-attention's cache (see :class:`Attention`)."""
         kwargs = cross_attention_kwargs or {}
         normed = self.norm1(hidden_states)
         if self.only_cross_attention:
             attn = self.attn1(normed, encoder_hidden_states=encoder_hidden_states,
                               attention_mask=encoder_attention_mask, **kwargs)
         else:
-            attn = self.attn1(normed, attention_mask=attention_mask, **kwargs)
+            attn = self.attn1(normed, attention_mask=attention_mask, cache=cache, **kwargs)
         hidden_states = attn + hidden_states
         if self.attn2 is not None:
+            if cache is not None:
+                raise ValueError("BasicTransformerBlock: a step cache needs a block without a second attention")
             attn = self.attn2(self.norm2(hidden_states), encoder_hidden_states=encoder_hidden_states,
                               attention_mask=encoder_attention_mask, **kwargs)
             hidden_states = attn + hidden_states
