@@ -19,7 +19,9 @@ import numpy as np
 import soundfile as sf
 
 from prepare_data import Utterance, read_rejected, write_data_dir, write_rejected
-from validate_data_dir import byte_key, read_table, validate_data_dir
+from cosyvoice.dataset.datadir import byte_key, read_table, validate_data_dir
+from cosyvoice.utils.cli import entry_point
+from cosyvoice.utils.errors import UserError
 
 
 def get_args(argv=None) -> argparse.Namespace:
@@ -65,6 +67,7 @@ def drop(test_dir: Path, utts: dict[str, str]) -> None:
     write_rejected(test_dir / "rejected.tsv", rejected)
 
 
+@entry_point("check_overlap.py")
 def main(argv=None) -> int:
     args = get_args(argv)
     prog = "check_overlap.py"
@@ -77,14 +80,12 @@ def main(argv=None) -> int:
     names = sorted(overlap, key=byte_key)
     example = f"{names[0]}: {overlap[names[0]]}"
     if args.drop_from_test == "false":
-        print(f"{prog}: error: {len(names)} test utterance(s) are also in the training set ({example}"
-              f"{', ...' if len(names) > 1 else ''}): remove them from one set, or pass --drop_test_overlap true "
-              f"to drop them from the test set ({test_label})", file=sys.stderr)
-        return 1
+        raise UserError(f"{len(names)} test utterance(s) are also in the training set ({example}"
+                        f"{', ...' if len(names) > 1 else ''}): remove them from one set, or pass "
+                        f"--drop_test_overlap true to drop them from the test set ({test_label})")
     if len(names) == len(dict(read_table(test_dir / "wav.scp"))):
-        print(f"{prog}: error: every test utterance is also in the training set ({example}): give a test set of "
-              f"other clips", file=sys.stderr)
-        return 1
+        raise UserError(f"every test utterance is also in the training set ({example}): give a test set of "
+                        f"other clips")
     drop(test_dir, overlap)
     validate_data_dir(test_dir)
     print(f"{prog}: dropped {len(names)} test utterance(s) that are also in the training set ({example}); "

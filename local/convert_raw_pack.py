@@ -23,6 +23,8 @@ from pathlib import Path
 from prepare_data import TEXT_SUFFIX, byte_key, split_test
 
 from cosyvoice.text.checks import TEXT_REASONS, text_problem
+from cosyvoice.utils.cli import entry_point
+from cosyvoice.utils.errors import UserError
 
 REASONS = {
     "no_lab": "wav without .lab transcript",
@@ -99,21 +101,19 @@ def tsv_field(s: str) -> str:
     return s.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
 
 
+@entry_point("convert_raw_pack.py")
 def main(argv=None) -> int:
     args = get_args(argv)
     prog = "convert_raw_pack.py"
     pack, out = Path(args.pack_dir), Path(args.out_dir)
     if not pack.is_dir():
-        print(f"{prog}: error: raw pack folder not found: {pack}", file=sys.stderr)
-        return 1
+        raise UserError(f"raw pack folder not found: {pack}")
     problem = check_dirs(pack, out)
     if problem:
-        print(f"{prog}: error: {problem}", file=sys.stderr)
-        return 1
+        raise UserError(problem)
     spk = args.spk_id or speaker_from_name(pack.resolve().name)
     if speaker_from_name(spk) != spk:
-        print(f"{prog}: error: --spk_id {spk!r} must be letters, digits and '-' only", file=sys.stderr)
-        return 1
+        raise UserError(f"--spk_id {spk!r} must be letters, digits and '-' only")
 
     wavs, labs = scan_pack(pack)
     kept: list[tuple[str, str]] = []  # (relative stem, text)
@@ -136,16 +136,14 @@ def main(argv=None) -> int:
         if counts[reason]:
             print(f"{prog}:   {reason:18s} {counts[reason]:6d}  {REASONS[reason]}")
     if not kept:
-        print(f"{prog}: error: no usable clip in {pack}", file=sys.stderr)
-        return 1
+        raise UserError(f"no usable clip in {pack}")
 
     width = max(4, len(str(len(kept))))
     ids = {stem: f"{spk}_{i:0{width}d}" for i, (stem, _) in enumerate(kept, start=1)}
     try:
         train, test = split_test(list(ids.values()), args.num_test, args.test_ratio, args.seed)
     except ValueError as e:
-        print(f"{prog}: error: {pack}: {e}", file=sys.stderr)
-        return 1
+        raise UserError(f"{pack}: {e}")
     set_of = {u: args.train_set for u in train} | {u: args.test_set for u in test}
 
     # everything is written aside and swapped in at the end: a failure leaves the previous output as it was

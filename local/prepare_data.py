@@ -18,11 +18,10 @@ from pathlib import Path
 
 import soundfile as sf
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from validate_data_dir import byte_key, validate_data_dir, write_table  # noqa: E402
-
-from cosyvoice.text.checks import TEXT_REASONS, text_problem  # noqa: E402
+from cosyvoice.dataset.datadir import byte_key, validate_data_dir, write_table
+from cosyvoice.text.checks import TEXT_REASONS, text_problem
+from cosyvoice.utils.cli import entry_point
+from cosyvoice.utils.errors import UserError
 
 WAV_SUFFIX = ".wav"
 TEXT_SUFFIX = ".normalized.txt"
@@ -225,13 +224,13 @@ def write_data_dir(d: Path, utts: list[Utterance], spk_id: str, utt2spk: dict[st
     write_table(d / "spk2utt", {spk: " ".join(us) for spk, us in spk2utt.items()})
 
 
+@entry_point("prepare_data.py")
 def main(argv=None) -> int:
     args = get_args(argv)
     src, des = Path(args.src_dir), Path(args.des_dir)
     prog = "prepare_data.py"
     if not src.is_dir():
-        print(f"{prog}: error: source folder not found: {src}", file=sys.stderr)
-        return 1
+        raise UserError(f"source folder not found: {src}")
     pairs, ignored, other_audio = scan_pairs(src)
     kept: list[Utterance] = []
     rejected: dict[str, tuple[str, str]] = {}
@@ -259,15 +258,13 @@ def main(argv=None) -> int:
     if ignored:
         print(f"{prog}:   ignored {ignored} other files (neither *{WAV_SUFFIX} nor *{TEXT_SUFFIX})")
     if not kept:
-        print(f"{prog}: error: no usable utterance in {src} (reasons in {des / 'rejected.tsv'})", file=sys.stderr)
-        return 1
+        raise UserError(f"no usable utterance in {src} (reasons in {des / 'rejected.tsv'})")
 
     if args.test_des_dir:
         try:
             train_ids, test_ids = split_test([u.utt for u in kept], args.num_test, args.test_ratio, args.seed)
         except ValueError as e:
-            print(f"{prog}: error: {src}: {e}", file=sys.stderr)
-            return 1
+            raise UserError(f"{src}: {e}")
         test_set = set(test_ids)
         parts = [(des, [u for u in kept if u.utt not in test_set]), (sets[1], [u for u in kept if u.utt in test_set])]
         write_rejected(sets[1] / "rejected.tsv", {})

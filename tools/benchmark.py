@@ -49,6 +49,13 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from cosyvoice.audio.resample import resample, resample_filters
+from cosyvoice.cli.model import CosyVoice2Model
+from cosyvoice.dataset.processor import padding
+from cosyvoice.flow.decoder import add_optional_chunk_mask, mask_to_bias
+from cosyvoice.utils.config import load_config
+from cosyvoice.utils.mask import make_pad_mask
+from cosyvoice.utils.train_utils import init_optimizer, optimizer_impl
 
 logger = logging.getLogger("benchmark")
 
@@ -235,8 +242,6 @@ def cpu_name() -> str:
 # ------------------------------------------------------------------------------------------------------ models
 def build_models(args, workdir: Path):
     """(CosyVoice2Model on the device, a description of where the weights came from)."""
-    from cosyvoice.cli.model import CosyVoice2Model
-    from cosyvoice.utils.config import load_config
 
     keys = ["llm", "flow", "hift"]
     if args.stand_in:
@@ -282,8 +287,6 @@ def undo_speedups(model, undo: List[str]) -> None:
             return out.hidden_states[-1], out.past_key_values
 
         def forward_with_head(xs, xs_lens):
-            from cosyvoice.utils.mask import make_pad_mask
-
             masks = ~make_pad_mask(xs_lens, xs.size(1))
             out = encoder.model(inputs_embeds=xs, attention_mask=masks, output_hidden_states=True)
             return out.hidden_states[-1], masks.unsqueeze(1)
@@ -293,8 +296,6 @@ def undo_speedups(model, undo: List[str]) -> None:
     if "stream_cache" in undo:
         model.flow_cache_max_frames = 0
     if "attn_bias" in undo:
-        from cosyvoice.flow.decoder import add_optional_chunk_mask, mask_to_bias
-
         estimator = model.flow.decoder.estimator
 
         def attention_bias_always(x, mask, streaming):
@@ -535,7 +536,6 @@ def _t2w_figures(times: Dict[str, List[float]], audio_s: float) -> Dict[str, flo
 
 def synthetic_batch(args, token_mel_ratio: int, text_vocab: int) -> Dict[str, object]:
     """A training batch as cosyvoice.dataset.processor.padding builds it, from random samples."""
-    from cosyvoice.dataset.processor import padding
 
     g = torch.Generator().manual_seed(args.seed + 2)
     samples = []
@@ -557,7 +557,6 @@ def synthetic_batch(args, token_mel_ratio: int, text_vocab: int) -> Dict[str, ob
 def bench_train(name: str, module: torch.nn.Module, batch, args, device, dtype) -> Dict[str, object]:
     """forward + backward + clip + the trainer's Adam (cosyvoice.utils.train_utils.init_optimizer: fused where torch
     has it, torch's default with ``--undo fused_adam``) on ``batch``, then each Adam implementation alone."""
-    from cosyvoice.utils.train_utils import init_optimizer, optimizer_impl
 
     module.train()
     params = [p for p in module.parameters() if p.requires_grad]
@@ -632,7 +631,6 @@ def bench_resample(args, device) -> Dict[str, object]:
     and soxr VHQ (CPU), for each rate pair of RESAMPLE_PAIRS."""
     import soxr
 
-    from cosyvoice.audio.resample import resample, resample_filters
 
     g = torch.Generator().manual_seed(args.seed + 3)
     result: Dict[str, object] = {"clip_s": args.resample_seconds, "soxr": soxr.__version__, "pairs": {}}

@@ -25,23 +25,19 @@ import os
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-for p in (str(ROOT), str(Path(__file__).resolve().parent)):
-    if p not in sys.path:
-        sys.path.insert(0, p)
 
-from cosyvoice.utils.common import str2bool  # noqa: E402
-from cosyvoice.utils.errors import UserError  # noqa: E402
-from stage_common import (StageInputError, atomic_write, load_pt_table, read_table, report_error,  # noqa: E402
-                          require_writable_dir, save_pt, write_lines)
+from cosyvoice.dataset.datadir import validate_data_dir, write_table
+from cosyvoice.eval.quality import assess, QualityThresholds, summarize, summary_text, tsv_lines
+from cosyvoice.utils.cli import entry_point
+from cosyvoice.utils.common import str2bool
+from cosyvoice.utils.stage import (StageInputError, load_pt_table, read_table, require_writable_dir, save_pt,
+                                   speaker_means, write_lines, write_text)
 
 TOOL = "data_quality"
 TABLES = ("wav.scp", "text", "utt2spk", "utt2dur")
 
 
 def get_args(argv=None):
-    from cosyvoice.eval.quality import QualityThresholds
-
     d = QualityThresholds()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data_dir", required=True, help="Kaldi data dir after stage 1")
@@ -71,11 +67,9 @@ def read_inputs(data_dir: str, speaker_check: bool):
 
 
 def write_report(data_dir: str, rows, summary) -> None:
-    from cosyvoice.eval.quality import tsv_lines
-
     write_lines(os.path.join(data_dir, "quality.tsv"), tsv_lines(rows))
-    atomic_write(os.path.join(data_dir, "quality_summary.json"), lambda tmp: Path(tmp).write_text(
-        json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"))
+    write_text(os.path.join(data_dir, "quality_summary.json"), json.dumps(summary, indent=2, ensure_ascii=False) + "\n",
+               TOOL)
     write_lines(os.path.join(data_dir, "flagged.tsv"),
                 [f"{r.utt}\t{','.join(r.flags)}" for r in rows if r.flags])
 
@@ -83,8 +77,6 @@ def write_report(data_dir: str, rows, summary) -> None:
 def write_filtered(data_dir: str, out_dir: str, flagged: dict) -> int:
     """Copy the data dir into ``out_dir`` without the ``flagged`` utterances; returns how many are kept."""
     import torch
-    from extract_embedding import speaker_means
-    from validate_data_dir import validate_data_dir, write_table
 
     if os.path.abspath(out_dir) == os.path.abspath(data_dir):
         raise StageInputError(f"{TOOL}: --out_dir must differ from --data_dir ({data_dir})")
@@ -117,31 +109,23 @@ def write_filtered(data_dir: str, out_dir: str, flagged: dict) -> int:
     return len(kept)
 
 
+@entry_point(TOOL)
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s")
     args = get_args(argv)
-    from cosyvoice.eval.quality import QualityThresholds, assess, summarize, summary_text
 
     th = QualityThresholds(rate_z=args.rate_z, max_clip_ratio=args.max_clip_ratio,
                            min_loudness_db=args.min_loudness_db, spk_z=args.spk_z, min_group=args.min_group)
-    try:
-        tables, (utt2emb, spk2emb) = read_inputs(args.data_dir, not args.no_speaker_check)
-        require_writable_dir(args.data_dir, TOOL)
-        rows = assess(tables["wav.scp"], tables["text"], tables["utt2spk"], utt2emb, spk2emb, th, progress=True)
-        summary = summarize(rows, th, speaker_check=utt2emb is not None)
-        write_report(args.data_dir, rows, summary)
-        print(summary_text(summary, args.data_dir))
-        if args.drop_flagged:
-            out_dir = args.out_dir or args.data_dir.rstrip("/") + "_filtered"
-            n = write_filtered(args.data_dir, out_dir, summary["flagged_utts"])
-            logging.info("wrote %s: %d utterance(s) kept, %d dropped (listed in %s/dropped.tsv)", out_dir, n,
-                         summary["flagged"], out_dir)
-    except UserError as e:
-        return report_error(e)
-    except Exception as e:  # noqa: BLE001 - DataDirError from the validator, with its one-line message
-        if type(e).__name__ != "DataDirError":
-            raise
-        return report_error(StageInputError(f"{TOOL}: {e}"))
+    tables, (utt2emb, spk2emb) = read_inputs(args.data_dir, not args.no_speaker_check)
+    require_writable_dir(args.data_dir, TOOL)
+    rows = assess(tables["wav.scp"], tables["text"], tables["utt2spk"], utt2emb, spk2emb, th, progress=True)
+    summary = summarize(rows, th, speaker_check=utt2emb is not None)
+    write_report(args.data_dir, rows, summary)
+    print(summary_text(summary, args.data_dir))
+    if args.drop_flagged:
+        out_dir = args.out_dir or args.data_dir.rstrip("/") + "_filtered"
+        n = write_filtered(args.data_dir, out_dir, summary["flagged_utts"])
+        logging.info("wrote %s: %d utterance(s) kept, %d dropped (listed in %s/dropped.tsv)", out_dir, n,
+                     summary["flagged"], out_dir)
     return 0
 
 

@@ -20,15 +20,12 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import List, Optional, Tuple
 from urllib.parse import urlparse
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from cosyvoice.utils.pretrained import PretrainedDirError, check_pretrained_dir  # noqa: E402
+from cosyvoice.utils.cli import entry_point
+from cosyvoice.utils.errors import UserError
+from cosyvoice.utils.pretrained import PretrainedDirError, check_pretrained_dir
 
 # Child-process programs: argv[1] = repo id, argv[2] = target dir.
 _MODELSCOPE_SCRIPT = (
@@ -175,8 +172,8 @@ def get_args(argv=None):
     return p.parse_args(argv)
 
 
+@entry_point("download_pretrained.py")
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s")
     args = get_args(argv)
     try:
         check_pretrained_dir(args.model_dir)
@@ -187,8 +184,7 @@ def main(argv=None) -> int:
     try:
         download(args.model_dir, default_backends(), args.connect_timeout, args.stall_timeout, args.timeout)
     except RuntimeError as e:
-        print(f"ERROR: {e}", file=sys.stderr)
-        return 1
+        raise UserError(str(e)) from e
     logging.info("CosyVoice2-0.5B is complete in %s", args.model_dir)
     return 0
 

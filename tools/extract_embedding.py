@@ -13,19 +13,15 @@ import argparse
 import logging
 import os
 import sys
-from pathlib import Path
-from typing import Dict, List
+from typing import List
 
-ROOT = Path(__file__).resolve().parents[1]
-for p in (str(ROOT), str(Path(__file__).resolve().parent)):
-    if p not in sys.path:
-        sys.path.insert(0, p)
+import torch
 
-import torch  # noqa: E402
-
-from cosyvoice.utils.errors import UserError  # noqa: E402
-from stage_common import (StageInputError, map_utts, read_table, report_error, require_file,  # noqa: E402
-                          require_writable_dir, save_pt)
+from cosyvoice.utils.cli import entry_point
+from cosyvoice.utils.stage import (StageInputError, map_utts, read_table, require_file, require_writable_dir, save_pt,
+                                   speaker_means)
+from cosyvoice.audio.io import load_wav
+from cosyvoice.utils.onnx import EmbeddingExtractor
 
 TOOL = "extract_embedding"
 
@@ -39,21 +35,9 @@ def get_args(argv=None):
     return p.parse_args(argv)
 
 
-def speaker_means(utt2embedding: Dict[str, List[float]], utt2spk: Dict[str, str]) -> Dict[str, List[float]]:
-    """{spk: element-wise mean of its utterances' embeddings}, speakers in sorted order."""
-    by_spk: Dict[str, List[List[float]]] = {}
-    for utt in sorted(utt2embedding):
-        by_spk.setdefault(utt2spk[utt], []).append(utt2embedding[utt])
-    return {spk: torch.tensor(embs, dtype=torch.float32).mean(dim=0).tolist() for spk, embs in sorted(by_spk.items())}
-
-
+@entry_point(TOOL)
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s")
-    args = get_args(argv)
-    try:
-        return run(args)
-    except UserError as e:
-        return report_error(e)
+    return run(get_args(argv))
 
 
 def run(args) -> int:
@@ -66,8 +50,6 @@ def run(args) -> int:
                               f"utt2spk (e.g. {', '.join(no_spk[:5])}); fix the data dir (stage 0)")
     require_writable_dir(args.data_dir, TOOL)
 
-    from cosyvoice.audio.io import load_wav
-    from cosyvoice.utils.onnx import EmbeddingExtractor
 
     torch.set_num_threads(1)  # parallelism comes from the worker threads
     extractor = EmbeddingExtractor(args.onnx_path)

@@ -15,19 +15,15 @@ import argparse
 import logging
 import os
 import sys
-from pathlib import Path
 from typing import List, Optional, Tuple
 
-ROOT = Path(__file__).resolve().parents[1]
-for p in (str(ROOT), str(Path(__file__).resolve().parent)):
-    if p not in sys.path:
-        sys.path.insert(0, p)
+import torch
 
-import torch  # noqa: E402
-
-from cosyvoice.utils.errors import UserError  # noqa: E402
-from stage_common import (StageInputError, map_utts, read_table, report_error, require_file,  # noqa: E402
-                          require_writable_dir, save_pt, write_lines)
+from cosyvoice.utils.cli import entry_point
+from cosyvoice.utils.stage import (StageInputError, map_utts, read_table, require_file, require_writable_dir, save_pt,
+                                   write_lines)
+from cosyvoice.audio.io import load_wav
+from cosyvoice.utils.onnx import MAX_TOKENIZER_SECONDS, SAMPLE_RATE, SpeechTokenizer
 
 TOOL = "extract_speech_token"
 SKIPPED_FILE = "skipped_speech_token.tsv"
@@ -42,13 +38,9 @@ def get_args(argv=None):
     return p.parse_args(argv)
 
 
+@entry_point(TOOL)
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s")
-    args = get_args(argv)
-    try:
-        return run(args)
-    except UserError as e:
-        return report_error(e)
+    return run(get_args(argv))
 
 
 def run(args) -> int:
@@ -56,8 +48,6 @@ def run(args) -> int:
     require_file(args.onnx_path, TOOL)
     require_writable_dir(args.data_dir, TOOL)
 
-    from cosyvoice.audio.io import load_wav
-    from cosyvoice.utils.onnx import MAX_TOKENIZER_SECONDS, SAMPLE_RATE, SpeechTokenizer
 
     torch.set_num_threads(1)  # parallelism comes from the worker threads
     tokenizer = SpeechTokenizer(args.onnx_path)

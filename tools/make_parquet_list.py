@@ -21,17 +21,13 @@ import os
 import shutil
 import sys
 import tempfile
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-ROOT = Path(__file__).resolve().parents[1]
-for p in (str(ROOT), str(Path(__file__).resolve().parent)):
-    if p not in sys.path:
-        sys.path.insert(0, p)
 
-from cosyvoice.utils.errors import UserError, write_error  # noqa: E402
-from stage_common import (StageInputError, current_umask, load_pt_table, read_table, report_error,  # noqa: E402
-                          require_writable_dir)
+from cosyvoice.utils.errors import write_error
+from cosyvoice.utils.cli import entry_point
+from cosyvoice.utils.fileio import temp_name
+from cosyvoice.utils.stage import StageInputError, load_pt_table, read_table, require_writable_dir
 
 TOOL = "make_parquet_list"
 UTT_TABLES = ("wav.scp", "text", "utt2spk", "utt2embedding.pt", "utt2speech_token.pt")
@@ -138,10 +134,10 @@ def write_parquet_dir(rows: List[dict], des_dir: str, per_shard: int, num_proces
 
     parent = os.path.dirname(os.path.abspath(des_dir))
     os.makedirs(parent, exist_ok=True)
-    # named *.tmp<pid>: cosyvoice.utils.checkpoint.clean_stale_temp removes it if this process is killed
-    work = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(des_dir))}.", suffix=f".tmp{os.getpid()}",
-                            dir=parent)
-    os.chmod(work, 0o777 & ~current_umask())  # mkdtemp makes it private; it becomes des_dir
+    # named *.tmp<pid>: cosyvoice.utils.fileio.clean_stale_temp removes it if this process is killed
+    work = str(temp_name(os.path.abspath(des_dir)))
+    shutil.rmtree(work, ignore_errors=True)
+    os.mkdir(work)
     try:
         shards = [rows[start:start + per_shard] for start in range(0, len(rows), per_shard)]
         if num_processes > 1 and len(shards) > 1:
@@ -176,37 +172,34 @@ def _swap_in(work: str, des_dir: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+@entry_point(TOOL)
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s")
     args = get_args(argv)
+    if args.num_utts_per_parquet < 1 or args.num_processes < 1:
+        raise StageInputError(f"{TOOL}: --num_utts_per_parquet and --num_processes must be >= 1")
+    tables = load_tables(args.src_dir)
+    problems, utts = coverage_differences(tables)
+    if problems:
+        summary = f"{TOOL}: tables of {args.src_dir} do not cover the same utterances: {'; '.join(problems)}"
+        if not args.intersect:
+            raise StageInputError(f"{summary}. Rerun the stage that makes the short table, or pass --intersect "
+                                  f"to pack only the {len(utts)} utterance(s) every table has")
+        logging.warning("%s; --intersect: packing the %d utterance(s) every table has", summary, len(utts))
+    if not utts:
+        raise StageInputError(f"{TOOL}: no utterance is in every table of {args.src_dir}; nothing to pack")
+    no_tokens = [u for u in utts if len(tables["utt2speech_token.pt"][u]) == 0]
+    if no_tokens:
+        logging.warning("%d utterance(s) have no speech tokens (over 30 s, see skipped_speech_token.tsv); "
+                        "training drops them: %s", len(no_tokens), _names(no_tokens))
+    rows = make_rows(tables, utts)
+    require_writable_dir(os.path.dirname(os.path.abspath(args.des_dir)), TOOL)
     try:
-        if args.num_utts_per_parquet < 1 or args.num_processes < 1:
-            raise StageInputError(f"{TOOL}: --num_utts_per_parquet and --num_processes must be >= 1")
-        tables = load_tables(args.src_dir)
-        problems, utts = coverage_differences(tables)
-        if problems:
-            summary = f"{TOOL}: tables of {args.src_dir} do not cover the same utterances: {'; '.join(problems)}"
-            if not args.intersect:
-                raise StageInputError(f"{summary}. Rerun the stage that makes the short table, or pass --intersect "
-                                      f"to pack only the {len(utts)} utterance(s) every table has")
-            logging.warning("%s; --intersect: packing the %d utterance(s) every table has", summary, len(utts))
-        if not utts:
-            raise StageInputError(f"{TOOL}: no utterance is in every table of {args.src_dir}; nothing to pack")
-        no_tokens = [u for u in utts if len(tables["utt2speech_token.pt"][u]) == 0]
-        if no_tokens:
-            logging.warning("%d utterance(s) have no speech tokens (over 30 s, see skipped_speech_token.tsv); "
-                            "training drops them: %s", len(no_tokens), _names(no_tokens))
-        rows = make_rows(tables, utts)
-        require_writable_dir(os.path.dirname(os.path.abspath(args.des_dir)), TOOL)
-        try:
-            shards = write_parquet_dir(rows, args.des_dir, args.num_utts_per_parquet, args.num_processes)
-        except OSError as e:
-            error = write_error(args.des_dir, e)
-            if error is e:
-                raise
-            raise StageInputError(f"{TOOL}: {error} (the previous {args.des_dir} is kept)") from e
-    except UserError as e:
-        return report_error(e)
+        shards = write_parquet_dir(rows, args.des_dir, args.num_utts_per_parquet, args.num_processes)
+    except OSError as e:
+        error = write_error(args.des_dir, e)
+        if error is e:
+            raise
+        raise StageInputError(f"{TOOL}: {error} (the previous {args.des_dir} is kept)") from e
     logging.info("packed %d utterances into %d parquet shard(s) in %s", len(utts), shards, args.des_dir)
     return 0
 

@@ -3,7 +3,6 @@
 
 The real model cannot be downloaded everywhere, so the recipe defaults to this stand-in: every stage runs the same
 code on it as on the real model. Usage:
-
     python tools/make_tiny_pretrained.py --out_dir pretrained_models/tiny_stand_in [--seed 1986] [--force]
 
 The dir holds cosyvoice2.yaml (tiny widths, official layout), llm.pt / flow.pt / hift.pt (state_dicts of our modules
@@ -22,6 +21,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from cosyvoice.tokenizer.tiny import build_tiny_qwen_tokenizer
+from cosyvoice.tokenizer.tokenizer import get_qwen_tokenizer
+from cosyvoice.utils.config import _TOP_KEY, load_config
+from cosyvoice.utils.pretrained import check_pretrained_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -237,7 +240,6 @@ YAML_HEADER = """\
 
 def _top_level_blocks(text: str):
     """[(key or None, block text)], each block running to the next top-level key (comments go with the block above)."""
-    from cosyvoice.utils.config import _TOP_KEY
 
     blocks, key, lines = [], None, []
     for line in text.splitlines(keepends=True):
@@ -305,8 +307,6 @@ def write_qwen_dir(qwen_dir: Path) -> int:
     """Tiny byte-level BPE tokenizer + Qwen2 config.json whose vocab covers it and the wrapper's special tokens."""
     import json
 
-    from cosyvoice.tokenizer.tiny import build_tiny_qwen_tokenizer
-    from cosyvoice.tokenizer.tokenizer import get_qwen_tokenizer
 
     qwen_dir.mkdir(parents=True, exist_ok=True)
     build_tiny_qwen_tokenizer(str(qwen_dir))
@@ -329,7 +329,6 @@ def write_weights(out: Path, seed: int) -> dict:
     import torch
     from safetensors.torch import save_file
 
-    from cosyvoice.utils.config import load_config
 
     torch.manual_seed(seed)
     cfg = load_config(str(out / "cosyvoice2.yaml"), {"qwen_pretrain_path": str(out / "CosyVoice-BlankEN")},
@@ -425,7 +424,6 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         facts = make_stand_in(work / out.name, args.seed)
-        from cosyvoice.utils.pretrained import check_pretrained_dir
 
         check_pretrained_dir(str(work / out.name))
         if out.exists():  # --force: move the old dir into `work`, which is removed below

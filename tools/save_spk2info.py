@@ -20,21 +20,15 @@ import logging
 import os
 import shutil
 import sys
-from pathlib import Path
 from typing import List
 
-ROOT = Path(__file__).resolve().parents[1]
-for p in (str(ROOT), str(Path(__file__).resolve().parent)):
-    if p not in sys.path:
-        sys.path.insert(0, p)
+import torch
 
-import torch  # noqa: E402
-
-from cosyvoice.utils.pretrained import (  # noqa: E402
+from cosyvoice.utils.pretrained import (
     CAMPPLUS_FILE, CONFIG_FILE, QWEN_DIR, SPEECH_TOKENIZER_FILE, SPK2INFO_FILE,
     check_pretrained_dir)
-from cosyvoice.utils.errors import UserError  # noqa: E402
-from stage_common import StageInputError, load_pt_table, report_error, require_writable_dir, save_pt  # noqa: E402
+from cosyvoice.utils.cli import entry_point
+from cosyvoice.utils.stage import StageInputError, load_pt_table, require_writable_dir, save_pt
 
 TOOL = "save_spk2info"
 # What the official CosyVoice2 class reads from a model dir, besides spk2info.pt.
@@ -82,13 +76,9 @@ def populate_model_dir(pretrained_dir: str, model_dir: str, copy: bool) -> List[
     return added
 
 
+@entry_point(TOOL)
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s")
-    args = get_args(argv)
-    try:
-        return run(args)
-    except UserError as e:
-        return report_error(e)
+    return run(get_args(argv))
 
 
 def run(args) -> int:

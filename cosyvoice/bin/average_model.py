@@ -23,9 +23,13 @@ from typing import Dict, List, Optional
 
 import torch
 
+from cosyvoice.utils.cli import entry_point
 from cosyvoice.utils import checkpoint as ckpt
 from cosyvoice.utils.divergence import DIVERGED_FILE, read_diverged
-from cosyvoice.utils.errors import EXIT_USER_ERROR, UserError, one_line
+from cosyvoice.utils.errors import UserError
+from cosyvoice.eval.select import load_epoch_records, select_best
+from cosyvoice.utils.common import load_checkpoint_strict
+from cosyvoice.utils.config import load_config
 
 logger = logging.getLogger("cosyvoice.bin.average_model")
 AVERAGE_RECORD = "average.json"  # written into --src_path: which checkpoints made --dst_model
@@ -80,7 +84,6 @@ def select_checkpoints(src: Path, num: int, val_best: bool,
             logger.warning("%s has %d distinct checkpoint(s), fewer than --num %d: averaging all of them",
                            src, len(pool), num)
         return sorted(pool.values(), key=lambda c: -c.step)[:num]
-    from cosyvoice.eval.select import load_epoch_records, select_best
 
     records = [r for r in load_epoch_records(src) if r["name"] in pool]
     return [pool[r["name"]] for r in select_best(records, select_by, num)]
@@ -111,8 +114,6 @@ def average_states(src: Path, chosen: List[ckpt.CheckpointInfo]) -> Dict[str, to
 
 def check_against_model(src: Path, model: str, state: Dict[str, torch.Tensor]) -> None:
     """Load ``state`` strictly into the module built from the experiment's config.yaml."""
-    from cosyvoice.utils.common import load_checkpoint_strict
-    from cosyvoice.utils.config import load_config
 
     module = load_config(str(src / "config.yaml"), keys=[model])[model]
     load_checkpoint_strict(module, state)
@@ -127,8 +128,8 @@ def guess_model(src: Path) -> str:
     raise AverageError(f"cannot tell which model {src} trained (no train.cmd): pass --model llm|flow")
 
 
+@entry_point("average_model.py")
 def main(argv: Optional[List[str]] = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s")
     args = get_args(argv)
     src, dst = Path(args.src_path), Path(args.dst_model)
     refuse_diverged(src)
@@ -148,17 +149,5 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-def cli(argv: Optional[List[str]] = None) -> int:
-    """``main`` with a bad input reported as one line (exit status 2), not a traceback."""
-    from cosyvoice.utils.config import ConfigError
-
-    try:
-        return main(argv)
-    except (UserError, ConfigError, FileNotFoundError) as e:
-        logger.error("%s", one_line(e))
-        print(f"average_model.py: error: {one_line(e)}", file=sys.stderr)
-        return EXIT_USER_ERROR
-
-
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(main())

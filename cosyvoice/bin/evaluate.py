@@ -21,7 +21,18 @@ import shutil
 import sys
 from typing import List, Optional
 
+
+import torch
+
+from cosyvoice.cli.cosyvoice import CosyVoice2
+from cosyvoice.eval import runner
+from cosyvoice.eval.asr import load_asr
+from cosyvoice.eval.metrics import SpeakerEmbedder
+from cosyvoice.eval.report import write_report
+from cosyvoice.eval.runner import EvalInputError
+from cosyvoice.utils.cli import entry_point
 from cosyvoice.utils.common import str2bool
+from cosyvoice.utils.pretrained import CAMPPLUS_FILE, check_pretrained_dir, is_stand_in, SPK2INFO_FILE
 
 logger = logging.getLogger("cosyvoice.bin.evaluate")
 
@@ -54,8 +65,6 @@ def check_inputs(args) -> None:
     """Fail before any synthesis: model dirs complete, the speaker known to the fine-tuned model."""
     import torch
 
-    from cosyvoice.eval.runner import EvalInputError
-    from cosyvoice.utils.pretrained import SPK2INFO_FILE, check_pretrained_dir
 
     check_pretrained_dir(args.pretrained_model_dir)
     check_pretrained_dir(args.model_dir)
@@ -69,12 +78,6 @@ def check_inputs(args) -> None:
 
 
 def evaluate(args) -> dict:
-    from cosyvoice.cli.cosyvoice import CosyVoice2
-    from cosyvoice.eval import runner
-    from cosyvoice.eval.asr import load_asr
-    from cosyvoice.eval.metrics import SpeakerEmbedder
-    from cosyvoice.utils.pretrained import CAMPPLUS_FILE, is_stand_in
-
     spk, items = runner.read_items(args.test_data_dir, args.spk_id)
     args.spk_id = spk
     items = runner.spread(items, args.max_utts)
@@ -121,22 +124,12 @@ def swap_in_audio(metrics: dict, audio_dir: str) -> None:
                 entry["wav"] = audio_dir + entry["wav"][len(new):]
 
 
+@entry_point("evaluate.py")
 def main(argv: Optional[List[str]] = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s")
     args = get_args(argv)
     if args.num_threads > 0:
-        import torch
-
         torch.set_num_threads(args.num_threads)
-    from cosyvoice.eval.report import write_report
-    from cosyvoice.utils.config import ConfigError
-    from cosyvoice.utils.errors import EXIT_USER_ERROR, UserError, one_line
-
-    try:
-        metrics = evaluate(args)
-    except (UserError, ConfigError) as e:  # a bad test set, prompt, speaker, model dir, checkpoint, ...
-        print(f"evaluate: error: {one_line(e)}", file=sys.stderr)
-        return EXIT_USER_ERROR
+    metrics = evaluate(args)  # a bad test set, prompt, speaker, model dir, checkpoint: one line, exit 2
     swap_in_audio(metrics, os.path.join(os.path.abspath(args.exp_dir), "report_audio"))
     train_dirs = args.train_dirs
     if train_dirs is None:

@@ -29,6 +29,9 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 import torch
+from cosyvoice.utils.cli import entry_point
+from cosyvoice.utils.common import load_checkpoint_strict
+from cosyvoice.utils.config import load_config
 
 
 logger = logging.getLogger("cosyvoice.bin.export")
@@ -48,9 +51,6 @@ def get_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def load_flow(model_dir: Path, config: Optional[str], qwen: Optional[str]) -> torch.nn.Module:
-    from cosyvoice.utils.common import load_checkpoint_strict
-    from cosyvoice.utils.config import load_config
-
     config = config or str(model_dir / "cosyvoice2.yaml")
     qwen = qwen or str(model_dir / "CosyVoice-BlankEN")
     flow = load_config(config, {"qwen_pretrain_path": qwen}, keys=["flow"])["flow"]
@@ -190,8 +190,8 @@ def export_estimator(flow: torch.nn.Module, out: Path, atol: float, gen: torch.G
     return _check("estimator", out, float((torch.from_numpy(got) - ref).abs().max()), atol)
 
 
+@entry_point("export.py")
 def main(argv: Optional[List[str]] = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s")
     args = get_args(argv)
     model_dir = Path(args.model_dir)
     flow = load_flow(model_dir, args.config, args.qwen_pretrain_path)
@@ -202,17 +202,5 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-def cli(argv: Optional[List[str]] = None) -> int:
-    """``main`` with a bad model dir or checkpoint (or a full disk) reported as one line, exit status 2."""
-    from cosyvoice.utils.config import ConfigError
-    from cosyvoice.utils.errors import EXIT_USER_ERROR, UserError, one_line
-
-    try:
-        return main(argv)
-    except (UserError, ConfigError, FileNotFoundError) as e:
-        print(f"export.py: error: {one_line(e)}", file=sys.stderr)
-        return EXIT_USER_ERROR
-
-
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(main())

@@ -5,7 +5,6 @@
         --text_json local/tts_text.json --prompt_wav p.wav --prompt_text "..." --result_dir out
 
 The text json maps a speaker to its lines, per mode::
-
     {"demo": {"sft_inference": ["..."], "zero-shot": ["..."], "cross-lingual": ["..."],
               "instruction-zero-shot": {"instruction": "用开心的语气说", "text": "..."}}}
 
@@ -22,9 +21,17 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
-from cosyvoice.utils.errors import EXIT_USER_ERROR, UserError, one_line
+from tqdm import tqdm
+
+from cosyvoice.audio.io import save_wav
+from cosyvoice.cli.cosyvoice import CosyVoice2
+from cosyvoice.text.checks import text_problem
+from cosyvoice.utils.cli import entry_point
+from cosyvoice.utils.common import set_all_random_seed
+from cosyvoice.utils.errors import UserError
+from cosyvoice.utils.fileio import atomic_write_lines, read_table_dict
 
 MODES = ("sft", "zero-shot", "cross-lingual", "instruct")
 JSON_KEYS = {"sft": "sft_inference", "zero-shot": "zero-shot", "cross-lingual": "cross-lingual",
@@ -139,14 +146,8 @@ def read_data_dir(data_dir: str) -> Dict[str, Tuple[str, str]]:
     if not os.path.isdir(data_dir):
         raise InputError(f"--test_data_dir {data_dir} is not a folder")
     if os.path.isfile(os.path.join(data_dir, "wav.scp")):
-        def table(name):
-            path = os.path.join(data_dir, name)
-            if not os.path.isfile(path):
-                raise InputError(f"{path} not found (a Kaldi data dir needs wav.scp and text)")
-            with open(path, encoding="utf-8") as f:
-                rows = (line.rstrip("\n").split(maxsplit=1) for line in f if line.strip())
-                return {r[0]: r[1] if len(r) > 1 else "" for r in rows}
-        wavs, texts = table("wav.scp"), table("text")
+        wavs = read_table_dict(os.path.join(data_dir, "wav.scp"))
+        texts = read_table_dict(os.path.join(data_dir, "text"))
         return {u: (w if os.path.isabs(w) else os.path.join(os.getcwd(), w), texts[u])
                 for u, w in wavs.items() if u in texts}
     pairs = {}
@@ -163,10 +164,7 @@ def read_data_dir(data_dir: str) -> Dict[str, Tuple[str, str]]:
 def data_dir_speakers(data_dir: str) -> Dict[str, str]:
     """{utt: speaker} of a Kaldi data dir's utt2spk (empty when it has none)."""
     path = os.path.join(data_dir, "utt2spk")
-    if not os.path.isfile(path):
-        return {}
-    with open(path, encoding="utf-8") as f:
-        return dict(line.split(maxsplit=1)[0:2] for line in f if len(line.split()) >= 2)
+    return read_table_dict(path) if os.path.isfile(path) else {}
 
 
 def resolve_prompt(args, spk_id: str = "") -> Tuple[str, str]:
@@ -181,7 +179,7 @@ def resolve_prompt(args, spk_id: str = "") -> Tuple[str, str]:
         raise InputError(f"{args.test_data_dir} holds no utterance (wav + transcript)")
     utt = args.example_id
     if not utt:
-        utt2spk = {u: s.strip() for u, s in data_dir_speakers(args.test_data_dir).items()}
+        utt2spk = data_dir_speakers(args.test_data_dir)
         own = [u for u in sorted(utts) if utt2spk.get(u) == spk_id]
         if utt2spk and spk_id and not own:
             raise InputError(f"{args.test_data_dir} has no utterance of speaker '{spk_id}' to prompt with: give "
@@ -248,8 +246,6 @@ def plan_jobs(mode: str, jobs: Dict[str, List[Job]], spk_id: str, known_spks: Li
 
 
 def check_texts(cosyvoice, jobs: List[Job], text_frontend: bool) -> None:
-    from cosyvoice.text.checks import text_problem
-
     for job in jobs:
         problem = text_problem(job.text)
         if problem and problem[0] != "no_speakable_text":
@@ -281,50 +277,35 @@ def synthesize(cosyvoice, job: Job, spk_id: str, prompt: Tuple[str, str], args):
 
 def write_index(result_dir: str, rows: List[List[str]]) -> str:
     path = os.path.join(result_dir, INDEX_FILE)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("file\tmode\tchunks\tduration\trtf\ttext\n")
-        for row in rows:
-            f.write("\t".join(" ".join(str(x).split()) for x in row) + "\n")
-    os.replace(tmp, path)
+    atomic_write_lines(path, ["file\tmode\tchunks\tduration\trtf\ttext"]
+                       + ["\t".join(" ".join(str(x).split()) for x in row) for row in rows])
     return path
 
 
+def prepare(args):
+    """Every input checked and the model loaded, before anything is synthesized: (cosyvoice, speaker, prompt, jobs)."""
+    if args.speed <= 0 or (args.stream == "true" and args.speed != 1.0):
+        raise InputError(f"--speed {args.speed}: must be > 0, and 1.0 when --stream true")
+    spk_id, jobs = load_text_json(args.text_json, args.spk_id or default_speaker(args.model_dir))
+    modes = requested_modes(args.mode, jobs, spk_id, args.text_json)
+    prompt = ("", "")
+    if set(modes) - {"sft"}:
+        prompt = resolve_prompt(args, spk_id)
+        check_prompt_wav(prompt[0])
+        if "zero-shot" in modes and not prompt[1].strip():
+            raise InputError("zero-shot needs the prompt's transcript: give --prompt_text")
+    cosyvoice = CosyVoice2(args.model_dir, fp16=args.fp16 == "true")  # a bad model dir: a one-line UserError
+    todo = plan_jobs(args.mode, jobs, spk_id, cosyvoice.list_available_spks(), args.text_json)
+    check_texts(cosyvoice, todo, args.text_frontend == "true")
+    if prompt[0]:  # the front end's own checks (too short, silent, ...) before any synthesis
+        cosyvoice.frontend._extract_speech_token(prompt[0])
+    return cosyvoice, spk_id, prompt, todo
+
+
+@entry_point("inference.py")
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s")
     args = get_args(argv)
-    try:
-        if args.speed <= 0 or (args.stream == "true" and args.speed != 1.0):
-            raise InputError(f"--speed {args.speed}: must be > 0, and 1.0 when --stream true")
-        spk_id, jobs = load_text_json(args.text_json, args.spk_id or default_speaker(args.model_dir))
-        modes = requested_modes(args.mode, jobs, spk_id, args.text_json)
-        prompt = ("", "")
-        if set(modes) - {"sft"}:
-            prompt = resolve_prompt(args, spk_id)
-            check_prompt_wav(prompt[0])
-            if "zero-shot" in modes and not prompt[1].strip():
-                raise InputError("zero-shot needs the prompt's transcript: give --prompt_text")
-        from cosyvoice.cli.cosyvoice import CosyVoice2
-        from cosyvoice.utils.common import CheckpointError
-        from cosyvoice.utils.config import ConfigError
-        from cosyvoice.utils.pretrained import PretrainedDirError
-
-        try:
-            cosyvoice = CosyVoice2(args.model_dir, fp16=args.fp16 == "true")
-        except (PretrainedDirError, CheckpointError, ConfigError) as e:  # a model dir that cannot be used
-            raise InputError(str(e))
-        todo = plan_jobs(args.mode, jobs, spk_id, cosyvoice.list_available_spks(), args.text_json)
-        check_texts(cosyvoice, todo, args.text_frontend == "true")
-        if prompt[0]:  # the front end's own checks (too short, silent, ...) before any synthesis
-            cosyvoice.frontend._extract_speech_token(prompt[0])
-    except UserError as e:
-        print(f"ERROR: {one_line(e)}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    from tqdm import tqdm
-
-    from cosyvoice.audio.io import save_wav
-    from cosyvoice.utils.common import set_all_random_seed
-
+    cosyvoice, spk_id, prompt, todo = prepare(args)
     set_all_random_seed(args.seed)
     os.makedirs(args.result_dir, exist_ok=True)
     rows = []

@@ -1,7 +1,6 @@
 """Fine-tune the CosyVoice2 speech-token LLM or the flow-matching decoder on parquet data lists.
 
 One process (CPU or one GPU)::
-
     python -m cosyvoice.bin.train --model llm --config <pretrained>/cosyvoice2.yaml \\
         --checkpoint <pretrained>/llm.pt --train_data data/train/parquet/data.list \\
         --cv_data data/test/parquet/data.list --model_dir exp/sft/llm
@@ -29,15 +28,17 @@ from typing import List, Optional
 
 import torch
 
-from cosyvoice.utils import checkpoint as ckpt
-from cosyvoice.utils import train_utils as tu
 from cosyvoice.dataset.dataset import check_parquet_lists
+from cosyvoice.eval.epoch import EpochEvaluator, tracker_scalars
+from cosyvoice.utils import checkpoint as ckpt, train_utils as tu
+from cosyvoice.utils.cli import entry_point
 from cosyvoice.utils.common import set_all_random_seed
 from cosyvoice.utils.divergence import DIVERGED_FILE, read_diverged
+from cosyvoice.utils.errors import one_line
 from cosyvoice.utils.executor import Executor
 from cosyvoice.utils.fingerprint import list_content_digest
 from cosyvoice.utils.lifeline import die_with_torchrun_agent
-from cosyvoice.utils.trackers import SWANLAB_MODES, init_tracker
+from cosyvoice.utils.trackers import init_tracker, read_sample_texts, SampleRenderer, SWANLAB_MODES
 
 logger = logging.getLogger("cosyvoice.bin.train")
 DS_CONFIG = Path(__file__).resolve().parents[2] / "conf" / "ds_stage2.json"
@@ -223,7 +224,6 @@ def make_renderer(args, model, tracker, model_dir: Path, info: tu.DistInfo):
     """The per-epoch SFT sample hook (rank 0 only), or None without ``--sample_texts``."""
     if not args.sample_texts:
         return None
-    from cosyvoice.utils.trackers import SampleRenderer, read_sample_texts
 
     sample_dir = args.sample_model_dir or args.pretrained_model_dir
     if not sample_dir:
@@ -247,7 +247,6 @@ def make_epoch_evaluator(args, model, tracker, model_dir: Path, info: tu.DistInf
                                  "--eval_model_dir (the stage-4 model dir) or --pretrained_model_dir")
     if not info.is_main:
         return None
-    from cosyvoice.eval.epoch import EpochEvaluator, tracker_scalars
 
     evaluator = EpochEvaluator(eval_model_dir, args.eval_data_dir, args.eval_spk_data_dir,
                                num_utts=args.eval_num_utts, asr_model_dir=args.asr_model_dir,
@@ -279,20 +278,15 @@ def sample_llm_file(path: str) -> Optional[str]:
     return None
 
 
-def cli(argv: Optional[List[str]] = None) -> int:
-    """``main`` with a bad option, file, checkpoint or data, a full disk or a diverging run reported as one line
-    (exit status 2), not a traceback."""
-    from cosyvoice.utils.config import ConfigError
-    from cosyvoice.utils.errors import EXIT_USER_ERROR, UserError, one_line
+def _told_once(e: BaseException) -> bool:
+    """Into train.log always; on the console once: a setup error is the same on every rank (rank 0 says it), any
+    other is said by the rank it happened on."""
+    logger.error("%s", one_line(e), extra={"file_only": True})  # the console gets the one line of entry_point
+    return os.environ.get("RANK", "0") == "0" or not getattr(e, "same_on_every_rank", False)
 
-    try:
-        return main(argv)
-    except (UserError, ConfigError, FileNotFoundError) as e:
-        logger.error("%s", one_line(e), extra={"file_only": True})  # into train.log; the console gets the line below
-        # a setup error is the same on every rank: rank 0 says it; any other is said by the rank it happened on
-        if os.environ.get("RANK", "0") == "0" or not getattr(e, "same_on_every_rank", False):
-            print(f"train.py: error: {one_line(e)}", file=sys.stderr)
-        return EXIT_USER_ERROR
+
+# a bad option, file, checkpoint or data, a full disk or a diverging run: one line (exit status 2), not a traceback
+cli = entry_point("train.py", on_error=_told_once, logging_setup=None)(main)
 
 
 if __name__ == "__main__":

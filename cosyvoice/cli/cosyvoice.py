@@ -3,7 +3,6 @@
 Same class, constructor and method names (and argument order) as the official ``cosyvoice.cli.cosyvoice.CosyVoice2``;
 a model dir laid out like the official CosyVoice2-0.5B download (or the stand-in of tools/make_tiny_pretrained.py,
 or a fine-tuned model dir written by the recipe) loads unchanged::
-
     cosyvoice = CosyVoice2("pretrained_models/CosyVoice2-0.5B")
     for i, out in enumerate(cosyvoice.inference_zero_shot("收到好友从远方寄来的生日礼物。", "希望你以后能够做的比我还好呦。",
                                                           "prompt.wav")):
@@ -29,6 +28,9 @@ from cosyvoice.text.checks import text_problem
 from cosyvoice.utils.config import load_config
 from cosyvoice.utils.pretrained import (CAMPPLUS_FILE, CONFIG_FILE, QWEN_DIR, SPEECH_TOKENIZER_FILE, SPK2INFO_FILE,
                                         check_pretrained_dir)
+from cosyvoice.flow.flow import CausalMaskedDiffWithXvec
+from cosyvoice.llm.llm import Qwen2LM
+from cosyvoice.utils.checkpoint import atomic_torch_save
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +89,6 @@ class CosyVoice2:
         path = os.path.join(self.model_dir, SPK2INFO_FILE)
         table = {spk: {k: v.cpu() if torch.is_tensor(v) else v for k, v in info.items()}
                  for spk, info in self.frontend.spk2info.items()}
-        from cosyvoice.utils.checkpoint import atomic_torch_save
 
         atomic_torch_save(table, path)  # a full disk or read-only dir: one-line WriteError, the old table kept
 
@@ -199,8 +200,6 @@ def _check_speed(speed) -> None:
 
 def _check_model_type(configs: dict, model_dir: str) -> None:
     """The yaml must build a CosyVoice2 model (Qwen2 LM + chunk-aware causal flow)."""
-    from cosyvoice.flow.flow import CausalMaskedDiffWithXvec
-    from cosyvoice.llm.llm import Qwen2LM
 
     if not isinstance(configs["llm"], Qwen2LM) or not isinstance(configs["flow"], CausalMaskedDiffWithXvec):
         raise ValueError(f"{model_dir}/{CONFIG_FILE} does not describe a CosyVoice2 model (llm "

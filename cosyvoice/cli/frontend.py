@@ -17,6 +17,7 @@ from cosyvoice.audio.io import load_wav
 from cosyvoice.text.normalizer import TextFrontend
 from cosyvoice.utils.errors import UserError
 from cosyvoice.utils.onnx import MAX_TOKENIZER_SECONDS, EmbeddingExtractor, SpeechTokenizer
+from cosyvoice.eval.quality import active_loudness_db
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,6 @@ class PromptError(UserError, ValueError):
 def check_prompt_audio(speech: torch.Tensor, sample_rate: int, name: str, what: str = "prompt wav") -> None:
     """Raise PromptError unless the (1, T) audio lasts from MIN_PROMPT_SECONDS to the tokenizer's 30 s and is not
     silent (the 8 kHz check is load_wav's ``min_sr``)."""
-    from cosyvoice.eval.quality import active_loudness_db
 
     seconds = speech.shape[-1] / sample_rate
     if seconds > MAX_TOKENIZER_SECONDS:

@@ -25,6 +25,7 @@ import torch.distributed as dist
 from torch.utils.data import IterableDataset
 
 from cosyvoice.utils.errors import DataError
+from cosyvoice.dataset.processor import unreadable_shard
 
 
 def read_lists(list_file: str) -> List[str]:
@@ -43,7 +44,6 @@ def check_parquet_lists(list_file: str) -> List[str]:
     missing or truncated shard fails at the start in one line instead of deep inside an epoch."""
     import pyarrow.parquet as pq
 
-    from cosyvoice.dataset.processor import unreadable_shard
 
     shards = read_lists(list_file)
     for src in shards:

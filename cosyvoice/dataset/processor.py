@@ -3,7 +3,6 @@
 Each stage is a generator ``f(data, ..., mode='train')`` that takes an iterator of sample dicts (or, after
 ``batch``, of lists of sample dicts) and yields the transformed items. ``cosyvoice.dataset.dataset.Dataset``
 chains them in the order the yaml lists them:
-
     parquet_opener -> tokenize -> filter -> resample [-> truncate] -> compute_fbank [-> compute_f0]
     -> parse_embedding [-> compute_whisper_fbank] -> shuffle -> sort -> batch -> padding
 
@@ -33,6 +32,7 @@ from torch.nn.utils.rnn import pad_sequence
 from cosyvoice.audio.io import downmix
 from cosyvoice.audio.resample import resample as resample_audio
 from cosyvoice.utils.errors import DataError
+from cosyvoice.audio.features import whisper_log_mel_spectrogram
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +208,6 @@ def compute_fbank(data: Iterable[Sample], feat_extractor: Callable, num_frames: 
 
 def compute_whisper_fbank(data: Iterable[Sample], num_frames: int = -1, mode: str = "train"):
     """Add ``speech_16k`` and ``whisper_feat`` (T, 128): the whisper log-mel of the speech resampled to 16 kHz."""
-    from cosyvoice.audio.features import whisper_log_mel_spectrogram
 
     for sample in data:
         _require(sample, ["speech", "sample_rate"], "compute_whisper_fbank", "put filter/resample before it")

@@ -8,7 +8,6 @@ CAM++ similarity to the centroid of the real test clips (``sim``) and to the rea
 and :func:`tracker_scalars` gives the ``eval/*`` scalars for TensorBoard/SwanLab.
 
 Use from the trainer::
-
     evaluator = EpochEvaluator("exp/sft/model", test_data_dir="data/test", num_utts=4,
                                asr_model_dir=args.asr_model_dir)
     ...
@@ -33,8 +32,13 @@ from typing import Dict, Optional
 
 import torch
 
+from cosyvoice.cli.cosyvoice import CosyVoice2
 from cosyvoice.eval import runner
+from cosyvoice.eval.asr import load_asr
+from cosyvoice.eval.metrics import SpeakerEmbedder
 from cosyvoice.eval.select import write_epoch_eval
+from cosyvoice.utils.checkpoint import rng_scope
+from cosyvoice.utils.pretrained import CAMPPLUS_FILE, check_pretrained_dir, SPK2INFO_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -89,9 +93,6 @@ class EpochEvaluator:
     def __init__(self, cosyvoice_dir: str, test_data_dir: str, train_data_dir: Optional[str] = None,
                  num_utts: int = 4, spk_id: str = "", asr_model_dir: str = "", asr_backend: str = "auto",
                  seed: int = EVAL_SEED, max_token_text_ratio: Optional[float] = None, wav_dir: Optional[str] = None):
-        from cosyvoice.eval.asr import load_asr
-        from cosyvoice.eval.metrics import SpeakerEmbedder
-        from cosyvoice.utils.pretrained import CAMPPLUS_FILE, check_pretrained_dir
 
         check_pretrained_dir(cosyvoice_dir)
         self.cosyvoice_dir = cosyvoice_dir
@@ -113,7 +114,6 @@ class EpochEvaluator:
     @staticmethod
     def _speaker_embedding(cosyvoice_dir: str, train_data_dir: Optional[str], spk: str) -> torch.Tensor:
         """(1, 192): from ``train_data_dir``'s spk2embedding.pt when given, else from the model dir's spk2info.pt."""
-        from cosyvoice.utils.pretrained import SPK2INFO_FILE
 
         if train_data_dir:
             path = os.path.join(train_data_dir, "spk2embedding.pt")
@@ -134,8 +134,6 @@ class EpochEvaluator:
     def cosyvoice(self):
         """The CosyVoice2 of ``cosyvoice_dir`` with the speaker registered (built on first use)."""
         if self._cosyvoice is None:
-            from cosyvoice.cli.cosyvoice import CosyVoice2
-
             cv = CosyVoice2(self.cosyvoice_dir)
             cv.frontend.spk2info[self.spk] = {"embedding": self.embedding.to(cv.frontend.device)}
             self._cosyvoice = cv
@@ -144,7 +142,6 @@ class EpochEvaluator:
     def __call__(self, module: torch.nn.Module, name: str, epoch: int, model_dir: Optional[str] = None) -> Dict:
         """Evaluate ``module`` (the trained llm or flow, unwrapped from DDP/DeepSpeed) after ``epoch``; write
         ``<model_dir>/eval/epoch_<epoch>.json`` when ``model_dir`` is given. Returns the metrics."""
-        from cosyvoice.utils.checkpoint import rng_scope
 
         out_dir = (os.path.join(self.wav_dir, f"epoch_{epoch}") if self.wav_dir
                    else tempfile.mkdtemp(prefix="cosyvoice-epoch-eval-"))

@@ -18,6 +18,9 @@ from dataclasses import asdict, dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
+from cosyvoice.audio.io import load_wav
+from cosyvoice.audio.resample import resample
+from cosyvoice.utils.onnx import EmbeddingExtractor, SAMPLE_RATE
 
 # CJK unified ideographs (basic, extension A, compatibility, extensions B and later)
 _CHINESE = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
@@ -149,15 +152,10 @@ class SpeakerEmbedder:
     """CAM++ embeddings of audio at any sample rate (resampled to 16 kHz with the official resampler, as stage 1)."""
 
     def __init__(self, campplus_path: str, threads: int = 1):
-        from cosyvoice.utils.onnx import EmbeddingExtractor
-
         self.path = campplus_path
         self.extractor = EmbeddingExtractor(campplus_path, threads=threads)
 
     def embed(self, wav, sample_rate: int) -> np.ndarray:
-        from cosyvoice.audio.resample import resample
-        from cosyvoice.utils.onnx import SAMPLE_RATE
-
         wav = np.asarray(wav.detach().cpu().numpy() if hasattr(wav, "detach") else wav, dtype=np.float32)
         wav = resample(wav.reshape(-1), int(sample_rate), SAMPLE_RATE)
         if wav.size < SAMPLE_RATE // 40:  # fewer samples than one 25 ms fbank frame
@@ -165,9 +163,6 @@ class SpeakerEmbedder:
         return np.asarray(self.extractor.embed(wav), dtype=np.float64)
 
     def embed_file(self, path: str) -> np.ndarray:
-        from cosyvoice.audio.io import load_wav
-        from cosyvoice.utils.onnx import SAMPLE_RATE
-
         return self.embed(load_wav(path, SAMPLE_RATE), SAMPLE_RATE)
 
 

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from cosyvoice.eval.runner import SYSTEMS as SYSTEM_LABELS
+from cosyvoice.eval.select import load_epoch_records
+from cosyvoice.utils.checkpoint import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +63,6 @@ def read_scalars(tb_dir: Path) -> Dict[str, List[Tuple[int, float]]]:
 
 def collect_training(train_dir) -> Optional[Dict]:
     """Curves of one training model dir, or None when it holds neither checkpoints nor TensorBoard logs."""
-    from cosyvoice.eval.select import load_epoch_records
 
     d = Path(train_dir)
     if not d.is_dir():
@@ -332,7 +333,6 @@ def write_report(exp_dir, metrics: Dict, train_dirs: Sequence = (), embed_audio:
 
     ``metrics``: the evaluation (see :mod:`cosyvoice.eval.runner`); wav paths may be absolute or relative to
     ``exp_dir`` and must lie under it unless ``embed_audio``. Returns the report's path."""
-    from cosyvoice.utils.checkpoint import atomic_write_text
 
     exp_dir = Path(exp_dir)
     exp_dir.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from cosyvoice.audio.io import load_wav, save_wav
 from cosyvoice.eval import metrics as M
 from cosyvoice.utils.errors import UserError
 
@@ -133,7 +134,6 @@ def synthesize_items(cosyvoice, items: List[TestItem], system: str, out_dir: str
     ``<out_dir>/<utt>.wav``. Returns {utt: {'wav', 'seconds', 'rtf'}}."""
     from tqdm import tqdm
 
-    from cosyvoice.audio.io import save_wav
 
     os.makedirs(out_dir, exist_ok=True)
     results = {}
@@ -152,7 +152,6 @@ def synthesize_items(cosyvoice, items: List[TestItem], system: str, out_dir: str
 
 def copy_real(items: List[TestItem], out_dir: str) -> Dict[str, Dict[str, float]]:
     """The real test clips as 24 kHz 16-bit wavs in ``out_dir`` (for the report's players)."""
-    from cosyvoice.audio.io import load_wav, save_wav
 
     os.makedirs(out_dir, exist_ok=True)
     results = {}
@@ -183,7 +182,6 @@ def score(items: List[TestItem], audio: Dict[str, Dict[str, Dict[str, float]]], 
 
     ``audio['real']`` must hold every item. ``asr``: an object with ``transcribe(wav16k, language)`` or None (no
     transcripts, no CER/WER)."""
-    from cosyvoice.audio.io import load_wav
 
     def load16(path):
         return load_wav(path, 16000).reshape(-1).numpy()

@@ -24,6 +24,7 @@ import math
 import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional
+from cosyvoice.utils.checkpoint import atomic_write_text, list_checkpoints
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,6 @@ def epoch_eval_path(model_dir, epoch: int) -> Path:
 
 def write_epoch_eval(model_dir, epoch: int, metrics: Dict[str, Any], checkpoint: Optional[str] = None) -> Path:
     """Write ``<model_dir>/eval/epoch_<epoch>.json`` (atomically): ``metrics`` plus epoch and checkpoint name."""
-    from cosyvoice.utils.checkpoint import atomic_write_text
 
     path = epoch_eval_path(model_dir, epoch)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -71,7 +71,6 @@ def read_epoch_evals(model_dir) -> Dict[str, Dict[str, Any]]:
 def load_epoch_records(model_dir) -> List[Dict[str, Any]]:
     """One record per distinct checkpoint step of ``model_dir`` (an epoch's ``_whole`` checkpoint preferred over a
     step checkpoint of the same step), oldest first, with CV numbers and evaluation metrics merged in."""
-    from cosyvoice.utils.checkpoint import list_checkpoints
 
     by_step: Dict[int, Any] = {}
     for info in list_checkpoints(model_dir):

@@ -9,7 +9,7 @@ CosyVoice2) this module holds their building blocks, written after Matcha-TTS's
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F

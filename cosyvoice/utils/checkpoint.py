@@ -12,7 +12,8 @@ Every file is written to a temporary name (``.NAME.pt.tmp<pid>``) and renamed in
 last: a crash at any moment leaves either a complete new checkpoint or none, and the previous ones intact. A write
 that fails (disk full, read-only folder) removes what it had written and raises a one-line
 :class:`cosyvoice.utils.errors.WriteError`; the temp files of killed processes are removed by
-:func:`clean_stale_temp` (``python -m cosyvoice.utils.checkpoint clean_stale DIR...``, and the trainer at start).
+:func:`cosyvoice.utils.fileio.clean_stale_temp` (``python -m cosyvoice.utils.fileio clean_stale DIR...``, and the
+trainer at start).
 A run stopped by the divergence guard marks its sidecars (``diverged``: the reason) so that they are not averaged.
 On resume the newest checkpoint whose files all match their recorded sha256 (and load) is used; a damaged newer one
 is reported with a warning naming it and the reason, and skipped.
@@ -23,19 +24,21 @@ import datetime
 import hashlib
 import json
 import logging
-import os
 import random
-import re
 import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
 
-from cosyvoice.utils.errors import UserError, write_error
+from cosyvoice.utils import fileio
+from cosyvoice.utils.errors import UserError
+from cosyvoice.utils.fileio import (TMP_SUFFIX, atomic_torch_save, atomic_write_text, clean_stale_temp,  # noqa: F401
+                                    temp_name)
+from cosyvoice.utils.common import set_all_random_seed
 
 logger = logging.getLogger(__name__)
 
@@ -47,60 +50,8 @@ class CheckpointCorrupt(UserError, RuntimeError):
     """A checkpoint whose files are missing, truncated or altered."""
 
 
-# ------------------------------------------------------------------------------------------------ atomic writes
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(str(path), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-TMP_SUFFIX = re.compile(r"\.tmp(\d+)$")  # what temp_name() ends with: the writer's process id
-
-
-def temp_name(path) -> Path:
-    """The temporary name beside ``path`` that this process writes before renaming it onto ``path``."""
-    path = Path(path)
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
-
-
+# atomic writes live in cosyvoice.utils.fileio; these names are used here and by the callers of this module
 _tmp_name = temp_name
-
-
-def _atomic_write(path, write: Callable[[Any], None], mode: str) -> None:
-    """``write(f)`` to a temporary file opened with ``mode`` in the same folder, fsync, then rename over ``path``.
-
-    An OSError of a full disk or an unwritable folder becomes a one-line WriteError naming ``path``; the temporary
-    file is removed whatever happens."""
-    path = Path(path)
-    tmp = temp_name(path)
-    try:
-        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        raise write_error(path, e) from e
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_dir(path.parent)
-
-
-def atomic_torch_save(obj: Any, path) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``."""
-    _atomic_write(path, lambda f: torch.save(obj, f), "wb")
-
-
-def atomic_write_text(path, text: str) -> None:
-    _atomic_write(path, lambda f: f.write(text), "w")
 
 
 def sha256_file(path, chunk: int = 1 << 22) -> str:
@@ -160,8 +111,6 @@ class rng_scope:
         self.seed = seed
 
     def __enter__(self):
-        from cosyvoice.utils.common import set_all_random_seed
-
         self.saved = get_rng_state()
         set_all_random_seed(self.seed)
         return self
@@ -331,74 +280,9 @@ def prune_train_states(model_dir, keep: int) -> List[str]:
 
 
 # ------------------------------------------------------------------------------------------------ stale temp files
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # a live process of another user
-        return True
-    return True
-
-
-def clean_stale_temp(dirs, recursive: bool = True) -> List[Path]:
-    """Remove the temp files (and folders) named ``*.tmp<pid>`` that processes no longer alive left in ``dirs``.
-
-    Such names are what the atomic writers here use (:func:`temp_name`); a process killed while writing leaves
-    its temp file behind. Entries of live processes (this one included) are kept. Folders are searched
-    recursively unless ``recursive`` is False; symbolic links are never followed (a model dir links into the
-    pretrained dir). Missing dirs are skipped. Returns the paths removed.
-    """
-    removed: List[Path] = []
-    me = os.getpid()
-
-    def consider(parent: str, name: str) -> None:
-        m = TMP_SUFFIX.search(name)
-        if not m or int(m.group(1)) == me or _pid_alive(int(m.group(1))):
-            return
-        path = Path(parent) / name
-        try:
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-        except FileNotFoundError:
-            return
-        removed.append(path)
-
-    for top in dirs:
-        if not os.path.isdir(top):
-            continue
-        for parent, subdirs, files in os.walk(top, followlinks=False):
-            for name in files:
-                consider(parent, name)
-            kept = []
-            for name in subdirs:
-                consider(parent, name)
-                if (Path(parent) / name).is_dir():
-                    kept.append(name)
-            subdirs[:] = kept if recursive else []
-    return removed
-
-
 def main(argv: Optional[List[str]] = None) -> int:
-    """``python -m cosyvoice.utils.checkpoint clean_stale DIR...``: remove stale temp files of dead processes."""
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m cosyvoice.utils.checkpoint",
-                                description="Remove the *.tmp<pid> files that killed processes left behind.")
-    sub = p.add_subparsers(dest="command", required=True)
-    clean = sub.add_parser("clean_stale", help="remove *.tmp<pid> entries of dead processes (recursively)")
-    clean.add_argument("dirs", nargs="+", help="folders to clean (missing ones are skipped)")
-    clean.add_argument("--no_recursive", action="store_true", help="only the entries directly in each folder")
-    args = p.parse_args(argv)
-    removed = clean_stale_temp(args.dirs, recursive=not args.no_recursive)
-    if removed:
-        shown = ", ".join(str(r) for r in removed[:5]) + (f" (+{len(removed) - 5} more)" if len(removed) > 5 else "")
-        print(f"removed {len(removed)} stale temp file(s) of killed processes: {shown}")
-    return 0
+    """``python -m cosyvoice.utils.checkpoint clean_stale DIR...`` (the same as ``python -m cosyvoice.utils.fileio``)."""
+    return fileio.main(argv)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ import os
 import re
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from cosyvoice.utils.errors import UserError
+
 # Official dotted names that point outside the cosyvoice package, and where they live here.
 NAME_MAP = {
     "matcha.utils.audio.mel_spectrogram": "cosyvoice.audio.features.mel_spectrogram",
@@ -37,7 +39,7 @@ _COMMENT = re.compile(r"#.*$", re.MULTILINE)
 _TAG_NAME = re.compile(r"!(?:new|name|apply):([A-Za-z_][\w.]*)")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file or an override that cannot be used; the message names the file and the fix."""
 
 
@@ -120,7 +122,7 @@ def select_keys(text: str, keys) -> str:
 
 def _check_overrides(path: str, tree: Any, overrides: Mapping[str, Any], prefix: str = "") -> None:
     """Every override (nested dicts: every path) names a key the yaml has."""
-    from cosyvoice.utils.config_keys import suggest
+    from cosyvoice.utils.config_keys import suggest  # config_keys imports this module
 
     for key, value in overrides.items():
         if not isinstance(tree, Mapping) or key not in tree:
@@ -133,7 +135,7 @@ def _check_overrides(path: str, tree: Any, overrides: Mapping[str, Any], prefix:
 def check_config_text(path: str, text: str, overrides: Optional[Mapping[str, Any]] = None) -> None:
     """The strict-config checks (cosyvoice.utils.config_keys) and the override check, on the yaml ``text`` of
     ``path`` as written (official names), without building anything. Raises ConfigError (one line)."""
-    from cosyvoice.utils.config_keys import check_config_tree, parse_tree
+    from cosyvoice.utils.config_keys import check_config_tree, parse_tree  # config_keys imports this module
 
     text = drop_seed_lines(text)
     tree = parse_tree(path, text)
@@ -193,6 +195,8 @@ def main(argv=None) -> int:
     line naming the file, the key and the closest valid one at the first problem."""
     import sys
 
+    from cosyvoice.utils.cli import report
+
     paths = sys.argv[1:] if argv is None else argv
     if not paths or paths[0] in ("-h", "--help"):
         print("usage: python -m cosyvoice.utils.config <cosyvoice2.yaml>...", file=sys.stderr)
@@ -203,8 +207,7 @@ def main(argv=None) -> int:
             check_config_text(path, raw)
             _check_names(path, translate_config_text(raw))
         except ConfigError as e:
-            print(f"ERROR: {e}", file=sys.stderr)
-            return 2
+            return report("cosyvoice.utils.config", e)
     return 0
 
 

@@ -21,6 +21,8 @@ import re
 from typing import Any, Iterable, List, Mapping, Optional
 
 from cosyvoice.utils.config import NAME_MAP, ConfigError
+from cosyvoice.utils.divergence import GUARD_DEFAULTS
+from cosyvoice.utils.scheduler import SCHEDULERS
 
 # The top-level keys of examples/libritts/cosyvoice2/conf/cosyvoice2.yaml at official commit ace7c47 (the
 # cosyvoice3.yaml of that commit has the same ones), without the __set_seed* lines, which the loader drops.
@@ -52,7 +54,6 @@ _COMMENT = re.compile(r"#.*$", re.MULTILINE)
 
 def train_conf_keys() -> tuple:
     """Every key the trainer reads of train_conf: :data:`TRAIN_CONF_KEYS` and the divergence guard's."""
-    from cosyvoice.utils.divergence import GUARD_DEFAULTS
 
     return TRAIN_CONF_KEYS + tuple(GUARD_DEFAULTS)
 
@@ -174,8 +175,6 @@ def _check_train_conf(path: str, name: str, conf: Mapping, valid: Iterable[str])
                                    f"{OPTIMIZERS[kind]})", args)
     kind = conf.get("scheduler")
     if isinstance(kind, str) and isinstance(conf.get("scheduler_conf"), Mapping):
-        from cosyvoice.utils.scheduler import SCHEDULERS
-
         if kind not in SCHEDULERS:
             return  # init_scheduler names the valid schedules
         # constantlr ignores scheduler_conf (the official SFT yaml keeps warmup_steps there): any schedule's keys do

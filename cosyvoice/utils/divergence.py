@@ -22,7 +22,8 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 
-from cosyvoice.utils.errors import UserError
+from cosyvoice.utils import checkpoint as ckpt
+from cosyvoice.utils.errors import TrainSetupError, UserError
 
 GUARD_DEFAULTS: Dict[str, float] = {
     "diverge_loss_ratio": 10.0,    # loss above this x the CV loss before training is divergence (0: off)
@@ -62,8 +63,6 @@ class DivergenceGuard:
     """Watches every update and every CV of one training run (see the module docstring)."""
 
     def __init__(self, conf: Mapping[str, Any], loss_scaled: bool = False):
-        from cosyvoice.utils.train_utils import TrainSetupError
-
         values = {k: conf.get(k, v) for k, v in GUARD_DEFAULTS.items()}
         try:
             self.loss_ratio = float(values["diverge_loss_ratio"])
@@ -164,7 +163,6 @@ def mark_run_diverged(model_dir, error: TrainingDiverged) -> None:
     import json
     from pathlib import Path
 
-    from cosyvoice.utils import checkpoint as ckpt
 
     root = Path(model_dir)
     message = str(error)

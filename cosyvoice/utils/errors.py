@@ -1,14 +1,14 @@
-"""The common base of the errors that bad input from a user raises, and how entry points report them.
+"""The common base of the errors that bad input from a user raises.
 
-An entry point (``cosyvoice/bin/*.py``, ``tools/*.py``) catches :class:`UserError`, prints :func:`one_line` of it
-(no traceback) and exits with :data:`EXIT_USER_ERROR`. The message itself names the file and the fix.
+Every entry point (``cosyvoice/bin/*.py``, ``tools/*.py``, ``local/*.py``, through
+:func:`cosyvoice.utils.cli.entry_point`) prints a :class:`UserError` as one line (:func:`one_line`, no traceback)
+and exits with :data:`EXIT_USER_ERROR`. The message itself names the file and the fix.
 """
 from __future__ import annotations
 
 import errno
 import os
 import re
-import sys
 
 EXIT_USER_ERROR = 2
 
@@ -19,6 +19,10 @@ class UserError(Exception):
 
 class DataError(UserError, ValueError):
     """Training or CV data that cannot be used; the message names the file (and utterance) and how to remake it."""
+
+
+class TrainSetupError(UserError, ValueError):
+    """A bad training option, file or combination, reported in one line naming the fix."""
 
 
 class WriteError(UserError, OSError):
@@ -59,9 +63,3 @@ def one_line(error: BaseException) -> str:
     if isinstance(error, OSError) and error.strerror and not isinstance(error, WriteError) and error.filename:
         text = f"{error.filename}: {error.strerror}"
     return " ".join(text.split("\n")).strip() or type(error).__name__
-
-
-def report(prog: str, error: BaseException) -> int:
-    """Print ``<prog>: error: <one line>`` to stderr; returns :data:`EXIT_USER_ERROR`."""
-    print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
-    return EXIT_USER_ERROR

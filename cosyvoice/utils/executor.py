@@ -37,6 +37,7 @@ from cosyvoice.utils import checkpoint as ckpt
 from cosyvoice.utils.divergence import DivergenceGuard, TrainingDiverged, mark_run_diverged
 from cosyvoice.utils.train_utils import (DistInfo, TrainSetupError, all_gather_object, all_reduce_mean,
                                          all_reduce_min, autocast, barrier, unwrap)
+from cosyvoice.utils.common import load_checkpoint_strict
 
 logger = logging.getLogger(__name__)
 
@@ -345,7 +346,6 @@ class Executor:
 
     def resume(self, info: ckpt.CheckpointInfo) -> None:
         """Restore everything saved by :meth:`save` from checkpoint ``info`` (already verified)."""
-        from cosyvoice.utils.common import load_checkpoint_strict
 
         if info.world_size != self.info.world_size:
             raise TrainSetupError(

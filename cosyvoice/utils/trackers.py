@@ -22,6 +22,9 @@ from typing import Any, Dict, List, Mapping, Optional
 from urllib.parse import urlparse
 
 import numpy as np
+from cosyvoice.audio.io import save_wav
+from cosyvoice.cli.cosyvoice import CosyVoice2
+from cosyvoice.utils.checkpoint import rng_scope
 
 logger = logging.getLogger(__name__)
 
@@ -232,8 +235,6 @@ class SampleRenderer:
         self.cosyvoice = None
 
     def _load(self):
-        from cosyvoice.cli.cosyvoice import CosyVoice2
-
         cosyvoice = CosyVoice2(self.model_dir)
         speakers = cosyvoice.list_available_spks()
         if not speakers:
@@ -250,8 +251,6 @@ class SampleRenderer:
         return cosyvoice
 
     def __call__(self, module, epoch: int, step: int, tracker: Optional[Tracker]) -> List[Path]:
-        from cosyvoice.utils.checkpoint import rng_scope
-
         try:
             with rng_scope(self.seed):  # building the model draws random numbers too
                 return self.render(module, epoch, step, tracker)
@@ -260,9 +259,6 @@ class SampleRenderer:
             return []
 
     def render(self, module, epoch: int, step: int, tracker: Optional[Tracker]) -> List[Path]:
-        from cosyvoice.audio.io import save_wav
-        from cosyvoice.utils.checkpoint import rng_scope
-
         if self.cosyvoice is None:
             self.cosyvoice = self._load()
         model = self.cosyvoice.model

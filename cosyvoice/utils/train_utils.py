@@ -20,18 +20,19 @@ from typing import Any, Dict, List, Optional
 import torch
 import torch.distributed as dist
 
+from cosyvoice.dataset.dataset import check_speech_tokens, Dataset
 from cosyvoice.utils.checkpoint import atomic_write_text
-from cosyvoice.utils.errors import UserError
+from cosyvoice.utils.common import load_checkpoint_strict
+from cosyvoice.utils.config import _read, check_config_text, drop_seed_lines, load_config, top_level_keys
+from cosyvoice.utils.config_keys import OPTIMIZERS
+from cosyvoice.utils.errors import TrainSetupError, UserError  # noqa: F401 (TrainSetupError: part of this API)
+from cosyvoice.utils.scheduler import build_scheduler
 
 logger = logging.getLogger(__name__)
 
 MODELS = ("llm", "flow")
 QWEN_DIR = "CosyVoice-BlankEN"
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-class TrainSetupError(UserError, ValueError):
-    """A bad option, file or combination, reported in one line naming the fix."""
 
 
 # ------------------------------------------------------------------------------------------------ distributed
@@ -229,7 +230,6 @@ def train_config_text(src: str, overrides: Dict[str, Any]) -> str:
     from hyperpyyaml.core import recursive_update
     from ruamel.yaml import YAML
 
-    from cosyvoice.utils.config import _read, check_config_text, drop_seed_lines, top_level_keys
 
     text = drop_seed_lines(_read(src))
     check_config_text(src, text)
@@ -266,7 +266,6 @@ def _check_override_paths(src: str, tree, overrides, prefix: str = "") -> None:
 
 def load_train_config(path: Path, model: str) -> Dict[str, Any]:
     """Build the model ``model``, the data pipeline and ``train_conf`` from the experiment's config file."""
-    from cosyvoice.utils.config import load_config
 
     configs = load_config(str(path), keys=[model, "data_pipeline", "train_conf"])
     check_train_conf(configs["train_conf"], path)
@@ -313,7 +312,6 @@ def record_experiment(model_dir: Path, argv: List[str]) -> None:
 # ------------------------------------------------------------------------------------------------ model / optim
 def init_model(model: torch.nn.Module, checkpoint: Optional[str]) -> torch.nn.Module:
     """Load ``checkpoint`` strictly into ``model`` (a missing or mismatched file is an error)."""
-    from cosyvoice.utils.common import load_checkpoint_strict
 
     if checkpoint:
         load_checkpoint_strict(model, checkpoint)
@@ -333,7 +331,6 @@ def init_optimizer(model: torch.nn.Module, conf: Dict[str, Any]) -> torch.optim.
     update up to float rounding, several times faster than the per-parameter loop (tools/benchmark.py prints the
     Adam step with each; BENCHMARKS.md). ``fused: false`` in ``optim_conf`` gives torch's default back.
     """
-    from cosyvoice.utils.config_keys import OPTIMIZERS
 
     kinds = {name: getattr(torch.optim, cls) for name, cls in OPTIMIZERS.items()}
     if conf["optim"] not in kinds:
@@ -371,15 +368,12 @@ def fused_supported(params: List[torch.Tensor]) -> bool:
 
 
 def init_scheduler(optimizer: torch.optim.Optimizer, conf: Dict[str, Any]):
-    from cosyvoice.utils.scheduler import build_scheduler
-
     return build_scheduler(conf["scheduler"], optimizer, conf.get("scheduler_conf"))
 
 
 def speech_token_check(module: torch.nn.Module, list_files: List[str]):
     """``check(batch)``: one line naming the shard and utterance of a speech token the module has no embedding
     for (None for a module without speech-token input)."""
-    from cosyvoice.dataset.dataset import check_speech_tokens
 
     if hasattr(module, "speech_token_size"):
         vocab, owner = int(module.speech_token_size), f"the llm (speech_token_size {module.speech_token_size})"
@@ -442,7 +436,6 @@ def init_dataloaders(args, configs: Dict[str, Any]):
     (seed, epoch); CV reads every list on every rank in a fixed order."""
     from torch.utils.data import DataLoader
 
-    from cosyvoice.dataset.dataset import Dataset
 
     pipeline = configs["data_pipeline"]
     train_set = Dataset(args.train_data, pipeline, mode="train", shuffle=True, partition=True, seed=args.seed)

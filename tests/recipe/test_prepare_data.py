@@ -7,7 +7,7 @@ import pytest
 
 import prepare_data
 from recipe_helpers import BAD_FOLDER_EXPECTED, snapshot, write_text, write_wav
-from validate_data_dir import read_table, validate_data_dir
+from cosyvoice.dataset.datadir import read_table, validate_data_dir
 
 
 def read_rejected(path):

@@ -6,7 +6,7 @@ import os
 import shutil
 
 from recipe_helpers import ROOT, snapshot, write_text, write_wav
-from validate_data_dir import read_table
+from cosyvoice.dataset.datadir import read_table
 
 DEMO = ROOT / "local" / "demo_voice"
 

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from recipe_helpers import BAD_FOLDER_EXPECTED, ROOT, make_bad_folder, snapshot, write_text, write_wav
-from validate_data_dir import read_table, validate_data_dir
+from cosyvoice.dataset.datadir import read_table, validate_data_dir
 
 
 def assert_players_resolve(report: Path, count: int) -> None:

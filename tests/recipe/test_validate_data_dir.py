@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from recipe_helpers import ROOT, write_wav
-from validate_data_dir import DataDirError, validate_data_dir
+from cosyvoice.dataset.datadir import DataDirError, validate_data_dir
 
 
 def make_dir(tmp_path, utts=("a_1", "a_2", "b_1")):
