@@ -132,7 +132,7 @@ log() {
 }
 die() {
   echo "run.sh: error: $*" >&2
-  exit 1
+  exit 2
 }
 
 [ $# -eq 0 ] || die "unexpected argument '$1' (options are --name value; see --help)"
@@ -222,7 +222,7 @@ fi
 . "${root}/path.sh"
 # temp files of killed writers (*.tmp<pid> of processes that are gone)
 for d in "${data_root}" "${exp_dir}"; do
-  [ ! -d "${d}" ] || python3 -m cosyvoice.utils.checkpoint clean_stale "${d}"
+  [ ! -d "${d}" ] || python3 -m cosyvoice.utils.fileio clean_stale "${d}"
 done
 
 # fingerprint ITEM...: a hash of the items' content (python -m cosyvoice.utils.fingerprint: 'path:P' a file or folder,
@@ -378,7 +378,7 @@ if [ "${stop_stage}" -ge 1 ]; then
       echo "${fp}" > "${marker}"
     fi
   fi
-  python3 -m cosyvoice.utils.pretrained "${pretrained_model_dir}" || exit 1
+  python3 -m cosyvoice.utils.pretrained "${pretrained_model_dir}" || exit 2
 fi
 
 if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
@@ -469,7 +469,7 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     fi
   fi
   [ -f "${config}" ] || die "stage 5: training config ${config} not found (--train_config)"
-  python3 -m cosyvoice.utils.config "${config}" || exit 1  # strict: an unknown key is one line, before torchrun
+  python3 -m cosyvoice.utils.config "${config}" || exit 2  # strict: an unknown key is one line, before torchrun
   [ -z "${gpus}" ] || export CUDA_VISIBLE_DEVICES=${gpus}
   num_gpus=$(python3 -c "import torch; print(torch.cuda.device_count())")
   if [ "${num_gpus}" -gt 0 ]; then

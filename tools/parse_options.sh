@@ -19,7 +19,7 @@ _po_prog=$(basename "$0")
 _po_fail() {
   echo "${_po_prog}: $*" >&2
   echo "${_po_prog}: run '${_po_prog} --help' to see the options" >&2
-  exit 1
+  exit 2
 }
 
 while [ $# -gt 0 ]; do

@@ -22,12 +22,12 @@ Create or refresh the project's virtualenv (.venv).
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "${root}/tools/parse_options.sh"
-[ $# -eq 0 ] || { echo "setup_env.sh: unexpected argument '$1'" >&2; exit 1; }
+[ $# -eq 0 ] || { echo "setup_env.sh: unexpected argument '$1'" >&2; exit 2; }
 
 venv=${root}/.venv
 stamp=${venv}/.setup_stamp
 say() { echo "setup_env: $*"; }
-die() { echo "setup_env: error: $*" >&2; exit 1; }
+die() { echo "setup_env: error: $*" >&2; exit 2; }
 
 key=$(cat "${root}/requirements.txt" "${root}/pyproject.toml" "${root}/tools/setup_env.sh" | sha256sum | cut -d' ' -f1)
 if [ "${force}" = false ] && [ -f "${stamp}" ] && [ "$(cat "${stamp}")" = "${key}" ] \

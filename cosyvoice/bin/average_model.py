@@ -128,7 +128,6 @@ def guess_model(src: Path) -> str:
     raise AverageError(f"cannot tell which model {src} trained (no train.cmd): pass --model llm|flow")
 
 
-@entry_point("average_model.py")
 def main(argv: Optional[List[str]] = None) -> int:
     args = get_args(argv)
     src, dst = Path(args.src_path), Path(args.dst_model)
@@ -149,5 +148,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
+# the command line: a bad input is one line (exit status 2), not a traceback
+cli = entry_point("average_model.py")(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -190,7 +190,6 @@ def export_estimator(flow: torch.nn.Module, out: Path, atol: float, gen: torch.G
     return _check("estimator", out, float((torch.from_numpy(got) - ref).abs().max()), atol)
 
 
-@entry_point("export.py")
 def main(argv: Optional[List[str]] = None) -> int:
     args = get_args(argv)
     model_dir = Path(args.model_dir)
@@ -202,5 +201,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
+# the command line: a bad input is one line (exit status 2), not a traceback
+cli = entry_point("export.py")(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from cosyvoice.utils.fileio import TableError, byte_key, read_table, write_table  # noqa: F401 (the table API)
+from cosyvoice.utils import fileio
+from cosyvoice.utils.fileio import TableError, byte_key, write_table  # noqa: F401 (the table API of a data dir)
 
 REQUIRED = ("wav.scp", "text", "utt2spk", "spk2utt")
 UTT_KEYED = ("wav.scp", "text", "utt2spk", "utt2dur")
@@ -18,6 +19,14 @@ UTT_KEYED = ("wav.scp", "text", "utt2spk", "utt2dur")
 
 class DataDirError(TableError):
     """A data dir that later stages must not read; the message names the file, the line and the fix."""
+
+
+def read_table(path: str | os.PathLike) -> list[tuple[str, str]]:
+    """:func:`cosyvoice.utils.fileio.read_table`, its errors raised as :class:`DataDirError`."""
+    try:
+        return fileio.read_table(path)
+    except TableError as e:
+        raise DataDirError(str(e)) from None
 
 
 def validate_data_dir(data_dir: str | os.PathLike, check_files: bool = True) -> dict[str, int]:

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
@@ -111,11 +112,11 @@ def require_writable_dir(path: PathLike, what: str) -> None:
     """Create ``path`` if needed and check that files can be made in it, before any work; else a one-line
     :class:`WriteError` naming it."""
     path = Path(path)
-    probe = temp_name(path / ".write_probe")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
+        fd, probe = tempfile.mkstemp(prefix=".write_probe.", suffix=f".tmp{os.getpid()}", dir=path)
+        os.close(fd)
+        os.remove(probe)
     except OSError as e:
         raise write_error(path, e, hint=f" ({what})") from e
 

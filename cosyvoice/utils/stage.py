@@ -66,7 +66,7 @@ def _as_stage_error(tool: str, write: Callable[[], None]) -> None:
     try:
         write()
     except WriteError as e:
-        raise StageInputError(f"{tool}: {e}") from e
+        raise StageInputError(f"{tool}: {e}" if tool else str(e)) from e
 
 
 def require_writable_dir(path: str, tool: str) -> str:
@@ -79,15 +79,15 @@ def require_writable_dir(path: str, tool: str) -> str:
 
 
 def save_pt(obj, path: str, tool: str = "") -> None:
-    _as_stage_error(tool or os.path.basename(path), lambda: fileio.atomic_torch_save(obj, path))
+    _as_stage_error(tool, lambda: fileio.atomic_torch_save(obj, path))
 
 
 def write_lines(path: str, lines: Iterable[str], tool: str = "") -> None:
-    _as_stage_error(tool or os.path.basename(path), lambda: fileio.atomic_write_lines(path, lines))
+    _as_stage_error(tool, lambda: fileio.atomic_write_lines(path, lines))
 
 
 def write_text(path: str, text: str, tool: str = "") -> None:
-    _as_stage_error(tool or os.path.basename(path), lambda: fileio.atomic_write_text(path, text))
+    _as_stage_error(tool, lambda: fileio.atomic_write_text(path, text))
 
 
 def speaker_means(utt2embedding: Dict[str, List[float]], utt2spk: Dict[str, str]) -> Dict[str, List[float]]:

@@ -73,5 +73,5 @@ def test_cli_refuses_a_silent_prompt_in_one_line(tmp_path, model_dir, wavs, caps
                    "--mode", "zero-shot", "--prompt_wav", str(wavs / "zeros.wav"), "--prompt_text", PROMPT_TEXT])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1
-    assert err[0].startswith(f"ERROR: prompt wav {wavs / 'zeros.wav'} is silent")
+    assert err[0].startswith(f"inference.py: error: prompt wav {wavs / 'zeros.wav'} is silent")
     assert not result_dir.exists()

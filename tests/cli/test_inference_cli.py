@@ -56,7 +56,7 @@ def test_prompt_from_pair_folder_and_kaldi_dir(tmp_path, pair_dir, prompt_wav):
 
     kaldi = tmp_path / "kaldi"
     kaldi.mkdir()
-    (kaldi / "wav.scp").write_text(f"utt_b {prompt_wav}\nutt_a {prompt_wav}\n")
+    (kaldi / "wav.scp").write_text(f"utt_a {prompt_wav}\nutt_b {prompt_wav}\n")  # a valid (sorted) table
     (kaldi / "text").write_text("utt_a 你好 世界\nutt_b hello\n")
     args = cli.get_args(["--model_dir", "m", "--text_json", "t", "--result_dir", "r", "--test_data_dir", str(kaldi)])
     assert cli.resolve_prompt(args) == (str(prompt_wav), "你好 世界")
@@ -96,7 +96,7 @@ def test_bad_input_writes_nothing(tmp_path, text_json, prompt_wav, capsys, extra
     argv += [{"EMPTY": str(empty_json), "TWO": str(two_json)}.get(a, a) for a in extra]  # the later option wins
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("ERROR: ")
+    assert len(err) == 1 and err[0].startswith("inference.py: error: ")
     assert re.search(message, err[0]), err[0]
     assert not result_dir.exists()
 
@@ -133,11 +133,11 @@ def test_inference_sh_help_and_bad_option():
     assert r.returncode == 0 and "--mode MODE               sft | zero-shot | cross-lingual | instruct | all" in r.stdout
     r = subprocess.run(["bash", os.path.join(ROOT, "inference.sh"), "--mode", "karaoke"], capture_output=True,
                        text=True)
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert "inference.sh: error: --mode must be sft, zero-shot, cross-lingual, instruct or all, got 'karaoke'" \
         in r.stderr
     r = subprocess.run(["bash", os.path.join(ROOT, "inference.sh"), "--fp16", "yes"], capture_output=True, text=True)
-    assert r.returncode == 1 and "inference.sh: option --fp16 takes true or false, got 'yes'" in r.stderr
+    assert r.returncode == 2 and "inference.sh: option --fp16 takes true or false, got 'yes'" in r.stderr
 
 
 def test_inference_sh_all_modes(tmp_path, model_dir, text_json, pair_dir):

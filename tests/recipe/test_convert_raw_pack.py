@@ -73,7 +73,7 @@ def test_spk_id_and_set_names_are_options(raw_pack, tmp_path):
 
 
 def test_bad_spk_id_is_refused(raw_pack, tmp_path, capsys):
-    assert convert(raw_pack, tmp_path / "o", "--spk_id", "hu_tao") == 1
+    assert convert(raw_pack, tmp_path / "o", "--spk_id", "hu_tao") == 2
     assert "--spk_id 'hu_tao' must be letters, digits and '-' only" in capsys.readouterr().err
 
 
@@ -86,13 +86,13 @@ def test_rerun_overwrites_its_own_output_but_not_a_foreign_folder(raw_pack, tmp_
 
     foreign = tmp_path / "mine"
     write_text(foreign / "keep.txt", "user data")
-    assert convert(raw_pack, foreign) == 1
+    assert convert(raw_pack, foreign) == 2
     assert "is not empty and was not written by this script" in capsys.readouterr().err
     assert sorted(p.name for p in foreign.iterdir()) == ["keep.txt"]
 
 
 def test_output_inside_the_pack_is_refused(raw_pack, capsys):
-    assert convert(raw_pack, raw_pack / "out") == 1
+    assert convert(raw_pack, raw_pack / "out") == 2
     assert "overlap; write the pairs somewhere outside the pack" in capsys.readouterr().err
     assert not (raw_pack / "out").exists()
 
@@ -101,7 +101,7 @@ def test_pack_with_no_usable_clip_fails(tmp_path, capsys):
     pack = tmp_path / "pack"
     write_wav(pack / "a.wav", 1.0, rate=48000)
     write_text(pack / "a.lab", "{NICKNAME}")
-    assert convert(pack, tmp_path / "out") == 1
+    assert convert(pack, tmp_path / "out") == 2
     assert capsys.readouterr().err.strip() == f"convert_raw_pack.py: error: no usable clip in {pack}"
 
 

@@ -67,7 +67,7 @@ def test_config_file_then_options(tmp_path):
 )
 def test_bad_options_fail_with_a_clear_message(tmp_path, args, message):
     r = run_script(tmp_path, *args)
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert r.stdout == ""
     assert r.stderr.splitlines()[0] == message
 

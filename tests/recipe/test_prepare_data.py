@@ -84,7 +84,7 @@ def test_nothing_left_fails_with_one_error_line(tmp_path, capsys):
     write_text(src / "a_1.normalized.txt", "too short")
     write_text(src / "a_2.normalized.txt", "no wav")
     des = tmp_path / "des"
-    assert prepare_data.main(["--src_dir", str(src), "--des_dir", str(des)]) == 1
+    assert prepare_data.main(["--src_dir", str(src), "--des_dir", str(des)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"prepare_data.py: error: no usable utterance in {src} (reasons in {des / 'rejected.tsv'})"]
     assert read_rejected(des / "rejected.tsv") == {"a_1": "too_short", "a_2": "no_wav"}

@@ -26,7 +26,7 @@ def test_second_run_on_a_dir_in_use_fails_at_once_naming_the_holder(run_recipe, 
         held.write("PID 4242: bash run.sh --stage 5 --lr 0.01\n")
         held.flush()
         r = run_recipe("--stage", "1", "--stop_stage", "1", "--exp_dir", exp, "--data_root", tmp_path / "data")
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert r.stderr.splitlines() == [
         f"run.sh: error: {exp} is in use by another run (PID 4242: bash run.sh --stage 5 --lr 0.01 ); wait for it "
         "to finish, or give another --exp_dir/--data_root (--tag)"]
@@ -48,7 +48,7 @@ def test_failed_stage0_rerun_leaves_the_previous_tables(run_recipe, tmp_path):
     (empty / "train").mkdir(parents=True)
     (empty / "test").mkdir()
     r = run_recipe("--stop_stage", "0", "--data_dir", empty, "--data_root", data)
-    assert r.returncode == 1 and "no usable utterance" in r.stderr
+    assert r.returncode == 2 and "no usable utterance" in r.stderr
     assert snapshot(data / "train") == before
     r = run_recipe("--stop_stage", "0", "--data_dir", good, "--data_root", data)  # the next run cleans up
     assert r.returncode == 0 and not (data / ".stage0.new").exists()
@@ -62,7 +62,7 @@ def test_train_test_overlap_is_an_error_or_dropped_from_test(run_recipe, tmp_pat
     write_text(d / "test" / "a_copy.normalized.txt", "another transcript")
     data = tmp_path / "data"
     r = run_recipe("--stop_stage", "0", "--data_dir", d, "--data_root", data)
-    assert r.returncode == 1
+    assert r.returncode == 2
     errors = [line for line in r.stderr.splitlines() if "error" in line]
     assert errors == [f"check_overlap.py: error: 2 test utterance(s) are also in the training set (a_1: id a_1 is "
                       f"also in {d}/train, ...): remove them from one set, or pass --drop_test_overlap true to drop "

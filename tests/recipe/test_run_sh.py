@@ -39,7 +39,7 @@ def test_help_lists_the_options(run_recipe):
 
 def test_unknown_option_fails_clearly(run_recipe):
     r = run_recipe("--no_such_option", "1")
-    assert r.returncode == 1 and r.stdout == ""
+    assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.splitlines()[0] == "run.sh: unknown option --no_such_option"
 
 
@@ -53,7 +53,7 @@ def test_bad_values_fail_clearly(run_recipe):
     }
     for args, message in cases.items():
         r = run_recipe(*args)
-        assert r.returncode == 1, args
+        assert r.returncode == 2, args
         assert r.stderr.splitlines()[0] == message
 
 
@@ -117,16 +117,16 @@ def test_stage0_flat_folder_is_split(run_recipe, tmp_path, bad_folder):
 
 def test_stage0_guards_name_what_is_missing(run_recipe, tmp_path):
     r = run_recipe("--data_dir", tmp_path / "nope", "--data_root", tmp_path / "data", "--stop_stage", "0")
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert r.stderr.strip() == f"run.sh: error: stage 0: data folder {tmp_path / 'nope'} not found: give --data_dir"
 
     (tmp_path / "only_train" / "train").mkdir(parents=True)
     r = run_recipe("--data_dir", tmp_path / "only_train", "--data_root", tmp_path / "data", "--stop_stage", "0")
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert r.stderr.strip() == f"run.sh: error: stage 0: {tmp_path / 'only_train' / 'test'} not found: put the test pairs there"
 
     r = run_recipe("--raw_pack_dir", tmp_path, "--stage", "0", "--stop_stage", "0", "--data_root", tmp_path / "data")
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert r.stderr.strip().endswith("not found: run stage -1 first (--stage -1)")
 
 
@@ -135,7 +135,7 @@ def test_stage0_fails_with_one_line_when_nothing_is_usable(run_recipe, tmp_path)
         write_wav(tmp_path / "D" / s / "a_1.wav", 0.1)
         write_text(tmp_path / "D" / s / "a_1.normalized.txt", "too short")
     r = run_recipe("--data_dir", tmp_path / "D", "--data_root", tmp_path / "data", "--stop_stage", "0")
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert r.stderr.strip() == (f"prepare_data.py: error: no usable utterance in {tmp_path / 'D' / 'train'} "
                                 f"(reasons in {tmp_path / 'data' / '.stage0.new' / 'train' / 'rejected.tsv'})")
     assert not (tmp_path / "data" / ".stage0.done").exists()
@@ -163,7 +163,7 @@ def test_raw_pack_to_tables(run_recipe, tmp_path, raw_pack):
 
 def test_raw_pack_and_data_dir_exclude_each_other(run_recipe, tmp_path, raw_pack):
     r = run_recipe("--raw_pack_dir", raw_pack, "--data_dir", tmp_path, "--stage", "-1")
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert r.stderr.startswith("run.sh: error: give --raw_pack_dir or --data_dir, not both")
 
 
@@ -227,8 +227,8 @@ def test_unknown_training_yaml_key_stops_stage_5_in_one_line(demo_run, run_recip
     bad.write_text(text.replace("    max_epoch: 200\n", "    max_epochz: 200\n", 1), encoding="utf-8")
     before = (exp / "llm" / "config.yaml").read_text(encoding="utf-8")
     r = run_recipe("--stage", "5", "--stop_stage", "5", "--train_config", bad, cwd=cwd)
-    assert r.returncode == 1
-    assert r.stderr.splitlines() == [f"ERROR: {bad}: unknown key 'max_epochz' in train_conf (the trainer does not "
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == [f"cosyvoice.utils.config: error: {bad}: unknown key 'max_epochz' in train_conf (the trainer does not "
                                      "read it); did you mean 'max_epoch'?"]
     assert (exp / "llm" / "config.yaml").read_text(encoding="utf-8") == before  # the finished run is untouched
 
@@ -242,7 +242,7 @@ def test_pretrained_dir_missing_a_file_fails_at_once_naming_it(run_recipe, tmp_p
             write_text(model / rel, "x")
     r = run_recipe("--stage", "1", "--stop_stage", "4", "--pretrained_model_dir", model,
                    "--data_root", tmp_path / "data", cwd=tmp_path)
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert "is missing 1 file(s): campplus.onnx" in r.stderr
     assert "Stage 1" not in r.stdout  # nothing ran
     assert not (tmp_path / "data").exists()

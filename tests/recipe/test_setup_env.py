@@ -48,12 +48,12 @@ def test_installs_the_tested_torch_when_none_imports(project_copy, tmp_path):
 
 def test_missing_or_old_python_is_a_clear_error(project_copy, tmp_path):
     r = setup(project_copy, "--python", "no-such-python3")
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert r.stderr.strip() == ("setup_env: error: 'no-such-python3' not found: install Python >= 3.10 with pip and "
                                 "venv, or pass --python")
     old = tmp_path / "python-old"
     old.write_text('#!/bin/sh\ncase "$1" in -V) echo "Python 3.8.10";; *) exit 1;; esac\n')
     old.chmod(0o755)
     r = setup(project_copy, "--python", str(old))
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert r.stderr.strip() == "setup_env: error: Python 3.8.10 is too old: Python >= 3.10 is needed (pass --python)"

@@ -76,5 +76,5 @@ def test_command_line_exit_codes_and_messages(tmp_path):
     assert ok.returncode == 0 and ok.stdout == f"validate_data_dir.py: {d} OK (3 utterances, 2 speaker(s))\n"
     edit(d / "text", "a_2 text", "a_2  text")
     bad = subprocess.run([sys.executable, tool, str(d)], capture_output=True, text=True)
-    assert bad.returncode == 1
-    assert bad.stderr.startswith(f"validate_data_dir.py: {d / 'text'} line 2: expected '<key> <value>'")
+    assert bad.returncode == 2
+    assert bad.stderr.startswith(f"validate_data_dir.py: error: {d / 'text'} line 2: expected '<key> <value>'")

@@ -113,7 +113,7 @@ def test_cli_offline_exits_1_within_seconds(tmp_path, monkeypatch):
     monkeypatch.setattr(dl, "default_backends",
                         lambda: [dl.Backend("json", "x/y", "no-such-host.invalid", "raise SystemExit(0)")])
     start = time.monotonic()
-    assert dl.main(["--model_dir", str(tmp_path / "m"), "--connect_timeout", "3"]) == 1
+    assert dl.main(["--model_dir", str(tmp_path / "m"), "--connect_timeout", "3"]) == 2
     assert time.monotonic() - start < 8
 
 

@@ -19,7 +19,7 @@ def data(tmp_path, synthetic_utts):
 
 def _one_line(err: str) -> str:
     """The one error line of stderr (progress bars aside), with no traceback."""
-    lines = [line[line.index("ERROR: "):] for line in err.splitlines() if "ERROR: " in line]
+    lines = [line for line in err.splitlines() if ": error: " in line]
     assert len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
 
@@ -33,7 +33,7 @@ def test_truncated_onnx_is_named_with_the_fix(tmp_path, stand_in_dir, data, tool
     rc, err = call_tool(tool, "--data_dir", data, "--onnx_path", broken)
     assert rc == 2
     line = _one_line(err)
-    assert line.startswith(f"ERROR: {broken} (3000 bytes) is not a loadable ONNX model: the file is damaged or "
+    assert line.startswith(f"{tool}: error: {broken} (3000 bytes) is not a loadable ONNX model: the file is damaged or "
                            f"truncated (")
     assert line.endswith(f"download it again (tools/download_pretrained.py --model_dir {broken.parent}) or, for the "
                          f"stand-in, remake it (tools/make_tiny_pretrained.py --out_dir {broken.parent} --force)")
@@ -58,7 +58,7 @@ def test_read_only_data_dir_fails_before_any_work(monkeypatch, stand_in_dir, dat
     monkeypatch.setattr(tool, "map_utts", lambda *a, **k: calls.append(1) or {})
     rc, err = call_tool("extract_embedding", "--data_dir", data, "--onnx_path", stand_in_dir / "campplus.onnx")
     assert rc == 2 and calls == []  # nothing was computed
-    assert _one_line(err) == (f"ERROR: extract_embedding: cannot write {data}: the file system is read-only: choose "
+    assert _one_line(err) == (f"extract_embedding: error: cannot write {data}: the file system is read-only: choose "
                               f"a writable folder (the data dir, e.g. run.sh --data_root, must be writable)")
 
 
@@ -72,7 +72,7 @@ def test_read_only_model_dir_for_stage_4(monkeypatch, tmp_path, stand_in_dir):
     rc, err = call_tool("save_spk2info", "--data_dir", data, "--pretrained_model_dir", stand_in_dir,
                         "--model_dir", model_dir)
     assert rc == 2
-    assert _one_line(err).startswith(f"ERROR: save_spk2info: cannot write {model_dir}: the file system is read-only")
+    assert _one_line(err).startswith(f"save_spk2info: error: cannot write {model_dir}: the file system is read-only")
     assert list(model_dir.iterdir()) == []
 
 
@@ -90,7 +90,7 @@ def test_disk_full_keeps_the_old_table_and_leaves_no_temp_file(monkeypatch, stan
     _disk_full_torch_save(monkeypatch)
     rc, err = call_tool("extract_embedding", "--data_dir", data, "--onnx_path", stand_in_dir / "campplus.onnx")
     assert rc == 2
-    assert _one_line(err) == (f"ERROR: cannot write {data / 'utt2embedding.pt'}: no space left on device: free some "
+    assert _one_line(err) == (f"extract_embedding: error: cannot write {data / 'utt2embedding.pt'}: no space left on device: free some "
                               f"disk space, then rerun")
     monkeypatch.undo()
     assert torch.load(data / "utt2embedding.pt", weights_only=True) == old
@@ -111,7 +111,7 @@ def test_disk_full_while_packing_keeps_the_previous_parquet_dir(monkeypatch, tmp
     monkeypatch.setattr(pq, "write_table", full)
     rc, err = call_tool("make_parquet_list", "--src_dir", data, "--des_dir", data / "parquet")
     assert rc == 2
-    assert _one_line(err) == (f"ERROR: make_parquet_list: cannot write {data / 'parquet'}: no space left on device: "
+    assert _one_line(err) == (f"make_parquet_list: error: cannot write {data / 'parquet'}: no space left on device: "
                               f"free some disk space, then rerun (the previous {data / 'parquet'} is kept)")
     assert sorted(p.name for p in (data / "parquet").iterdir()) == before
     assert not [p for p in data.iterdir() if p.name.startswith(".")]  # the half-built dir is gone

@@ -151,7 +151,7 @@ def test_missing_stage_input_names_the_stage(tmp_path, stages):
     os.remove(data / "utt2embedding.pt")
     rc, err = call_tool("make_parquet_list", "--src_dir", data, "--des_dir", data / "parquet")
     assert rc == 2
-    assert err.strip() == (f"ERROR: make_parquet_list: required file {data}/utt2embedding.pt is missing; "
+    assert err.strip() == (f"make_parquet_list: error: required file {data}/utt2embedding.pt is missing; "
                                 "run stage 1 (tools/extract_embedding.py) first")
 
 
@@ -175,7 +175,7 @@ def test_missing_onnx_fails_naming_it(tmp_path, synthetic_utts):
     missing = tmp_path / "nowhere" / "campplus.onnx"
     r = run_tool("extract_embedding", "--data_dir", data, "--onnx_path", missing)
     assert r.returncode == 2
-    assert r.stderr.strip() == f"ERROR: extract_embedding: required file {missing} is missing; check the path"
+    assert r.stderr.strip() == f"extract_embedding: error: required file {missing} is missing; check the path"
     assert not (data / "utt2embedding.pt").exists()
 
 

@@ -189,7 +189,7 @@ def test_check_command_is_one_line(tmp_path):
     root = Path(__file__).resolve().parents[2]
     r = subprocess.run(run + [CONF, path], capture_output=True, text=True, cwd=root)
     assert r.returncode == 2
-    assert r.stderr.splitlines() == [f"ERROR: {path}: unknown key 'sort_sise' in sort (not an argument of "
+    assert r.stderr.splitlines() == [f"cosyvoice.utils.config: error: {path}: unknown key 'sort_sise' in sort (not an argument of "
                                      "cosyvoice.dataset.processor.sort); did you mean 'sort_size'?"]
     assert subprocess.run(run + [CONF], capture_output=True, text=True, cwd=root).returncode == 0
 
