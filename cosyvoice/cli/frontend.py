@@ -17,14 +17,14 @@ from cosyvoice.audio.io import load_wav
 from cosyvoice.text.normalizer import TextFrontend
 from cosyvoice.utils.errors import UserError
 from cosyvoice.utils.onnx import MAX_TOKENIZER_SECONDS, EmbeddingExtractor, SpeechTokenizer
-from cosyvoice.eval.quality import active_loudness_db
+from cosyvoice.audio.level import active_loudness_db
 
 logger = logging.getLogger(__name__)
 
 END_OF_PROMPT = "<|endofprompt|>"
 PathLike = Union[str, os.PathLike]
 # A prompt must carry a voice: at least this long (12 speech tokens; 3-10 s is typical) and not silent (its active
-# loudness, cosyvoice.eval.quality.active_loudness_db, at or above this many dBFS; a quiet recording is ~ -40).
+# loudness, cosyvoice.audio.level.active_loudness_db, at or above this many dBFS; a quiet recording is ~ -40).
 MIN_PROMPT_SECONDS = 0.5
 SILENT_PROMPT_DB = -60.0
 

@@ -207,8 +207,10 @@ def compute_fbank(data: Iterable[Sample], feat_extractor: Callable, num_frames: 
 
 
 def compute_whisper_fbank(data: Iterable[Sample], num_frames: int = -1, mode: str = "train"):
-    """Add ``speech_16k`` and ``whisper_feat`` (T, 128): the whisper log-mel of the speech resampled to 16 kHz."""
+    """Add ``speech_16k`` and ``whisper_feat`` (T, 128): the whisper log-mel of the speech resampled to 16 kHz.
 
+    Compatibility only: official yamls list this step, for an online speech-token extractor; this toolkit's
+    pipelines leave it out (the tokens come from stage 2)."""
     for sample in data:
         _require(sample, ["speech", "sample_rate"], "compute_whisper_fbank", "put filter/resample before it")
         if num_frames != -1 and sample["speech"].size(1) % num_frames != 0:

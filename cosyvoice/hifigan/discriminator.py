@@ -8,6 +8,10 @@
 
 Every discriminator's ``forward(y, y_hat)`` returns ``(real_scores, fake_scores, real_fmaps, fake_fmaps)``, lists
 with one entry per sub-discriminator.
+
+Compatibility only: the official cosyvoice2.yaml / cosyvoice3.yaml build ``hifigan`` (vocoder GAN training) from
+these, so they are here for those yamls to load and for training HiFT by hand; the recipe fine-tunes the llm and the
+flow and never calls them.
 """
 from __future__ import annotations
 

@@ -1,5 +1,10 @@
 """HiFT GAN training wrapper: one module holding the generator and the discriminators, with a generator turn and a
-discriminator turn chosen by ``batch['turn']``."""
+discriminator turn chosen by ``batch['turn']``.
+
+Compatibility only: the official cosyvoice2.yaml / cosyvoice3.yaml build ``hifigan`` (vocoder GAN training) from
+these, so they are here for those yamls to load and for training HiFT by hand; the recipe fine-tunes the llm and the
+flow and never calls them.
+"""
 from __future__ import annotations
 
 from typing import Callable, Dict, Sequence

@@ -1,5 +1,10 @@
 """Losses of HiFT GAN training: least-squares GAN, feature matching, multi-mel L1 and TPR (truncated pointwise
-relativistic) losses. Score lists are one tensor per sub-discriminator, feature maps one list per sub-discriminator."""
+relativistic) losses. Score lists are one tensor per sub-discriminator, feature maps one list per sub-discriminator.
+
+Compatibility only: the official cosyvoice2.yaml / cosyvoice3.yaml build ``hifigan`` (vocoder GAN training) from
+these, so they are here for those yamls to load and for training HiFT by hand; the recipe fine-tunes the llm and the
+flow and never calls them.
+"""
 from __future__ import annotations
 
 from typing import Callable, List, Sequence, Tuple
