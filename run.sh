@@ -37,12 +37,15 @@ num_utts_per_parquet=1000  # rows per parquet shard (stage 3)
 # model training (stages 5-7)
 train_models="llm flow"  # stage 5/6: models to fine-tune, in this order (flow samples then pair with the new llm)
 train_config=""         # stage 5: training yaml; empty: conf/cosyvoice2.yaml, or the stand-in's own yaml (the same, tiny)
-max_epoch=""            # stage 5: epochs per model; empty: the yaml's train_conf.max_epoch (2 on the stand-in demo)
-lr=""                   # stage 5: learning rate; empty: the yaml's (1e-3 on the stand-in demo)
+train_preset=auto       # stage 5: demo (2 epochs at lr 1e-3, a log line per update: the stand-in trains in seconds),
+                        # yaml (the training yaml's schedule), or auto (demo on the stand-in, else yaml); the three
+                        # options below override either
+max_epoch=""            # stage 5: epochs per model; empty: from --train_preset
+lr=""                   # stage 5: learning rate; empty: from --train_preset
 accum_grad=""           # stage 5: batches per optimizer update; empty: the yaml's
 max_frames_in_batch=""  # stage 5: dynamic batch size in mel frames; empty: the yaml's
 save_per_step=""        # stage 5: also save (and run CV) every N updates; empty: the yaml's (-1: per epoch only)
-log_interval=""         # stage 5: log training scalars every N updates; empty: the yaml's (1 on the stand-in demo)
+log_interval=""         # stage 5: log training scalars every N updates; empty: from --train_preset
 use_amp=""              # stage 5: bf16 or fp16 mixed precision (GPU); empty: float32
 nproc_cpu=2             # stage 5 without a GPU: training processes (gloo)
 num_workers=""          # stage 5: DataLoader workers per process; empty: 4 on GPU, 0 on the CPU
@@ -101,12 +104,13 @@ Options (default in brackets):
   --num_utts_per_parquet N  rows per parquet shard [${num_utts_per_parquet}]
   --train_models LIST       models to fine-tune in stage 5/6, from llm and flow [${train_models}]
   --train_config FILE       training yaml [${train_config:-conf/cosyvoice2.yaml, or the stand-in yaml}]
-  --max_epoch N             epochs per model [${max_epoch:-from the yaml; 2 on the stand-in}]
-  --lr X                    learning rate [${lr:-from the yaml; 1e-3 on the stand-in}]
+  --train_preset NAME       demo, yaml or auto (demo on the stand-in) [${train_preset}]
+  --max_epoch N             epochs per model [${max_epoch:-from --train_preset}]
+  --lr X                    learning rate [${lr:-from --train_preset}]
   --accum_grad N            batches per update [${accum_grad:-from the yaml}]
   --max_frames_in_batch N   batch size in mel frames [${max_frames_in_batch:-from the yaml}]
   --save_per_step N         also checkpoint every N updates [${save_per_step:-from the yaml}]
-  --log_interval N          log training scalars every N updates [${log_interval:-from the yaml; 1 on the stand-in}]
+  --log_interval N          log training scalars every N updates [${log_interval:-from --train_preset}]
   --use_amp bf16|fp16       mixed precision [${use_amp:-off}]
   --nproc_cpu N             CPU training processes when there is no GPU [${nproc_cpu}]
   --num_workers N           data loader workers per process [${num_workers:-4 on GPU, 0 on CPU}]
@@ -142,6 +146,7 @@ done
 case "${drop_flagged}" in true | false) ;; *) die "--drop_flagged must be true or false, got '${drop_flagged}'" ;; esac
 case "${select_by}" in newest | cv_loss | sim | cer) ;; *) die "--select_by must be newest, cv_loss, sim or cer, got '${select_by}'" ;; esac
 case "${train_engine}" in torch_ddp | deepspeed) ;; *) die "--train_engine must be torch_ddp or deepspeed, got '${train_engine}'" ;; esac
+case "${train_preset}" in demo | yaml | auto) ;; *) die "--train_preset must be demo, yaml or auto, got '${train_preset}'" ;; esac
 [ "${stage}" -le "${stop_stage}" ] || die "--stage ${stage} is after --stop_stage ${stop_stage}"
 if [ -n "${raw_pack_dir}" ] && [ "${data_dir}" != "${root}/local/demo_voice" ]; then
   die "give --raw_pack_dir or --data_dir, not both: stage -1 writes <data_root>/pack_pairs and stage 0 reads it"
@@ -457,17 +462,22 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     [ -f "${f}" ] || die "stage 5: ${f} not found: run stage 3 first (--stage 3)"
   done
   [ -f "${model_dir}/spk2info.pt" ] || die "stage 5: ${model_dir}/spk2info.pt not found: run stage 4 first (--stage 4)"
+  stand_in=false
+  [ ! -f "${pretrained_model_dir}/.stand_in.done" ] || stand_in=true
   config=${train_config}
   if [ -z "${config}" ]; then
-    if [ -f "${pretrained_model_dir}/.stand_in.done" ]; then
-      config=${pretrained_model_dir}/cosyvoice2.yaml  # conf/cosyvoice2.yaml with the stand-in's tiny sizes
-      # demo settings: a couple of quick epochs, not the real fine-tuning schedule
-      max_epoch=${max_epoch:-2}; lr=${lr:-1e-3}; log_interval=${log_interval:-1}
-      log "Stage 5: stand-in demo: --max_epoch ${max_epoch} --lr ${lr} --log_interval ${log_interval}"
-    else
-      config=${root}/conf/cosyvoice2.yaml
-    fi
+    # the stand-in's weights have its own tiny sizes: conf/cosyvoice2.yaml with those widths
+    if [ "${stand_in}" = true ]; then config=${pretrained_model_dir}/cosyvoice2.yaml; else config=${root}/conf/cosyvoice2.yaml; fi
   fi
+  preset=${train_preset}
+  if [ "${preset}" = auto ]; then
+    if [ "${stand_in}" = true ]; then preset=demo; else preset=yaml; fi
+  fi
+  if [ "${preset}" = demo ]; then  # a couple of quick epochs, not a real fine-tuning schedule
+    max_epoch=${max_epoch:-2}; lr=${lr:-1e-3}; log_interval=${log_interval:-1}
+  fi
+  log "Stage 5: --train_preset ${train_preset} (${preset}): ${config}$( [ "${preset}" = yaml ] && echo "'s schedule")" \
+    "${max_epoch:+--max_epoch ${max_epoch} }${lr:+--lr ${lr} }${log_interval:+--log_interval ${log_interval}}"
   [ -f "${config}" ] || die "stage 5: training config ${config} not found (--train_config)"
   python3 -m cosyvoice.utils.config "${config}" || exit 2  # strict: an unknown key is one line, before torchrun
   [ -z "${gpus}" ] || export CUDA_VISIBLE_DEVICES=${gpus}
