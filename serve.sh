@@ -52,7 +52,7 @@ log() {
 }
 die() {
   echo "serve.sh: error: $*" >&2
-  exit 1
+  exit 2
 }
 
 [ $# -eq 0 ] || die "unexpected argument '$1' (options are --name value; see --help)"

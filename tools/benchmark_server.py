@@ -29,11 +29,10 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from cosyvoice.server.loadtest import format_summary, run_load, summarize
+from cosyvoice.utils.cli import setup_logging
 
-from cosyvoice.server.loadtest import format_summary, run_load, summarize  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 logger = logging.getLogger("benchmark_server")
 DEFAULT_TEXT = "今天的会议改到下午三点，请大家准时参加。"
@@ -120,7 +119,7 @@ def environment(model_dir: Path, args) -> dict:
 
 
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s")
+    setup_logging()
     args = get_args(argv)
     concurrencies = [int(c) for c in args.concurrency.split(",") if c]
     modes = [m for m in args.modes.split(",") if m]

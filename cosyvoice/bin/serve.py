@@ -21,13 +21,20 @@ import socket
 import sys
 import time
 
+import uvicorn
+
+from cosyvoice.cli.cosyvoice import CosyVoice2
+from cosyvoice.server.app import ServerConfig, create_app
+from cosyvoice.server.worker import SpeechSpec, synthesize
+from cosyvoice.utils.cli import entry_point, setup_logging
+from cosyvoice.utils.errors import UserError
+from cosyvoice.utils.common import str2bool
+
 API_KEY_ENV = "COSYVOICE_API_KEY"
 logger = logging.getLogger("serve")
 
 
 def get_args(argv=None):
-    from cosyvoice.utils.common import str2bool
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model_dir", required=True, help="CosyVoice2 model dir (fine-tuned, pretrained or stand-in)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback; 0.0.0.0: every "
@@ -70,8 +77,6 @@ def is_loopback(host: str) -> bool:
 
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket on host:port (IPv4 or IPv6); a UserError naming the fix when that fails."""
-    from cosyvoice.utils.errors import UserError
-
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         sock = socket.socket(family, kind, proto)
@@ -85,8 +90,6 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def warm_up(cosyvoice, voices) -> None:
-    from cosyvoice.server.worker import SpeechSpec, synthesize
-
     served = voices.list()
     if not served:
         logger.info("warm-up skipped: the model dir has no voice yet")
@@ -98,19 +101,12 @@ def warm_up(cosyvoice, voices) -> None:
     logger.info("warm-up: one line with voice '%s' in %.2f s", spec.voice, time.time() - start)
 
 
+@entry_point("serve.py", logging_setup=None)
 def main(argv=None) -> int:
     args = get_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
-                        format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s")
+    setup_logging(getattr(logging, args.log_level.upper()))
     if args.log_level != "debug":  # one line per request comes from the server instead of one per chunk
         logging.getLogger("cosyvoice.cli.cosyvoice").setLevel(logging.WARNING)
-    import uvicorn
-
-    from cosyvoice.cli.cosyvoice import CosyVoice2
-    from cosyvoice.server.app import ServerConfig, create_app
-    from cosyvoice.utils.config import ConfigError
-    from cosyvoice.utils.errors import EXIT_USER_ERROR, UserError, one_line
-
     try:
         sock = bind(args.host, args.port)  # first: a taken port fails before the model loads
         cosyvoice = CosyVoice2(args.model_dir, fp16=args.fp16)
@@ -119,9 +115,10 @@ def main(argv=None) -> int:
                               max_upload_bytes=int(args.max_upload_mb * (1 << 20)), max_queue=args.max_queue,
                               default_format=args.default_format, text_frontend=args.text_frontend)
         app = create_app(cosyvoice, config)
-    except (UserError, ConfigError, ValueError) as e:  # a model dir or an option that cannot be used
-        print(f"ERROR: {one_line(e)}", file=sys.stderr)
-        return EXIT_USER_ERROR
+    except ValueError as e:  # an option that cannot be used (a bad model dir is a UserError already)
+        if isinstance(e, UserError):
+            raise
+        raise UserError(str(e)) from e
     if args.warmup:
         warm_up(cosyvoice, app.state.voices)
     host, port = sock.getsockname()[:2]

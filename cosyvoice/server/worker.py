@@ -26,6 +26,7 @@ import numpy as np
 
 from cosyvoice.server import audio as audio_codec
 from cosyvoice.utils.errors import UserError
+from cosyvoice.cli.frontend import PromptError
 
 logger = logging.getLogger(__name__)
 
@@ -149,8 +150,6 @@ class VoiceJob(Job):
         self.upload_name, self.voices, self.text_frontend = upload_name, voices, text_frontend
 
     def run(self, cosyvoice) -> None:
-        from cosyvoice.cli.frontend import PromptError
-
         if self.voice_id in cosyvoice.frontend.spk2info:
             raise RequestError(f"voice '{self.voice_id}' exists already; choose another id", "id", 409,
                                "voice_exists")

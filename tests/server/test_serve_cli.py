@@ -114,7 +114,7 @@ def test_start_up_errors_are_one_line(model_dir, tmp_path):
 
     r = serve("--model_dir", str(tmp_path / "missing"), "--port", "0")
     assert r.returncode == 2  # the project's exit code for a user error
-    assert r.stderr.strip().splitlines()[-1].startswith("ERROR: ") and "missing" in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("serve.py: error: ") and "missing" in r.stderr
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
@@ -126,7 +126,7 @@ def test_start_up_errors_are_one_line(model_dir, tmp_path):
     assert r.returncode == 0 and "--max_queue N" in r.stdout
     r = subprocess.run(["bash", "serve.sh", "--model_dir", str(tmp_path / "missing")], cwd=ROOT,
                        capture_output=True, text=True)
-    assert r.returncode == 1 and r.stderr.strip().startswith("serve.sh: error: model dir")
+    assert r.returncode == 2 and r.stderr.strip().startswith("serve.sh: error: model dir")
 
 
 @pytest.mark.parametrize("host,loopback", [("127.0.0.1", True), ("localhost", True), ("::1", True),
