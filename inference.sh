@@ -52,14 +52,7 @@ Options (default in brackets):
 cmdline="$0 $*"
 . "${root}/tools/parse_options.sh"
 
-log() {
-  local fname=${BASH_SOURCE[1]##*/}
-  echo -e "$(date '+%Y-%m-%d %H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
-}
-die() {
-  echo "inference.sh: error: $*" >&2
-  exit 2
-}
+. "${root}/tools/log.sh"
 
 [ $# -eq 0 ] || die "unexpected argument '$1' (options are --name value; see --help)"
 case "${mode}" in sft | zero-shot | cross-lingual | instruct | all) ;; *) die "--mode must be sft, zero-shot, cross-lingual, instruct or all, got '${mode}'" ;; esac

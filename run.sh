@@ -130,14 +130,7 @@ Options (default in brackets):
 cmdline="$0 $*"
 . "${root}/tools/parse_options.sh"
 
-log() {
-  local fname=${BASH_SOURCE[1]##*/}
-  echo -e "$(date '+%Y-%m-%d %H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
-}
-die() {
-  echo "run.sh: error: $*" >&2
-  exit 2
-}
+. "${root}/tools/log.sh"
 
 [ $# -eq 0 ] || die "unexpected argument '$1' (options are --name value; see --help)"
 for opt in stage stop_stage num_test seed nj num_utts_per_parquet nproc_cpu average_num; do

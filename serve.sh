@@ -46,14 +46,7 @@ Options (default in brackets):
 cmdline="$0 $*"
 . "${root}/tools/parse_options.sh"
 
-log() {
-  local fname=${BASH_SOURCE[1]##*/}
-  echo -e "$(date '+%Y-%m-%d %H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
-}
-die() {
-  echo "serve.sh: error: $*" >&2
-  exit 2
-}
+. "${root}/tools/log.sh"
 
 [ $# -eq 0 ] || die "unexpected argument '$1' (options are --name value; see --help)"
 [[ ${port} =~ ^[0-9]+$ ]] && [ "${port}" -le 65535 ] || die "--port must be 0-65535, got '${port}'"

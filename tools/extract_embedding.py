@@ -9,7 +9,6 @@ is the same code inference uses (cosyvoice.utils.onnx.EmbeddingExtractor).
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
@@ -18,8 +17,8 @@ from typing import List
 import torch
 
 from cosyvoice.utils.cli import entry_point
-from cosyvoice.utils.stage import (StageInputError, map_utts, read_table, require_file, require_writable_dir, save_pt,
-                                   speaker_means)
+from cosyvoice.utils.stage import (StageInputError, extraction_args, map_utts, read_table, require_file,
+                                   require_writable_dir, save_pt, speaker_means)
 from cosyvoice.audio.io import load_wav
 from cosyvoice.utils.onnx import EmbeddingExtractor
 
@@ -27,12 +26,7 @@ TOOL = "extract_embedding"
 
 
 def get_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data_dir", "--dir", dest="data_dir", required=True, help="Kaldi data dir (wav.scp, utt2spk)")
-    p.add_argument("--onnx_path", required=True, help="campplus.onnx of the pretrained model dir")
-    p.add_argument("--num_workers", "--num_thread", dest="num_workers", type=int, default=2,
-                   help="parallel extraction threads")
-    return p.parse_args(argv)
+    return extraction_args(__doc__, "wav.scp, utt2spk", "campplus.onnx", argv)
 
 
 @entry_point(TOOL)

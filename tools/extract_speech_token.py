@@ -11,7 +11,6 @@ them), a warning, and a line `<utt>\\t<seconds>` in skipped_speech_token.tsv (em
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
@@ -20,8 +19,8 @@ from typing import List, Optional, Tuple
 import torch
 
 from cosyvoice.utils.cli import entry_point
-from cosyvoice.utils.stage import (StageInputError, map_utts, read_table, require_file, require_writable_dir, save_pt,
-                                   write_lines)
+from cosyvoice.utils.stage import (StageInputError, extraction_args, map_utts, read_table, require_file,
+                                   require_writable_dir, save_pt, write_lines)
 from cosyvoice.audio.io import load_wav
 from cosyvoice.utils.onnx import MAX_TOKENIZER_SECONDS, SAMPLE_RATE, SpeechTokenizer
 
@@ -30,12 +29,7 @@ SKIPPED_FILE = "skipped_speech_token.tsv"
 
 
 def get_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data_dir", "--dir", dest="data_dir", required=True, help="Kaldi data dir (wav.scp)")
-    p.add_argument("--onnx_path", required=True, help="speech_tokenizer_v2.onnx of the pretrained model dir")
-    p.add_argument("--num_workers", "--num_thread", dest="num_workers", type=int, default=2,
-                   help="parallel extraction threads")
-    return p.parse_args(argv)
+    return extraction_args(__doc__, "wav.scp", "speech_tokenizer_v2.onnx", argv)
 
 
 @entry_point(TOOL)

@@ -95,6 +95,17 @@ class CosyVoice2Model:
         """Whether streaming chunks go through the flow's incremental ``inference_chunk``."""
         return self.flow_cache_max_frames != 0 and self.flow.chunk_cache_supported()
 
+    def _flow_inputs(self, token: torch.Tensor, prompt_token: torch.Tensor, prompt_feat: torch.Tensor,
+                     embedding: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """The keyword arguments of ``flow.inference``, on the model's device, lengths from the shapes."""
+        def length(x: torch.Tensor) -> torch.Tensor:
+            return torch.tensor([x.shape[1]], dtype=torch.int32, device=self.device)
+
+        return dict(token=token.to(self.device, dtype=torch.int32), token_len=length(token),
+                    prompt_token=prompt_token.to(self.device), prompt_token_len=length(prompt_token),
+                    prompt_feat=prompt_feat.to(self.device), prompt_feat_len=length(prompt_feat),
+                    embedding=embedding.to(self.device))
+
     def _autocast(self):
         if self.amp_dtype is None or self.device.type != "cuda":
             return nullcontext()
@@ -116,14 +127,7 @@ class CosyVoice2Model:
         linear interpolation (last chunk of a call without earlier chunks only). ``generator``: HiFT's noise source
         (None: the global RNG, as the official code).
         """
-        flow_inputs = dict(
-            token=token.to(self.device, dtype=torch.int32),
-            token_len=torch.tensor([token.shape[1]], dtype=torch.int32, device=self.device),
-            prompt_token=prompt_token.to(self.device),
-            prompt_token_len=torch.tensor([prompt_token.shape[1]], dtype=torch.int32, device=self.device),
-            prompt_feat=prompt_feat.to(self.device),
-            prompt_feat_len=torch.tensor([prompt_feat.shape[1]], dtype=torch.int32, device=self.device),
-            embedding=embedding.to(self.device))
+        flow_inputs = self._flow_inputs(token, prompt_token, prompt_feat, embedding)
         with self._autocast():
             if stream and not finalize and self._flow_chunks():
                 tts_mel, self.flow_cache_dict[uuid] = self.flow.inference_chunk(
@@ -339,14 +343,7 @@ class CosyVoice3Model(CosyVoice2Model):
         interpolation (a call without streaming chunks only). ``generator``: only used by a HiFT in train mode (in
         eval mode the causal HiFT draws nothing).
         """
-        flow_inputs = dict(
-            token=token.to(self.device, dtype=torch.int32),
-            token_len=torch.tensor([token.shape[1]], dtype=torch.int32, device=self.device),
-            prompt_token=prompt_token.to(self.device),
-            prompt_token_len=torch.tensor([prompt_token.shape[1]], dtype=torch.int32, device=self.device),
-            prompt_feat=prompt_feat.to(self.device),
-            prompt_feat_len=torch.tensor([prompt_feat.shape[1]], dtype=torch.int32, device=self.device),
-            embedding=embedding.to(self.device))
+        flow_inputs = self._flow_inputs(token, prompt_token, prompt_feat, embedding)
         with self._autocast():
             tts_mel, _ = self.flow.inference(**flow_inputs, streaming=stream, finalize=finalize)
         tts_mel = tts_mel[:, :, token_offset * self.flow.token_mel_ratio:].float()

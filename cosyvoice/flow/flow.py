@@ -25,6 +25,18 @@ class _TokenMelFlow(nn.Module):
     """What both flows share. Subclasses define input_embedding, spk_embed_affine_layer, decoder (a CFM),
     output_size, token_mel_ratio and pre_lookahead_len."""
 
+    def _init_common(self, input_size: int, output_size: int, spk_embed_dim: int, output_type: str, vocab_size: int,
+                     input_frame_rate: int, decoder_conf: Optional[Dict]) -> None:
+        """The attributes and the token / speaker layers both flows have (built first, in the official order)."""
+        self.input_size = input_size
+        self.output_size = output_size
+        self.decoder_conf = decoder_conf
+        self.vocab_size = vocab_size
+        self.output_type = output_type
+        self.input_frame_rate = input_frame_rate
+        self.input_embedding = nn.Embedding(vocab_size, input_size)
+        self.spk_embed_affine_layer = nn.Linear(spk_embed_dim, output_size)
+
     def _speaker(self, embedding: torch.Tensor) -> torch.Tensor:
         """x-vector (B, spk_embed_dim) -> L2-normalised, projected to (B, output_size)."""
         return self.spk_embed_affine_layer(F.normalize(embedding, dim=1))
@@ -92,14 +104,8 @@ class CausalMaskedDiffWithXvec(_TokenMelFlow):
         super().__init__()
         if encoder is None or decoder is None:
             raise ValueError("CausalMaskedDiffWithXvec needs an encoder and a decoder (see conf/cosyvoice2.yaml)")
-        self.input_size = input_size
-        self.output_size = output_size
-        self.decoder_conf = decoder_conf
-        self.vocab_size = vocab_size
-        self.output_type = output_type
-        self.input_frame_rate = input_frame_rate
-        self.input_embedding = nn.Embedding(vocab_size, input_size)
-        self.spk_embed_affine_layer = nn.Linear(spk_embed_dim, output_size)
+        self._init_common(input_size, output_size, spk_embed_dim, output_type, vocab_size, input_frame_rate,
+                          decoder_conf)
         self.encoder = encoder
         self.encoder_proj = nn.Linear(self.encoder.output_size(), output_size)
         self.decoder = decoder
@@ -285,14 +291,8 @@ class CausalMaskedDiffWithDiT(_TokenMelFlow):
         if pre_lookahead_layer is None or decoder is None:
             raise ValueError("CausalMaskedDiffWithDiT needs a pre_lookahead_layer and a decoder "
                              "(see conf/cosyvoice3.yaml)")
-        self.input_size = input_size
-        self.output_size = output_size
-        self.decoder_conf = decoder_conf
-        self.vocab_size = vocab_size
-        self.output_type = output_type
-        self.input_frame_rate = input_frame_rate
-        self.input_embedding = nn.Embedding(vocab_size, input_size)
-        self.spk_embed_affine_layer = nn.Linear(spk_embed_dim, output_size)
+        self._init_common(input_size, output_size, spk_embed_dim, output_type, vocab_size, input_frame_rate,
+                          decoder_conf)
         self.pre_lookahead_len = pre_lookahead_len
         self.pre_lookahead_layer = pre_lookahead_layer
         self.decoder = decoder

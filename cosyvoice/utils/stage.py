@@ -100,6 +100,18 @@ def speaker_means(utt2embedding: Dict[str, List[float]], utt2spk: Dict[str, str]
     return {spk: torch.tensor(embs, dtype=torch.float32).mean(dim=0).tolist() for spk, embs in sorted(by_spk.items())}
 
 
+def extraction_args(description: str, tables: str, onnx: str, argv=None):
+    """The command line of an extraction tool (stages 1-2): --data_dir, --onnx_path, --num_workers."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data_dir", "--dir", dest="data_dir", required=True, help=f"Kaldi data dir ({tables})")
+    p.add_argument("--onnx_path", required=True, help=f"{onnx} of the pretrained model dir")
+    p.add_argument("--num_workers", "--num_thread", dest="num_workers", type=int, default=2,
+                   help="parallel extraction threads")
+    return p.parse_args(argv)
+
+
 def map_utts(fn: Callable, utts: Iterable[str], num_workers: int, desc: str) -> Dict[str, object]:
     """``{utt: fn(utt)}`` over a thread pool with a progress bar; the first exception stops the rest and is raised.
 

@@ -1,0 +1,14 @@
+# shellcheck shell=bash
+# The recipe scripts' log and error lines (run.sh, inference.sh, serve.sh): source it after tools/parse_options.sh.
+#   log MSG...  a line with the time and the caller's file:line:function
+#   die MSG...  "<script>: error: MSG" on stderr, exit status 2 (the toolkit's one convention for a user error)
+
+log() {
+  local fname=${BASH_SOURCE[1]##*/}
+  echo -e "$(date '+%Y-%m-%d %H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
+}
+
+die() {
+  echo "$(basename "$0"): error: $*" >&2
+  exit 2
+}
