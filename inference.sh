@@ -45,16 +45,11 @@ Options (default in brackets):
   --speed X                 speaking rate (1.0 when streaming) [${speed}]
   --seed N                  random seed [${seed}]
   --text_frontend BOOL      normalize the text first [${text_frontend}]
-  --fp16 BOOL               float16 on a CUDA GPU [${fp16}]
-  --config FILE             read option assignments (name=value lines) from FILE
-  --help                    print this message"
+  --fp16 BOOL               float16 on a CUDA GPU [${fp16}]"
 
 cmdline="$0 $*"
-. "${root}/tools/parse_options.sh"
-
-. "${root}/tools/log.sh"
-
-[ $# -eq 0 ] || die "unexpected argument '$1' (options are --name value; see --help)"
+. "${root}/tools/parse_options.sh"  # also defines log, die and no_arguments (tools/log.sh)
+no_arguments "$@"
 case "${mode}" in sft | zero-shot | cross-lingual | instruct | all) ;; *) die "--mode must be sft, zero-shot, cross-lingual, instruct or all, got '${mode}'" ;; esac
 [[ ${seed} =~ ^[0-9]+$ ]] || die "--seed must be a non-negative integer, got '${seed}'"
 [[ ${speed} =~ ^[0-9]*\.?[0-9]+$ ]] || die "--speed must be a positive number, got '${speed}'"

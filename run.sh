@@ -123,16 +123,11 @@ Options (default in brackets):
   --drop_flagged BOOL       stages 2+ use <set>_filtered, without the flagged utterances [${drop_flagged}]
   --asr_model_dir DIR       stage 8: Whisper/Paraformer dir for CER/WER [${asr_model_dir:-none: skipped}]
   --eval_max_utts N         stage 8: test texts to evaluate; 0: all [${eval_max_utts}]
-  --eval_max_token_text_ratio R  stage 8: speech-token cap per text token [${eval_max_token_text_ratio:-20}]
-  --config FILE             read option assignments (name=value lines) from FILE
-  --help                    print this message"
+  --eval_max_token_text_ratio R  stage 8: speech-token cap per text token [${eval_max_token_text_ratio:-20}]"
 
 cmdline="$0 $*"
-. "${root}/tools/parse_options.sh"
-
-. "${root}/tools/log.sh"
-
-[ $# -eq 0 ] || die "unexpected argument '$1' (options are --name value; see --help)"
+. "${root}/tools/parse_options.sh"  # also defines log, die and no_arguments (tools/log.sh)
+no_arguments "$@"
 for opt in stage stop_stage num_test seed nj num_utts_per_parquet nproc_cpu average_num; do
   [[ ${!opt} =~ ^-?[0-9]+$ ]] || die "--${opt} must be an integer, got '${!opt}'"
 done

@@ -39,16 +39,11 @@ Options (default in brackets):
   --default_format FMT      response_format when none is given [${default_format}]
   --text_frontend BOOL      normalize the text first [${text_frontend}]
   --fp16 BOOL               float16 on a CUDA GPU [${fp16}]
-  --warmup BOOL             one synthesis before serving [${warmup}]
-  --config FILE             read option assignments (name=value lines) from FILE
-  --help                    print this message"
+  --warmup BOOL             one synthesis before serving [${warmup}]"
 
 cmdline="$0 $*"
-. "${root}/tools/parse_options.sh"
-
-. "${root}/tools/log.sh"
-
-[ $# -eq 0 ] || die "unexpected argument '$1' (options are --name value; see --help)"
+. "${root}/tools/parse_options.sh"  # also defines log, die and no_arguments (tools/log.sh)
+no_arguments "$@"
 [[ ${port} =~ ^[0-9]+$ ]] && [ "${port}" -le 65535 ] || die "--port must be 0-65535, got '${port}'"
 [[ ${max_queue} =~ ^[0-9]+$ ]] && [ "${max_queue}" -ge 1 ] || die "--max_queue must be a positive integer, got '${max_queue}'"
 [[ ${max_input_chars} =~ ^[0-9]+$ ]] && [ "${max_input_chars}" -ge 1 ] \

@@ -12,7 +12,8 @@
 # underscores. An option whose variable was not declared, a missing value, or a non-boolean value for a variable
 # whose default is true/false is an error. `--help` (or `-h`) prints $help_message and exits 0. `--config FILE`
 # sources FILE (shell assignments) before the options that follow it. Parsing stops at `--` or at the first
-# argument that is not an option; what is left stays in "$@".
+# argument that is not an option; what is left stays in "$@". It also defines log, die and no_arguments
+# (tools/log.sh).
 
 _po_prog=$(basename "$0")
 
@@ -26,6 +27,8 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --help | -h)
       printf '%s\n' "${help_message:-Usage: ${_po_prog} [options]}"
+      printf '  %-26s%s\n' "--config FILE" "read option assignments (name=value lines) from FILE" \
+        "--help" "print this message"
       exit 0
       ;;
     --)
@@ -76,3 +79,5 @@ done
 
 unset _po_name _po_value _po_var _po_old
 unset -f _po_fail
+# shellcheck source=tools/log.sh
+. "$(dirname "${BASH_SOURCE[0]}")/log.sh"

@@ -29,6 +29,17 @@ LRELU_SLOPE = 0.1
 Outputs = Tuple[List[torch.Tensor], List[torch.Tensor], List[List[torch.Tensor]], List[List[torch.Tensor]]]
 
 
+
+def _conv_stack(convs, post: nn.Module, x: torch.Tensor):
+    """(flattened scores, feature maps) of leaky-ReLU conv layers then a last conv, every output kept as a map."""
+    fmap = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), LRELU_SLOPE)
+        fmap.append(x)
+    x = post(x)
+    fmap.append(x)
+    return torch.flatten(x, 1, -1), fmap
+
 class LegacyWeightNormConv2d(nn.Conv2d):
     """Conv2d with weight = g * v / ||v|| (norm over all but dim 0), stored as ``weight_g`` / ``weight_v``.
 
@@ -90,13 +101,7 @@ class DiscriminatorP(nn.Module):
             x = F.pad(x, (0, n_pad), "reflect")
             t += n_pad
         x = x.view(b, c, t // self.period, self.period)
-        fmap = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            fmap.append(x)
-        x = self.conv_post(x)
-        fmap.append(x)
-        return torch.flatten(x, 1, -1), fmap
+        return _conv_stack(self.convs, self.conv_post, x)
 
 
 class MultiPeriodDiscriminator(nn.Module):
@@ -143,14 +148,7 @@ class SpecDiscriminator(nn.Module):
         if y.dim() == 3:
             y = y.squeeze(1)
         x = stft_magnitude(y, self.fft_size, self.shift_size, self.win_length, self.window.to(y.device))
-        x = x.unsqueeze(1)
-        fmap = []
-        for conv in self.discriminators:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            fmap.append(x)
-        x = self.out(x)
-        fmap.append(x)
-        return torch.flatten(x, 1, -1), fmap
+        return _conv_stack(self.discriminators, self.out, x.unsqueeze(1))
 
 
 class MultiResSpecDiscriminator(nn.Module):

@@ -15,11 +15,9 @@ from cosyvoice.flow.flow_matching import CausalConditionalCFM
 from cosyvoice.transformer.upsample_encoder import UpsampleConformerEncoder
 from cosyvoice.utils.common import CheckpointError, load_checkpoint_strict
 from cosyvoice.utils.config import DictConfig, load_config
+from flow_helpers import ATOL, BATCH_KEYS, TRAIN, check_torch_draws, seeded_training_loss
 
-ATOL = 1e-5
 MODES = {"nonstream_final": (False, True), "stream_final": (True, True), "stream_chunk": (True, False)}
-TRAIN = {"stream": (1, 2024), "nonstream": (0, 2025)}  # python seed, torch seed (fixture README)
-BATCH_KEYS = ("speech_token", "speech_token_len", "speech_feat", "speech_feat_len", "embedding")
 
 
 @pytest.mark.parametrize("mode", list(MODES))
@@ -57,20 +55,12 @@ def _replay_python_draws(seed: int, kinds, values, feat_len) -> object:
 @pytest.mark.parametrize("kind", list(TRAIN))
 def test_training_loss_matches_official(tiny_flow, load_io, record_calls, kind):
     io = load_io(f"flow_train_loss_{kind}")
-    py_seed, torch_seed = TRAIN[kind]
-    random.seed(py_seed)
-    torch.manual_seed(torch_seed)
-    with record_calls(tiny_flow.decoder.estimator) as rec, torch.no_grad():
-        out = tiny_flow({k: io[k] for k in BATCH_KEYS}, torch.device("cpu"))
-    py_after, torch_after = random.getstate(), torch.random.get_rng_state()
-    torch.testing.assert_close(out["loss"], io["loss"], atol=ATOL, rtol=0)
+    rec, py_after, torch_after = seeded_training_loss(tiny_flow, io, kind, record_calls)
 
     # Every random draw, in the documented order and number.
-    assert py_after == _replay_python_draws(py_seed, io["py_draw_kinds"], io["py_draw_values"], io["speech_feat_len"])
-    torch.manual_seed(torch_seed)
-    t, z, cfg_rand = torch.rand(2, 1, 1), torch.randn(2, 80, 50), torch.rand(2)
-    assert torch.equal(torch.random.get_rng_state(), torch_after)
-    assert torch.equal(t, io["t"]) and torch.equal(z, io["z"]) and torch.equal(cfg_rand, io["cfg_rand"])
+    assert py_after == _replay_python_draws(TRAIN[kind][0], io["py_draw_kinds"], io["py_draw_values"],
+                                            io["speech_feat_len"])
+    check_torch_draws(kind, io, torch_after)
 
     (args, kwargs), = rec.calls
     assert kwargs["streaming"] is bool(io["streaming"])

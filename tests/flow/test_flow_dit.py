@@ -14,10 +14,8 @@ from cosyvoice.flow.DiT.dit import DiT
 from cosyvoice.flow.flow import CausalMaskedDiffWithDiT, align_feat_to_tokens
 from cosyvoice.utils.common import CheckpointError, load_checkpoint_strict
 from cosyvoice.utils.config import load_config
+from flow_helpers import ATOL, BATCH_KEYS, TRAIN, check_torch_draws, seeded_training_loss
 
-ATOL = 1e-5
-TRAIN = {"stream": (1, 2024), "nonstream": (0, 2025)}  # python seed, torch seed (fixture README, section 3.8)
-BATCH_KEYS = ("speech_token", "speech_token_len", "speech_feat", "speech_feat_len", "embedding")
 CONF3 = Path(__file__).resolve().parents[2] / "conf" / "cosyvoice3.yaml"
 
 
@@ -179,22 +177,13 @@ def _check_draws(drawn, kinds, values):
 @pytest.mark.parametrize("kind", list(TRAIN))
 def test_training_loss_matches_official(tiny3_flow, load_io3, record_calls, kind):
     io = load_io3(f"flow_train_loss_{kind}")
-    py_seed, torch_seed = TRAIN[kind]
-    random.seed(py_seed)
-    torch.manual_seed(torch_seed)
-    with record_calls(tiny3_flow.decoder.estimator) as rec, torch.no_grad():
-        out = tiny3_flow({k: io[k] for k in BATCH_KEYS}, torch.device("cpu"))
-    py_after, torch_after = random.getstate(), torch.random.get_rng_state()
-    torch.testing.assert_close(out["loss"], io["loss"], atol=ATOL, rtol=0)
+    rec, py_after, torch_after = seeded_training_loss(tiny3_flow, io, kind, record_calls)
 
     # every random draw, in the documented order and number
-    drawn = _replay_python_draws(py_seed, io["speech_feat_len"])
+    drawn = _replay_python_draws(TRAIN[kind][0], io["speech_feat_len"])
     _check_draws(drawn, io["py_draw_kinds"], io["py_draw_values"])
     assert random.getstate() == py_after
-    torch.manual_seed(torch_seed)
-    t, z, cfg_rand = torch.rand(2, 1, 1), torch.randn(2, 80, 50), torch.rand(2)
-    assert torch.equal(torch.random.get_rng_state(), torch_after)
-    assert torch.equal(t, io["t"]) and torch.equal(z, io["z"]) and torch.equal(cfg_rand, io["cfg_rand"])
+    check_torch_draws(kind, io, torch_after)
 
     # the estimator's inputs: loss mask from the token lengths, dropped rows without conditions
     (args, kwargs), = rec.calls

@@ -10,7 +10,7 @@ import torch
 
 from cosyvoice.llm.llm import CosyVoice3LM, Qwen2LM
 from cosyvoice.utils.common import CheckpointError, load_checkpoint_strict
-from llm_helpers import build_tiny3_llm
+from llm_helpers import build_tiny3_llm, check_training_forward, valid_positions
 
 TRAIN_CASES = [("llm_train_unistream", 0, ["uni", "uni"]), ("llm_train_bistream", 4, ["bi", "bi"]),
                ("llm_train_mixed", 1, ["bi", "uni"]), ("llm_train_instruct", 10, ["uni", "bi"])]
@@ -26,8 +26,7 @@ def _batch(d, keys=BATCH_KEYS):
     return {k: d[k] for k in keys}
 
 
-def _valid(lengths, width):
-    return torch.arange(width)[None, :] < lengths[:, None].long()
+_valid = valid_positions
 
 
 @pytest.fixture(scope="module")
@@ -82,17 +81,7 @@ def test_unknown_min_len_mode_is_refused(fixtures3_dir, tiny3_qwen_dir):
 @pytest.mark.parametrize("name,seed,paths", TRAIN_CASES)
 def test_training_forward_matches_official(tiny3_llm, llm3_fixture, name, seed, paths):
     d = llm3_fixture(name)
-    random.seed(seed)
-    with torch.no_grad():
-        out = tiny3_llm(_batch(d), torch.device("cpu"))
-    next_draw = random.random()
-    ref = random.Random(seed)
-    draws = [ref.random(), ref.random()]
-    assert draws == d["py_random_draws"].tolist()
-    assert next_draw == ref.random()  # one draw per utterance and nothing else
-    assert [("bi" if x < 0.5 else "uni") for x in draws] == paths
-    assert abs(out["loss"].item() - d["loss"].item()) < TOL
-    assert abs(out["acc"].item() - d["acc"].item()) < TOL
+    check_training_forward(tiny3_llm, _batch(d), d, seed, paths)
 
 
 @pytest.mark.parametrize("name,seed,paths", TRAIN_CASES)

@@ -6,6 +6,8 @@ import random
 import pytest
 import torch
 
+from llm_helpers import check_training_forward, valid_positions
+
 TRAIN_CASES = [("llm_train_unistream", 0, ["uni", "uni"]), ("llm_train_bistream", 4, ["bi", "bi"]),
                ("llm_train_mixed", 1, ["bi", "uni"])]
 TOL = 1e-5
@@ -15,8 +17,7 @@ def _batch(d):
     return {k: d[k] for k in ("text_token", "text_token_len", "speech_token", "speech_token_len")}
 
 
-def _valid(lengths, width):
-    return torch.arange(width)[None, :] < lengths[:, None].long()
+_valid = valid_positions
 
 
 def test_llm_pt_keys_in_order_and_tied(tiny_llm, llm_state):
@@ -35,18 +36,7 @@ def test_llm_pt_keys_in_order_and_tied(tiny_llm, llm_state):
 @pytest.mark.parametrize("name,seed,paths", TRAIN_CASES)
 def test_training_forward_matches_official(tiny_llm, llm_fixture, name, seed, paths):
     d = llm_fixture(name)
-    random.seed(seed)
-    with torch.no_grad():
-        out = tiny_llm(_batch(d), torch.device("cpu"))
-    next_draw = random.random()
-    # exactly one python draw per utterance, the recorded ones, and nothing else
-    ref = random.Random(seed)
-    draws = [ref.random(), ref.random()]
-    assert draws == d["py_random_draws"].tolist()
-    assert next_draw == ref.random()
-    assert [("bi" if x < 0.5 else "uni") for x in draws] == paths
-    assert abs(out["loss"].item() - d["loss"].item()) < TOL
-    assert abs(out["acc"].item() - d["acc"].item()) < TOL
+    check_training_forward(tiny_llm, _batch(d), d, seed, paths)
 
 
 @pytest.mark.parametrize("name,seed,paths", TRAIN_CASES)

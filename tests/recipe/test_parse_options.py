@@ -75,4 +75,6 @@ def test_bad_options_fail_with_a_clear_message(tmp_path, args, message):
 def test_help_prints_the_message_and_exits_0(tmp_path):
     r = run_script(tmp_path, "--stage", "3", "--help")
     assert r.returncode == 0
-    assert r.stdout == "Usage: demo.sh [options]\n  --stage N   first stage\n"
+    assert r.stdout == ("Usage: demo.sh [options]\n  --stage N   first stage\n"  # then the options every script has
+                        "  --config FILE             read option assignments (name=value lines) from FILE\n"
+                        "  --help                    print this message\n")

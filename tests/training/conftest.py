@@ -1,35 +1,4 @@
 """Fixtures of the training tests: the stand-in model, tiny parquet lists and finished reference runs."""
 from __future__ import annotations
 
-import pytest
-
-import train_helpers as th
-
-
-@pytest.fixture(scope="session")
-def stand_in(tmp_path_factory):
-    return th.get_stand_in(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def lists(tmp_path_factory):
-    return th.get_lists(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def llm_run(tmp_path_factory):
-    return th.get_llm_run(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def flow_run(tmp_path_factory):
-    return th.get_flow_run(tmp_path_factory)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread is several times faster than oversubscribed
-    ones, and the subprocesses of these tests (th.subprocess_env) use one thread too, so results compare exactly.
-    (The session-wide runs of train_helpers set it themselves: they are built before any function fixture.)"""
-    with th.one_thread():
-        yield
+from train_fixtures import flow_run, llm_run, lists, one_thread, stand_in  # noqa: F401 (fixtures)
