@@ -45,3 +45,14 @@ def check_first_chunk_is_causal(est) -> None:
         c = est(x2, mask, mu, t, spks, cond, streaming=False)
     torch.testing.assert_close(a[:, :, :50], b[:, :, :50], atol=1e-5, rtol=0)
     assert (a[:, :, :50] - c[:, :, :50]).abs().max() > 1e-3
+
+
+def check_inference(io, suffix: str, feat, extra, rec, streaming: bool) -> None:
+    """A recorded flow.inference call: the mel, and what the CFM was called with (mu, mask, spks, cond, 10 steps)."""
+    assert extra is None
+    assert feat.shape == io[f"feat_{suffix}"].shape and feat.dtype == torch.float32
+    torch.testing.assert_close(feat, io[f"feat_{suffix}"], atol=ATOL, rtol=0)
+    (_, kwargs), = rec.calls
+    for key in ("mu", "mask", "spks", "cond"):
+        torch.testing.assert_close(kwargs[key], io[f"{key}_{suffix}"], atol=ATOL, rtol=0)
+    assert kwargs["n_timesteps"] == 10 and kwargs["streaming"] is streaming

@@ -14,7 +14,7 @@ from cosyvoice.flow.DiT.dit import DiT
 from cosyvoice.flow.flow import CausalMaskedDiffWithDiT, align_feat_to_tokens
 from cosyvoice.utils.common import CheckpointError, load_checkpoint_strict
 from cosyvoice.utils.config import load_config
-from flow_helpers import ATOL, BATCH_KEYS, TRAIN, check_torch_draws, seeded_training_loss
+from flow_helpers import ATOL, BATCH_KEYS, TRAIN, check_inference, check_torch_draws, seeded_training_loss
 
 CONF3 = Path(__file__).resolve().parents[2] / "conf" / "cosyvoice3.yaml"
 
@@ -110,13 +110,7 @@ def test_inference_matches_official(tiny3_flow, load_io3, fixture3_meta, record_
                                            io["prompt_token"], io["prompt_token_len"], io["prompt_feat"],
                                            io["prompt_feat_len"], io["embedding"], streaming=streaming,
                                            finalize=finalize)
-    assert extra is None
-    assert feat.shape == io[f"feat_{name}"].shape and feat.dtype == torch.float32
-    torch.testing.assert_close(feat, io[f"feat_{name}"], atol=ATOL, rtol=0)
-    (_, kwargs), = rec.calls
-    for key in ("mu", "mask", "spks", "cond"):
-        torch.testing.assert_close(kwargs[key], io[f"{key}_{name}"], atol=ATOL, rtol=0)
-    assert kwargs["n_timesteps"] == 10 and kwargs["streaming"] is streaming
+    check_inference(io, name, feat, extra, rec, streaming)
 
 
 def test_recorded_schedule_is_the_streaming_one(load_io3, fixture3_meta):

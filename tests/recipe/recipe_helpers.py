@@ -67,49 +67,43 @@ BAD_FOLDER_EXPECTED = {
 }
 
 
+# The crafted bad folder's files: utterance -> (audio: seconds or raw bytes or None for none, sample rate, channels,
+# transcript: text or raw bytes or None for none). spk_flac's audio is written as a .flac, which stage 0 does not read.
+BAD_FOLDER_FILES = {
+    "spk_good1": (1.0, 16000, 1, "hello world\n"),
+    "spk_good2": (2.0, 44100, 2, "你好，世界。"),
+    "spk_good3": (1.2, 24000, 1, "  two\n lines  \n"),
+    "spk_中文": (0.8, 22050, 1, "中文"),
+    "spk_notext": (1.0, 16000, 1, None),
+    "spk_nowav": (None, 16000, 1, "orphan transcript"),
+    "spk_latin1": (1.0, 16000, 1, "caf\xe9".encode("latin-1")),
+    "spk_blank": (1.0, 16000, 1, " \n\t \n"),
+    "spk_garbage": (b"this is not audio at all, just bytes", 16000, 1, "garbage"),
+    "spk_zerobytes": (b"", 16000, 1, "zero bytes"),
+    "spk_noframes": (0.0, 16000, 1, "no frames"),
+    "spk_short": (0.3, 16000, 1, "short"),
+    "spk_long": (31.0, 16000, 1, "long"),
+    "spk bad": (1.0, 16000, 1, "space in the name"),
+    "-spk_dash": (1.0, 16000, 1, "dash"),
+    "spk_tags": (1.0, 16000, 1, "[breath]你好<strong>世界</strong>"),
+    "spk_template": (1.0, 16000, 1, "{NICKNAME}，你好。"),
+    "spk_color": (1.0, 16000, 1, "<color=#FFD780FF>小心</color>！"),
+    "spk_emoji": (1.0, 16000, 1, "😀！！……"),
+    "spk_8k": (1.0, 8000, 1, "telephone audio"),
+    "spk_flac": (1.0, 16000, 1, "a flac clip"),
+}
+
+
 def make_bad_folder(d: Path) -> Path:
-    """A pair folder with every kind of unusable utterance, plus four good ones (see BAD_FOLDER_EXPECTED)."""
-    write_wav(d / "spk_good1.wav", 1.0)
-    write_text(d / "spk_good1.normalized.txt", "hello world\n")
-    write_wav(d / "spk_good2.wav", 2.0, rate=44100, channels=2)
-    write_text(d / "spk_good2.normalized.txt", "你好，世界。")
-    write_wav(d / "spk_good3.wav", 1.2, rate=24000)
-    write_text(d / "spk_good3.normalized.txt", "  two\n lines  \n")
-    write_wav(d / "spk_中文.wav", 0.8, rate=22050)
-    write_text(d / "spk_中文.normalized.txt", "中文")
-    write_wav(d / "spk_notext.wav", 1.0)
-    write_text(d / "spk_nowav.normalized.txt", "orphan transcript")
-    write_wav(d / "spk_latin1.wav", 1.0)
-    write_text(d / "spk_latin1.normalized.txt", "caf\xe9".encode("latin-1"))
-    write_wav(d / "spk_blank.wav", 1.0)
-    write_text(d / "spk_blank.normalized.txt", " \n\t \n")
-    write_text(d / "spk_garbage.wav", b"this is not audio at all, just bytes")
-    write_text(d / "spk_garbage.normalized.txt", "garbage")
-    write_text(d / "spk_zerobytes.wav", b"")
-    write_text(d / "spk_zerobytes.normalized.txt", "zero bytes")
-    write_wav(d / "spk_noframes.wav", 0.0)
-    write_text(d / "spk_noframes.normalized.txt", "no frames")
-    write_wav(d / "spk_short.wav", 0.3)
-    write_text(d / "spk_short.normalized.txt", "short")
-    write_wav(d / "spk_long.wav", 31.0, rate=16000)
-    write_text(d / "spk_long.normalized.txt", "long")
-    write_wav(d / "spk bad.wav", 1.0)
-    write_text(d / "spk bad.normalized.txt", "space in the name")
-    write_wav(d / "-spk_dash.wav", 1.0)
-    write_text(d / "-spk_dash.normalized.txt", "dash")
-    write_wav(d / "spk_tags.wav", 1.0)
-    write_text(d / "spk_tags.normalized.txt", "[breath]你好<strong>世界</strong>")
-    write_wav(d / "spk_template.wav", 1.0)
-    write_text(d / "spk_template.normalized.txt", "{NICKNAME}，你好。")
-    write_wav(d / "spk_color.wav", 1.0)
-    write_text(d / "spk_color.normalized.txt", "<color=#FFD780FF>小心</color>！")
-    write_wav(d / "spk_emoji.wav", 1.0)
-    write_text(d / "spk_emoji.normalized.txt", "😀！！……")
-    write_wav(d / "spk_8k.wav", 1.0, rate=8000)
-    write_text(d / "spk_8k.normalized.txt", "telephone audio")
-    write_wav(d / "spk_flac.wav", 1.0)
+    """A pair folder with every kind of unusable utterance, plus the good ones (see BAD_FOLDER_EXPECTED)."""
+    for utt, (audio, rate, channels, text) in BAD_FOLDER_FILES.items():
+        if isinstance(audio, bytes):
+            write_text(d / f"{utt}.wav", audio)
+        elif audio is not None:
+            write_wav(d / f"{utt}.wav", audio, rate=rate, channels=channels)
+        if text is not None:
+            write_text(d / f"{utt}.normalized.txt", text)
     (d / "spk_flac.wav").rename(d / "spk_flac.flac")
-    write_text(d / "spk_flac.normalized.txt", "a flac clip")
     write_text(d / "notes.md", "not part of the data")
     return d
 

@@ -197,8 +197,7 @@ def test_missing_checkpoint_is_a_one_line_error(stand_in, lists, tmp_path):
     argv[argv.index("--checkpoint") + 1] = str(tmp_path / "nope.pt")
     with pytest.raises(ValueError, match=f"--checkpoint {tmp_path / 'nope.pt'} not found"):
         th.run_train(argv)
-    r = subprocess.run([sys.executable, "-m", "cosyvoice.bin.train", *argv], cwd=th.ROOT, env=th.subprocess_env(),
-                       capture_output=True, text=True, timeout=120)
+    r = th.train_command_line(argv)
     assert r.returncode == 2
     assert r.stderr.splitlines()[-1] == (f"train.py: error: --checkpoint {tmp_path / 'nope.pt'} not found (pass the "
                                          "pretrained llm.pt, or leave it out to train from scratch)")
@@ -211,8 +210,7 @@ def test_unknown_yaml_key_is_a_one_line_error_and_writes_nothing(stand_in, lists
     bad.write_text(text.replace("    max_epoch: 200\n", "    max_epochz: 200\n", 1), encoding="utf-8")  # train_conf
     argv = th.train_args("llm", stand_in, lists["train"], lists["cv"], tmp_path / "m")
     argv[argv.index("--config") + 1] = str(bad)
-    r = subprocess.run([sys.executable, "-m", "cosyvoice.bin.train", *argv], cwd=th.ROOT, env=th.subprocess_env(),
-                       capture_output=True, text=True, timeout=120)
+    r = th.train_command_line(argv)
     assert r.returncode == 2
     assert r.stderr.splitlines()[-1] == (f"train.py: error: {bad}: unknown key 'max_epochz' in train_conf (the "
                                          "trainer does not read it); did you mean 'max_epoch'?")

@@ -121,6 +121,12 @@ def subprocess_env() -> dict:
     return env
 
 
+def train_command_line(argv: List[str]) -> subprocess.CompletedProcess:
+    """``python -m cosyvoice.bin.train ARGV`` as a user runs it (one process), captured."""
+    return subprocess.run([sys.executable, "-m", "cosyvoice.bin.train", *argv], cwd=ROOT, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=120)
+
+
 def torchrun(nproc: int, argv: List[str], timeout: int = 240, **kw) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "cosyvoice.bin.train", *argv]
