@@ -15,7 +15,7 @@ from recipe_helpers import ROOT
 
 @pytest.fixture
 def project_copy(tmp_path):
-    for rel in ("tools/setup_env.sh", "tools/parse_options.sh", "requirements.txt", "pyproject.toml"):
+    for rel in ("tools/setup_env.sh", "tools/parse_options.sh", "tools/log.sh", "requirements.txt", "pyproject.toml"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / rel, tmp_path / rel)
     return tmp_path
