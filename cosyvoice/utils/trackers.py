@@ -232,9 +232,9 @@ class SampleRenderer:
         self.cosyvoice = None
 
     def _load(self):
-        from cosyvoice.cli.cosyvoice import CosyVoice2
+        from cosyvoice.cli.cosyvoice import AutoModel
 
-        cosyvoice = CosyVoice2(self.model_dir)
+        cosyvoice = AutoModel(model_dir=self.model_dir)
         speakers = cosyvoice.list_available_spks()
         if not speakers:
             raise ValueError(f"{self.model_dir}/spk2info.pt holds no speaker (stage 4 writes it)")
