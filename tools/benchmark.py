@@ -262,6 +262,7 @@ def build_models(args, workdir: Path):
     from cosyvoice.utils.pretrained import get_version
 
     keys = ["llm", "flow", "hift"]
+    resolve_version(args)
     engine = CosyVoice3Model if args.version == "cosyvoice3" else CosyVoice2Model
     if args.stand_in:
         sys.path.insert(0, str(ROOT / "tools"))

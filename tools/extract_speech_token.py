@@ -39,8 +39,9 @@ SKIPPED_FILE = "skipped_speech_token.tsv"
 def get_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data_dir", "--dir", dest="data_dir", required=True, help="Kaldi data dir (wav.scp)")
-    p.add_argument("--onnx_path", required=True, help="speech_tokenizer_v2.onnx (CosyVoice2) or speech_tokenizer_v3.onnx (CosyVoice3) of "
-                                                      "the pretrained model dir")
+    p.add_argument("--onnx_path", required=True,
+                   help="speech_tokenizer_v2.onnx (CosyVoice2) or speech_tokenizer_v3.onnx (CosyVoice3) of the "
+                        "pretrained model dir")
     p.add_argument("--num_workers", "--num_thread", dest="num_workers", type=int, default=2,
                    help="parallel extraction threads")
     return p.parse_args(argv)

@@ -53,7 +53,8 @@ class Job:
 
 def get_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model_dir", required=True, help="CosyVoice2 or CosyVoice3 model dir (pretrained, fine-tuned or stand-in)")
+    p.add_argument("--model_dir", required=True,
+                   help="CosyVoice2 or CosyVoice3 model dir (pretrained, fine-tuned or stand-in)")
     p.add_argument("--mode", default="all", choices=MODES + ("all",), help="inference mode")
     p.add_argument("--text_json", required=True, help="json of lines to synthesize, per speaker and mode")
     p.add_argument("--spk_id", default="", help="speaker: the SFT speaker of spk2info.pt and the json section it "
