@@ -66,7 +66,7 @@ def test_stage4_after_switching_from_v2_to_v3(tmp_path, stages3, stand_in_dir):
 
     (tmp_path / "model" / "cosyvoice2.yaml").write_text("a copy\n")
     rc, err = call_tool("save_spk2info", *args, "--pretrained_model_dir", stages3["pretrained"])
-    assert rc == 1
+    assert rc == 2  # a user error: one line, exit status 2
     assert err.strip().endswith(f"{tmp_path / 'model' / 'cosyvoice2.yaml'} belongs to CosyVoice2-0.5B, but "
                                 "--pretrained_model_dir is Fun-CosyVoice3-0.5B: a model dir holds one model; remove "
                                 "it (or use another --model_dir)")
