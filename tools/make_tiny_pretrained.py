@@ -264,7 +264,7 @@ flow: !new:cosyvoice.flow.flow.CausalMaskedDiffWithDiT
         in_channels: 240
         n_spks: 1
         spk_emb_dim: 80
-        cfm_params: !new:cosyvoice.utils.config.DictConfig
+        cfm_params: !new:omegaconf.DictConfig
             content:
                 sigma_min: 1e-06
                 solver: 'euler'

@@ -60,6 +60,13 @@ def test_v3_demo_runs_every_stage_into_its_own_experiment(demo3_run):
         assert (model / f"{m}.pt").is_file() and not (model / f"{m}.pt").is_symlink()
     assert (model / "flow.decoder.estimator.fp32.onnx").is_file() and not (model / "flow.encoder.fp32.zip").exists()
     assert "(its DiT flow has no encoder to TorchScript, as in the official export)" in r.stdout
+    # the model dir is an official Fun-CosyVoice3-0.5B one: official yaml names only, exactly the official files
+    from official_layout import OFFICIAL, check_official_dir, check_official_yaml
+
+    loaded = set(OFFICIAL["cosyvoice3"]["model_dir"]["loaded"])
+    check_official_dir(model, loaded | {"spk2info.pt", "flow.decoder.estimator.fp32.onnx"}, "cosyvoice3")
+    for m in ("llm", "flow"):
+        check_official_yaml(exp / m / "config.yaml", "cosyvoice3")
     # stage 8: the report of a CosyVoice3 run
     metrics = json.loads((exp / "metrics.json").read_text())
     assert metrics["model_version"] == "cosyvoice3" and metrics["stand_in"] == {"base": True, "sft": True}

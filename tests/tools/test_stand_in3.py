@@ -26,6 +26,14 @@ def test_layout_and_size(stand_in3_dir):
     assert total < 30 << 20  # the 151936 x 16 text table twice (llm.pt and model.safetensors) is most of it
 
 
+def test_it_is_an_official_fun_cosyvoice3_dir(stand_in3_dir):
+    """Exactly the files the official CosyVoice3 class reads (and the README), a yaml with official names only."""
+    from official_layout import OFFICIAL, check_official_dir
+
+    check_official_dir(stand_in3_dir, set(OFFICIAL["cosyvoice3"]["model_dir"]["loaded"]) | {"README.md"},
+                       "cosyvoice3")
+
+
 def test_special_tokens_have_the_official_ids(stand_in3_dir, fixtures3_dir):
     """Every CosyVoice3 special token gets the id the official tokenizer gives it (tokenizer_facts.json), so
     <|endofprompt|> is 151646, the id CosyVoice3LM checks for; the table has the real 151936 rows."""
