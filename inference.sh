@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Synthesize speech with a CosyVoice2 model dir: the fine-tuned one the recipe wrote, a downloaded CosyVoice2-0.5B,
-# or the tiny stand-in. `bash inference.sh` speaks the lines of local/tts_text.json in every mode;
+# Synthesize speech with a CosyVoice2 or CosyVoice3 model dir: the fine-tuned one the recipe wrote, a downloaded
+# CosyVoice2-0.5B or Fun-CosyVoice3-0.5B, or a tiny stand-in (the version is told by the dir's yaml). `bash inference.sh` speaks the lines of local/tts_text.json in every mode;
 # `bash inference.sh --help` lists the options. Every option below can be given as `--name value`.
 set -euo pipefail
 
@@ -27,7 +27,7 @@ text_frontend=true      # true: normalize the text (numbers, symbols) before syn
 fp16=false              # true: float16 autocast on a CUDA GPU (faster; ignored on a CPU, which runs float32)
 
 help_message="Usage: bash inference.sh [options]
-Synthesize the lines of a text json with a CosyVoice2 model dir; one wav per line and an index.tsv.
+Synthesize the lines of a text json with a CosyVoice2 or CosyVoice3 model dir; one wav per line and an index.tsv.
 
 Options (default in brackets):
   --mode MODE               sft | zero-shot | cross-lingual | instruct | all [${mode}]
@@ -59,7 +59,7 @@ log "${cmdline}"
 
 if [ -z "${model_dir}" ]; then
   [ -n "${exp_dir}" ] || exp_dir=exp/demo_voice
-  if [ -f "${exp_dir}/model/cosyvoice2.yaml" ]; then
+  if [ -f "${exp_dir}/model/cosyvoice2.yaml" ] || [ -f "${exp_dir}/model/cosyvoice3.yaml" ]; then
     model_dir=${exp_dir}/model
   else
     model_dir=${pretrained_model_dir}
@@ -67,7 +67,7 @@ if [ -z "${model_dir}" ]; then
 elif [ -z "${exp_dir}" ] && [ "$(basename "${model_dir%/}")" = model ]; then
   exp_dir=$(dirname "${model_dir%/}")
 fi
-[ -d "${model_dir}" ] || die "model dir ${model_dir} not found: run the recipe (bash run.sh), give --model_dir, or write the stand-in with: . path.sh && python tools/make_tiny_pretrained.py --out_dir ${model_dir}"
+[ -d "${model_dir}" ] || die "model dir ${model_dir} not found: run the recipe (bash run.sh), give --model_dir, or write the stand-in with: . path.sh && python tools/make_tiny_pretrained.py --out_dir ${model_dir} (CosyVoice3: add --version cosyvoice3)"
 if [ -z "${result_dir}" ]; then
   if [ -n "${exp_dir}" ]; then result_dir=${exp_dir}/inference; else result_dir=exp/inference/$(basename "${model_dir%/}"); fi
 fi

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fine-tune CosyVoice2-0.5B on one speaker, stage by stage. `bash run.sh` runs the bundled demo voice;
+# Fine-tune CosyVoice2-0.5B (or Fun-CosyVoice3-0.5B) on one speaker, stage by stage. `bash run.sh` runs the bundled demo voice;
 # `bash run.sh --help` lists the options. Every option below can be given as `--name value`.
 set -euo pipefail
 
@@ -27,16 +27,16 @@ seed=1234               # seed of that split
 drop_test_overlap=false # stage 0: true: drop test utterances that are also in the training set (same id or same
                         # audio) from the test set; false: such an overlap is an error
 # model and training (used by the training and inference stages)
-pretrained_model_dir=exp/pretrained/CosyVoice2-0.5B-tiny  # CosyVoice2-0.5B files (llm.pt, flow.pt, hift.pt, ...)
+pretrained_model_dir=exp/pretrained/CosyVoice2-0.5B-tiny  # CosyVoice2-0.5B or Fun-CosyVoice3-0.5B files (llm.pt, flow.pt, ...)
 exp_dir=""              # experiment dir (checkpoints, logs, resolved config, model dir, report); empty: exp/<tag>
 gpus=""                 # GPU ids to train on, e.g. 0,1; empty: every visible GPU, or the CPU when there is none
 train_engine=torch_ddp  # torch_ddp or deepspeed
-download_model=false    # true: first download the real CosyVoice2-0.5B into --pretrained_model_dir (needs network)
+download_model=false    # true: first download the real model into --pretrained_model_dir (needs network)
 nj=2                    # parallel workers of stages 1-3
 num_utts_per_parquet=1000  # rows per parquet shard (stage 3)
 # model training (stages 5-7)
 train_models="llm flow"  # stage 5/6: models to fine-tune, in this order (flow samples then pair with the new llm)
-train_config=""         # stage 5: training yaml; empty: conf/cosyvoice2.yaml, or the stand-in's own yaml (the same, tiny)
+train_config=""         # stage 5: training yaml; empty: conf/cosyvoice2.yaml (cosyvoice3.yaml), or the stand-in's own (the same, tiny)
 train_preset=auto       # stage 5: demo (2 epochs at lr 1e-3, a log line per update: the stand-in trains in seconds),
                         # yaml (the training yaml's schedule), or auto (demo on the stand-in, else yaml); the three
                         # options below override either
@@ -63,17 +63,19 @@ eval_max_token_text_ratio=""  # stage 8: speech-token cap per text token; empty:
 
 help_message="Usage: bash run.sh [options]
 Fine-tune CosyVoice2-0.5B on one speaker. Without options: the whole recipe (stages 0-8) on the bundled demo voice with the tiny stand-in model.
+Fun-CosyVoice3-0.5B: the same recipe with --pretrained_model_dir pointing at it (or at its stand-in exp/pretrained/CosyVoice3-0.5B-tiny);
+the model is told by the dir's yaml (cosyvoice3.yaml), and the default --tag gets a _cosyvoice3 suffix.
 
 Stages:
   -1  convert a raw character pack (--raw_pack_dir) into train/test pair folders under <data_root>/pack_pairs
    0  validate the pairs in --data_dir and write Kaldi tables <data_root>/<set>/{wav.scp,text,utt2spk,spk2utt}
    1  CAM++ speaker embeddings (campplus.onnx): <data_root>/<set>/{utt2embedding.pt,spk2embedding.pt}
-   2  speech tokens (speech_tokenizer_v2.onnx): <data_root>/<set>/utt2speech_token.pt
+   2  speech tokens (speech_tokenizer_v2.onnx; CosyVoice3: _v3): <data_root>/<set>/utt2speech_token.pt
    3  parquet shards for training: <data_root>/<set>/parquet/{data,utt2data,spk2data}.list
    4  speaker info: <exp_dir>/model/spk2info.pt, in a model dir laid out like the official one
    5  train the llm and the flow (torchrun, one process per GPU or --nproc_cpu on the CPU): <exp_dir>/<model>/
    6  average checkpoints: <exp_dir>/model/{llm,flow}.pt
-   7  export the flow for deployment: <exp_dir>/model/{flow.encoder.fp32.zip,flow.decoder.estimator.fp32.onnx}
+   7  export the flow for deployment: <exp_dir>/model/{flow.encoder.fp32.zip,flow.decoder.estimator.fp32.onnx} (CosyVoice3: the .onnx)
    8  evaluation, base (zero-shot) vs fine-tuned (SFT): <exp_dir>/{report.html,metrics.json}
 
 Options (default in brackets):
@@ -95,15 +97,15 @@ Options (default in brackets):
   --test_ratio R            test share when splitting [${test_ratio}]
   --seed N                  split seed [${seed}]
   --drop_test_overlap BOOL  drop test utterances also in the training set instead of failing [${drop_test_overlap}]
-  --pretrained_model_dir D  CosyVoice2-0.5B model dir [${pretrained_model_dir}]
+  --pretrained_model_dir D  CosyVoice2-0.5B or Fun-CosyVoice3-0.5B model dir [${pretrained_model_dir}]
   --exp_dir DIR             experiment dir [${exp_dir:-exp/<tag>}]
   --gpus IDS                GPU ids, e.g. 0,1 [${gpus:-all visible, or CPU}]
   --train_engine NAME       torch_ddp or deepspeed [${train_engine}]
-  --download_model BOOL     download the real CosyVoice2-0.5B into --pretrained_model_dir first [${download_model}]
+  --download_model BOOL     download the real model (its version: see above) into --pretrained_model_dir first [${download_model}]
   --nj N                    parallel workers of stages 1-3 [${nj}]
   --num_utts_per_parquet N  rows per parquet shard [${num_utts_per_parquet}]
   --train_models LIST       models to fine-tune in stage 5/6, from llm and flow [${train_models}]
-  --train_config FILE       training yaml [${train_config:-conf/cosyvoice2.yaml, or the stand-in yaml}]
+  --train_config FILE       training yaml [${train_config:-conf/cosyvoice2.yaml or conf/cosyvoice3.yaml, or the stand-in yaml}]
   --train_preset NAME       demo, yaml or auto (demo on the stand-in) [${train_preset}]
   --max_epoch N             epochs per model [${max_epoch:-from --train_preset}]
   --lr X                    learning rate [${lr:-from --train_preset}]
@@ -140,6 +142,11 @@ if [ -n "${raw_pack_dir}" ] && [ "${data_dir}" != "${root}/local/demo_voice" ]; 
   die "give --raw_pack_dir or --data_dir, not both: stage -1 writes <data_root>/pack_pairs and stage 0 reads it"
 fi
 
+# ---- the model: cosyvoice2 or cosyvoice3, from the pretrained dir's yaml (or its name, when it does not exist yet);
+# sets model_version, model_title, config_file, speech_tokenizer_file and stand_in_dir (cosyvoice/utils/pretrained.py)
+model_vars=$(PYTHONPATH=${root} python3 -m cosyvoice.utils.pretrained --shell "${pretrained_model_dir}") || exit 1
+eval "${model_vars}"
+
 # ---- the experiment: one tag per speaker/dataset, so a second dataset never reuses the first one's data or models ----
 if [ -z "${tag}" ]; then
   if [ -n "${spk_id}" ]; then
@@ -149,6 +156,7 @@ if [ -z "${tag}" ]; then
   else
     tag=$(basename "${data_dir%/}")
   fi
+  [ "${model_version}" = cosyvoice2 ] || tag=${tag}_${model_version}  # a v3 run never mixes with the v2 one
   tag=$(python3 -c 'import re, sys; print(re.sub(r"[^\w.-]+", "-", sys.argv[1]).strip("-.") or "exp")' "${tag}")
 fi
 [[ ${tag} =~ ^[[:alnum:]_.-]+$ ]] && [ "${tag}" != . ] && [ "${tag}" != .. ] \
@@ -157,7 +165,7 @@ fi
 [ -n "${exp_dir}" ] || exp_dir=exp/${tag}
 
 log "${cmdline}"
-log "Experiment '${tag}': data in ${data_root}, models in ${exp_dir}"
+log "Experiment '${tag}': data in ${data_root}, models in ${exp_dir} (${model_title})"
 
 # ---- one run per experiment and data dir at a time (the lock goes with the last process that holds it) ----
 # lock DIR FD: hold an exclusive lock on DIR/.lock through file descriptor FD, or fail naming the holder.
@@ -348,7 +356,7 @@ if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
 fi
 
 # ---- the pretrained model dir, needed from stage 1 on: the real model, or the tiny stand-in by default ----
-default_pretrained_model_dir=exp/pretrained/CosyVoice2-0.5B-tiny
+default_pretrained_model_dir=${stand_in_dir}  # the stand-in path of this model version
 model_dir=${exp_dir}/model   # stage 4 output: laid out like the official model dir
 
 # set_dir SET: the data dir stages 2+ read for SET (without the flagged utterances when --drop_flagged true)
@@ -357,17 +365,18 @@ set_dir() {
 }
 if [ "${stop_stage}" -ge 1 ]; then
   if [ "${download_model}" = true ]; then
-    log "Downloading CosyVoice2-0.5B into ${pretrained_model_dir} (modelscope, then huggingface_hub)"
-    run python3 "${root}/tools/download_pretrained.py" --model_dir "${pretrained_model_dir}"
+    log "Downloading ${model_title} into ${pretrained_model_dir} (modelscope, then huggingface_hub)"
+    run python3 "${root}/tools/download_pretrained.py" --model_dir "${pretrained_model_dir}" --version "${model_version}"
   elif [ "${pretrained_model_dir}" = "${default_pretrained_model_dir}" ] && \
        { [ ! -e "${pretrained_model_dir}" ] || [ -f "${pretrained_model_dir}/.stand_in.done" ]; }; then
     marker=${pretrained_model_dir}/.stand_in.done
-    fp=$(fingerprint "path:${root}/tools/make_tiny_pretrained.py" "path:${root}/conf/cosyvoice2.yaml" "seed=1986")
+    fp=$(fingerprint "path:${root}/tools/make_tiny_pretrained.py" "path:${root}/conf/${config_file}" "seed=1986")
     if [ -f "${marker}" ] && [ "$(cat "${marker}")" = "${fp}" ]; then
       log "Tiny stand-in pretrained dir ${pretrained_model_dir} is up to date"
     else
       log "Writing the tiny stand-in pretrained dir (random weights, NOT a real model): ${pretrained_model_dir}"
-      run python3 "${root}/tools/make_tiny_pretrained.py" --out_dir "${pretrained_model_dir}" --seed 1986 --force
+      run python3 "${root}/tools/make_tiny_pretrained.py" --version "${model_version}" --out_dir "${pretrained_model_dir}" \
+        --seed 1986 --force
       echo "${fp}" > "${marker}"
     fi
   fi
@@ -403,11 +412,11 @@ if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
     d=$(set_dir "${x}")
     log "Stage 2: speech tokens: ${d}/wav.scp -> ${d}/utt2speech_token.pt (clips over 30 s: ${d}/skipped_speech_token.tsv)"
     check_data_dir 2 "${d}"
-    fp=$(fingerprint "path:${d}/wav.scp" "path:${pretrained_model_dir}/speech_tokenizer_v2.onnx" src:)
+    fp=$(fingerprint "path:${d}/wav.scp" "path:${pretrained_model_dir}/${speech_tokenizer_file}" src:)
     outs=("${d}/utt2speech_token.pt")
     run_once "Stage 2: ${x}" "${d}/.stage2.done" "${fp}" outs \
       python3 "${root}/tools/extract_speech_token.py" --data_dir "${d}" \
-        --onnx_path "${pretrained_model_dir}/speech_tokenizer_v2.onnx" --num_workers "${nj}"
+        --onnx_path "${pretrained_model_dir}/${speech_tokenizer_file}" --num_workers "${nj}"
   done
 fi
 
@@ -454,8 +463,8 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
   [ ! -f "${pretrained_model_dir}/.stand_in.done" ] || stand_in=true
   config=${train_config}
   if [ -z "${config}" ]; then
-    # the stand-in's weights have its own tiny sizes: conf/cosyvoice2.yaml with those widths
-    if [ "${stand_in}" = true ]; then config=${pretrained_model_dir}/cosyvoice2.yaml; else config=${root}/conf/cosyvoice2.yaml; fi
+    # the stand-in's weights have its own tiny sizes: conf/<the version's yaml> with those widths
+    if [ "${stand_in}" = true ]; then config=${pretrained_model_dir}/${config_file}; else config=${root}/conf/${config_file}; fi
   fi
   preset=${train_preset}
   if [ "${preset}" = auto ]; then
@@ -542,7 +551,9 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
 fi
 
 if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
-  log "Stage 7: export the flow: ${model_dir}/flow.pt -> ${model_dir}/{flow.encoder.fp32.zip,flow.decoder.estimator.fp32.onnx}"
+  if [ "${model_version}" = cosyvoice2 ]; then exports="{flow.encoder.fp32.zip,flow.decoder.estimator.fp32.onnx}"
+  else exports="flow.decoder.estimator.fp32.onnx (its DiT flow has no encoder to TorchScript, as in the official export)"; fi
+  log "Stage 7: export the flow: ${model_dir}/flow.pt -> ${model_dir}/${exports}"
   [ -f "${model_dir}/flow.pt" ] || die "stage 7: ${model_dir}/flow.pt not found: run stages 4-6 first (--stage 4)"
   run python3 -m cosyvoice.bin.export --model_dir "${model_dir}"
   log "Stage 7: model dir ready: ${model_dir}"

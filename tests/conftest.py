@@ -71,6 +71,15 @@ def stand_in_dir(tmp_path_factory, make_tiny_pretrained) -> Path:
 
 
 @pytest.fixture(scope="session")
+def stand_in3_dir(tmp_path_factory, make_tiny_pretrained) -> Path:
+    """The tiny stand-in Fun-CosyVoice3-0.5B dir (tools/make_tiny_pretrained.py --version cosyvoice3, seed 1986),
+    written once per session."""
+    out = tmp_path_factory.mktemp("pretrained3") / "CosyVoice3-0.5B-tiny"
+    make_tiny_pretrained.make_stand_in(out, 1986, "cosyvoice3")
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_flow(fixtures_dir):
     """The tiny flow of fixtures/cosyvoice2/tiny.yaml with its golden flow.pt loaded (strict), in eval mode."""
     from cosyvoice.utils.common import load_checkpoint_strict

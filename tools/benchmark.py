@@ -2,8 +2,9 @@
 """Speed benchmark: LLM decoding, flow + HiFT token2wav (offline and streaming), training throughput, resampling.
 
     python tools/benchmark.py                                  # full-size conf/cosyvoice2.yaml, random weights
-    python tools/benchmark.py --stand_in                       # the tiny stand-in (written to a temp dir)
-    python tools/benchmark.py --model_dir pretrained_models/CosyVoice2-0.5B
+    python tools/benchmark.py --version cosyvoice3             # full-size conf/cosyvoice3.yaml (Fun-CosyVoice3)
+    python tools/benchmark.py --stand_in [--version cosyvoice3]  # a tiny stand-in (written to a temp dir)
+    python tools/benchmark.py --model_dir pretrained_models/CosyVoice2-0.5B   # the version is told by the dir
     python tools/benchmark.py --device cuda --dtype bf16       # CUDA, autocast
 
 Every figure is the median of ``--runs`` runs after ``--warmup`` runs. Prints a table and writes JSON
@@ -14,9 +15,9 @@ early (then fewer tokens are timed) and the streaming schedule depends only on t
 Figures:
 * llm: prefill of the prompt (ms), decode ms/token at batch 1, the weights read per token and the measured memory
   bandwidth, hence the bandwidth floor (ms/token) and the fraction of it reached; its RTF (25 tokens per second).
-* token2wav: ``CosyVoice2Model.token2wav`` on ``--audio_seconds`` of random speech tokens, offline (one call) and
-  streaming (``CosyVoice2Model.tts`` with the tokens given, the official chunk schedule): total RTF, time to the first
-  chunk (p50/p90 over runs), and the flow and HiFT shares.
+* token2wav: ``CosyVoice2Model.token2wav`` (``CosyVoice3Model``'s for CosyVoice3) on ``--audio_seconds`` of random
+  speech tokens, offline (one call) and streaming (``tts`` with the tokens given, the official chunk schedule):
+  total RTF, time to the first chunk (p50/p90 over runs), and the flow and HiFT shares.
 * train_llm / train_flow: forward + backward + grad clip + Adam on a synthetic batch made by
   ``cosyvoice.dataset.processor.padding``: step time, utterances/s, speech tokens/s (llm) or mel frames/s (flow),
   peak memory, and the Adam step alone with the for-loop, foreach and fused implementations.
@@ -50,11 +51,12 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from cosyvoice.audio.resample import resample, resample_filters
-from cosyvoice.cli.model import CosyVoice2Model
+from cosyvoice.cli.model import CosyVoice2Model, CosyVoice3Model
 from cosyvoice.dataset.processor import padding
 from cosyvoice.flow.decoder import add_optional_chunk_mask, mask_to_bias
 from cosyvoice.utils.config import load_config
 from cosyvoice.utils.mask import make_pad_mask
+from cosyvoice.utils.pretrained import get_version
 from cosyvoice.utils.train_utils import init_optimizer, optimizer_impl
 
 logger = logging.getLogger("benchmark")
@@ -79,12 +81,16 @@ SPEECH_TOKEN_SIZE = 6561   # ids 0..6560 are speech tokens
 def get_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--config", default=str(ROOT / "conf" / "cosyvoice2.yaml"),
-                     help="build llm/flow/hift from this yaml with random weights (default: full size)")
-    src.add_argument("--model_dir", help="load a model dir (cosyvoice2.yaml, llm.pt, flow.pt, hift.pt, "
-                                         "CosyVoice-BlankEN/) strictly instead")
+    src.add_argument("--config", default=None,
+                     help="build llm/flow/hift from this yaml with random weights [full size: conf/cosyvoice2.yaml, "
+                          "or conf/cosyvoice3.yaml with --version cosyvoice3]")
+    src.add_argument("--model_dir", help="load a model dir (cosyvoice2.yaml or cosyvoice3.yaml, llm.pt, flow.pt, "
+                                         "hift.pt, CosyVoice-BlankEN/) strictly instead")
     src.add_argument("--stand_in", action="store_true",
                      help="write the tiny stand-in (tools/make_tiny_pretrained.py) to a temp dir and load it")
+    p.add_argument("--version", choices=("cosyvoice2", "cosyvoice3"), default=None,
+                   help="CosyVoice2-0.5B or Fun-CosyVoice3-0.5B [the --model_dir's, else what the --config's name "
+                        "says ('cosyvoice3' in it), else cosyvoice2]")
     p.add_argument("--qwen_config", default=str(ROOT / "conf" / "qwen2_0.5b_config.json"),
                    help="Qwen2 config.json for --config (the LLM backbone's shape)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
@@ -240,21 +246,40 @@ def cpu_name() -> str:
 
 
 # ------------------------------------------------------------------------------------------------------ models
+def resolve_version(args) -> str:
+    """--version, else the --model_dir's (its yaml), else what the --config's file name says; sets --config's
+    default (the version's full-size conf/*.yaml)."""
+    from cosyvoice.utils.pretrained import get_version, model_version, version_from_name
+
+    if args.model_dir and not args.stand_in:
+        found = model_version(args.model_dir).name
+        if args.version and args.version != found:
+            raise ValueError(f"--version {args.version}, but {args.model_dir} is a {found} model dir")
+        args.version = found
+    elif not args.version:
+        args.version = version_from_name(Path(args.config).stem).name if args.config else "cosyvoice2"
+    if not args.config:
+        args.config = str(ROOT / "conf" / get_version(args.version).config_file)
+    return args.version
+
+
 def build_models(args, workdir: Path):
-    """(CosyVoice2Model on the device, a description of where the weights came from)."""
+    """(CosyVoice2Model or CosyVoice3Model on the device, a description of where the weights came from)."""
 
     keys = ["llm", "flow", "hift"]
+    resolve_version(args)
+    engine = CosyVoice3Model if args.version == "cosyvoice3" else CosyVoice2Model
     if args.stand_in:
         sys.path.insert(0, str(ROOT / "tools"))
         from make_tiny_pretrained import make_stand_in
 
         args.model_dir = str(workdir / "stand_in")
-        make_stand_in(Path(args.model_dir), 1986)
+        make_stand_in(Path(args.model_dir), 1986, args.version)
     if args.model_dir:
         model_dir = Path(args.model_dir)
-        configs = load_config(str(model_dir / "cosyvoice2.yaml"),
+        configs = load_config(str(model_dir / get_version(args.version).config_file),
                               {"qwen_pretrain_path": str(model_dir / "CosyVoice-BlankEN")}, keys=keys)
-        model = CosyVoice2Model(configs["llm"], configs["flow"], configs["hift"])
+        model = engine(configs["llm"], configs["flow"], configs["hift"])
         model.device = torch.device(args.device)
         model.load(str(model_dir / "llm.pt"), str(model_dir / "flow.pt"), str(model_dir / "hift.pt"))
         source = "stand_in" if args.stand_in else f"model_dir:{model_dir}"
@@ -264,7 +289,7 @@ def build_models(args, workdir: Path):
         shutil.copy(args.qwen_config, qwen_dir / "config.json")
         torch.manual_seed(args.seed)
         configs = load_config(args.config, {"qwen_pretrain_path": str(qwen_dir)}, keys=keys)
-        model = CosyVoice2Model(configs["llm"], configs["flow"], configs["hift"])
+        model = engine(configs["llm"], configs["flow"], configs["hift"])
         model.device = torch.device(args.device)
         for module in (model.llm, model.flow, model.hift):
             module.to(model.device).eval()
@@ -345,6 +370,11 @@ def bench_llm(model, args, device, dtype, bandwidth) -> Dict[str, object]:
         lm_input = torch.cat([sos, llm._embed_text(text), task], dim=1)
     assert lm_input.shape == (1, args.text_tokens + 2, width)
     prefill, decode, counts = [], [], []
+    # CosyVoice3: any of 200 ids stops decoding and its official rule bans only one below min_len; ban them all for
+    # the timed steps so that every run decodes --decode_tokens tokens (the same work per step)
+    banned = llm.min_len_banned_ids
+    if len(getattr(llm, "stop_token_ids", [])) > len(banned):
+        llm.min_len_banned_ids = list(llm.stop_token_ids)
 
     def run(i):
         torch.manual_seed(args.seed + i)
@@ -364,7 +394,10 @@ def bench_llm(model, args, device, dtype, bandwidth) -> Dict[str, object]:
                 decode.append((t_end - t_first) / (n - 1))
             counts.append(n)
 
-    timed_runs(run, args.warmup, args.runs, device)
+    try:
+        timed_runs(run, args.warmup, args.runs, device)
+    finally:
+        llm.min_len_banned_ids = banned
     if not decode:
         raise RuntimeError("the LLM stopped after its first token in every run; use more --runs or another --seed")
     ms_tok = median(decode) * 1e3
@@ -534,8 +567,9 @@ def _t2w_figures(times: Dict[str, List[float]], audio_s: float) -> Dict[str, flo
     return out
 
 
-def synthetic_batch(args, token_mel_ratio: int, text_vocab: int) -> Dict[str, object]:
-    """A training batch as cosyvoice.dataset.processor.padding builds it, from random samples."""
+def synthetic_batch(args, token_mel_ratio: int, text_vocab: int, instruct_tokens: int = 0) -> Dict[str, object]:
+    """A training batch as cosyvoice.dataset.processor.padding builds it, from random samples (with
+    ``instruct_tokens`` instruction ids each: CosyVoice3's system prompt, 7 tokens with the real tokenizer)."""
 
     g = torch.Generator().manual_seed(args.seed + 2)
     samples = []
@@ -551,6 +585,8 @@ def synthetic_batch(args, token_mel_ratio: int, text_vocab: int) -> Dict[str, ob
             "utt_embedding": torch.randn(192, generator=g),
             "spk_embedding": torch.randn(192, generator=g),
         })
+        if instruct_tokens:
+            samples[-1]["instruct_token"] = torch.randint(0, text_vocab, (instruct_tokens,), generator=g).tolist()
     return next(iter(padding([samples], use_spk_embedding=True)))
 
 
@@ -714,14 +750,32 @@ def main(argv=None) -> int:
     if device.type == "cpu" and args.dtype != "fp32":
         print(f"ERROR: --dtype {args.dtype} is for CUDA; the CPU path runs fp32", file=sys.stderr)
         return 2
-    if args.model_dir and not (Path(args.model_dir) / "cosyvoice2.yaml").is_file():
-        print(f"ERROR: {args.model_dir}/cosyvoice2.yaml not found: --model_dir must be a CosyVoice2 model dir",
-              file=sys.stderr)
+    from cosyvoice.utils.pretrained import PretrainedDirError, model_version
+
+    if args.model_dir and not args.stand_in:
+        try:
+            found = model_version(args.model_dir)
+        except PretrainedDirError as e:
+            print(f"ERROR: {e}", file=sys.stderr)
+            return 2
+        if not (Path(args.model_dir) / found.config_file).is_file():
+            print(f"ERROR: {args.model_dir}/{found.config_file} not found: --model_dir must be a CosyVoice2 or "
+                  f"CosyVoice3 model dir", file=sys.stderr)
+            return 2
+    try:
+        resolve_version(args)
+    except ValueError as e:
+        print(f"ERROR: {e}", file=sys.stderr)
         return 2
     args.undo_list = [u.strip() for u in args.undo.split(",") if u.strip()]
     bad = sorted(set(args.undo_list) - set(UNDO))
     if bad:
         print(f"ERROR: unknown --undo {', '.join(bad)} (known: {', '.join(UNDO)})", file=sys.stderr)
+        return 2
+    v2_only = sorted(set(args.undo_list) & {"stream_cache", "attn_bias"})
+    if v2_only and args.version == "cosyvoice3":
+        print(f"ERROR: --undo {', '.join(v2_only)} changes CosyVoice2's flow; CosyVoice3's DiT flow has no such "
+              f"speed change", file=sys.stderr)
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -749,7 +803,8 @@ def main(argv=None) -> int:
                                        for mode in ("offline", "stream")}
         if "train_llm" in stages:
             logger.info("llm training steps")
-            batch = synthetic_batch(args, model.flow.token_mel_ratio, model.llm.llm.model.config.vocab_size)
+            batch = synthetic_batch(args, model.flow.token_mel_ratio, model.llm.llm.model.config.vocab_size,
+                                    instruct_tokens=7 if args.version == "cosyvoice3" else 0)
             res["train_llm"] = bench_train("llm", model.llm, batch, args, device, dtype)
         if "train_flow" in stages:
             logger.info("flow training steps")
@@ -762,6 +817,8 @@ def main(argv=None) -> int:
     if hasattr(os, "getloadavg"):
         res["env"]["load_average_end"] = os.getloadavg()  # other jobs on the machine skew the figures
     name = "stand_in" if args.stand_in else Path(args.model_dir or args.config).stem
+    if args.stand_in and args.version == "cosyvoice3":
+        name = "stand_in3"
     if model is None:
         name = "resample"
     undone = "".join(f"_undo-{u}" for u in args.undo_list)

@@ -1,7 +1,13 @@
 #!/usr/bin/env python3
-"""Download the real CosyVoice2-0.5B model dir with modelscope or huggingface_hub, without ever hanging.
+"""Download the real CosyVoice2-0.5B or Fun-CosyVoice3-0.5B model dir with modelscope or huggingface_hub, without
+ever hanging.
 
     python tools/download_pretrained.py --model_dir pretrained_models/CosyVoice2-0.5B
+    python tools/download_pretrained.py --version cosyvoice3 --model_dir pretrained_models/Fun-CosyVoice3-0.5B
+
+(--version defaults to what the dir's name says: 'CosyVoice3' in it means cosyvoice3; ModelScope
+iic/CosyVoice2-0.5B / FunAudioLLM/Fun-CosyVoice3-0.5B-2512, Hugging Face FunAudioLLM/CosyVoice2-0.5B /
+FunAudioLLM/Fun-CosyVoice3-0.5B-2512.)
 
 Tries modelscope, then huggingface_hub (whichever is installed; neither is a requirement of this toolkit). Each hub
 is first probed with a short TCP connect; the download itself runs in a child process that is killed when no bytes
@@ -25,7 +31,8 @@ from urllib.parse import urlparse
 
 from cosyvoice.utils.cli import entry_point
 from cosyvoice.utils.errors import UserError
-from cosyvoice.utils.pretrained import PretrainedDirError, check_pretrained_dir
+from cosyvoice.utils.pretrained import (COSYVOICE2, VERSIONS, ModelVersion, PretrainedDirError, check_pretrained_dir,
+                                        get_version, version_from_name)
 
 # Child-process programs: argv[1] = repo id, argv[2] = target dir.
 _MODELSCOPE_SCRIPT = (
@@ -49,11 +56,11 @@ class Backend:
     port: int = 443
 
 
-def default_backends() -> List[Backend]:
+def default_backends(version: ModelVersion = COSYVOICE2) -> List[Backend]:
     hf_host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
     return [
-        Backend("modelscope", "iic/CosyVoice2-0.5B", "www.modelscope.cn", _MODELSCOPE_SCRIPT),
-        Backend("huggingface_hub", "FunAudioLLM/CosyVoice2-0.5B", hf_host, _HF_SCRIPT),
+        Backend("modelscope", version.modelscope_id, "www.modelscope.cn", _MODELSCOPE_SCRIPT),
+        Backend("huggingface_hub", version.huggingface_id, hf_host, _HF_SCRIPT),
     ]
 
 
@@ -132,12 +139,12 @@ def run_watched(cmd: List[str], watch_dir: str, stall_timeout: float, timeout: f
 
 
 def download(model_dir: str, backends: List[Backend], connect_timeout: float, stall_timeout: float,
-             timeout: float) -> None:
+             timeout: float, version: ModelVersion = COSYVOICE2) -> None:
     """Fill ``model_dir`` from the first backend that is installed, reachable and completes; raise RuntimeError."""
     installed = [b for b in backends if importlib.util.find_spec(b.name) is not None]
     if not installed:
         raise RuntimeError(
-            f"cannot download CosyVoice2-0.5B: none of {', '.join(b.name for b in backends)} is installed "
+            f"cannot download {version.title}: none of {', '.join(b.name for b in backends)} is installed "
             f"(pip install modelscope, or pip install huggingface_hub)")
     failures = []
     for b in installed:
@@ -153,18 +160,22 @@ def download(model_dir: str, backends: List[Backend], connect_timeout: float, st
             failures.append(f"{b.name}: download of {b.repo} {why}")
             continue
         try:
-            check_pretrained_dir(model_dir)
+            check_pretrained_dir(model_dir, version=version)
             return
         except PretrainedDirError as e:
             failures.append(f"{b.name}: downloaded, but {e}")
     raise RuntimeError(
-        f"could not download CosyVoice2-0.5B into {model_dir}: {'; '.join(failures)}. Offline? Copy the model dir "
-        f"there by hand, or use the stand-in: python tools/make_tiny_pretrained.py --out_dir <dir>")
+        f"could not download {version.title} into {model_dir}: {'; '.join(failures)}. Offline? Copy the model dir "
+        f"there by hand, or use the stand-in: python tools/make_tiny_pretrained.py --out_dir <dir>"
+        + ("" if version is COSYVOICE2 else f" --version {version.name}"))
 
 
 def get_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model_dir", required=True, help="where the CosyVoice2-0.5B files go")
+    p.add_argument("--model_dir", required=True, help="where the model's files go")
+    p.add_argument("--version", choices=sorted(VERSIONS), default=None,
+                   help="cosyvoice2 (CosyVoice2-0.5B) or cosyvoice3 (Fun-CosyVoice3-0.5B-2512) "
+                        "[what --model_dir's name says: cosyvoice3 if it contains 'CosyVoice3']")
     p.add_argument("--connect_timeout", type=float, default=10.0, help="seconds to wait for a hub to answer a connect")
     p.add_argument("--stall_timeout", type=float, default=300.0,
                    help="kill the download after this many s without bytes")
@@ -175,17 +186,19 @@ def get_args(argv=None):
 @entry_point("download_pretrained.py")
 def main(argv=None) -> int:
     args = get_args(argv)
+    version = get_version(args.version) if args.version else version_from_name(args.model_dir)
     try:
-        check_pretrained_dir(args.model_dir)
+        check_pretrained_dir(args.model_dir, version=version)
         logging.info("%s already holds every required file; nothing to download", args.model_dir)
         return 0
     except PretrainedDirError:
         pass
     try:
-        download(args.model_dir, default_backends(), args.connect_timeout, args.stall_timeout, args.timeout)
+        download(args.model_dir, default_backends(version), args.connect_timeout, args.stall_timeout, args.timeout,
+                 version)
     except RuntimeError as e:
         raise UserError(str(e)) from e
-    logging.info("CosyVoice2-0.5B is complete in %s", args.model_dir)
+    logging.info("%s is complete in %s", version.title, args.model_dir)
     return 0
 
 

@@ -3,6 +3,9 @@
 
     python tools/extract_speech_token.py --data_dir data/train --onnx_path <pretrained>/speech_tokenizer_v2.onnx
 
+(CosyVoice3: ``<pretrained>/speech_tokenizer_v3.onnx``; both take the same whisper log-mel feed and give 25 Hz
+ids, so one tool serves both.)
+
 Reads wav.scp; writes utt2speech_token.pt ({utt: list of ints}) into the data dir. Each clip is padded with
 silence to whole tokens (40 ms) first, so it gets ceil(duration * 25) tokens: exactly half the mel frames that
 training computes from the same clip padded to whole tokens. Clips longer than 30 s (the
@@ -29,7 +32,8 @@ SKIPPED_FILE = "skipped_speech_token.tsv"
 
 
 def get_args(argv=None):
-    return extraction_args(__doc__, "wav.scp", "speech_tokenizer_v2.onnx", argv)
+    return extraction_args(__doc__, "wav.scp", "speech_tokenizer_v2.onnx (CosyVoice2) or speech_tokenizer_v3.onnx (CosyVoice3)",
+                           argv)
 
 
 @entry_point(TOOL)

@@ -1,14 +1,19 @@
 #!/usr/bin/env python3
-"""Write a tiny stand-in for the CosyVoice2-0.5B model dir (same files, same signatures, random tiny weights).
+"""Write a tiny stand-in for the CosyVoice2-0.5B or Fun-CosyVoice3-0.5B model dir (same files, same signatures,
+random tiny weights).
 
-The real model cannot be downloaded everywhere, so the recipe defaults to this stand-in: every stage runs the same
+The real models cannot be downloaded everywhere, so the recipe defaults to a stand-in: every stage runs the same
 code on it as on the real model. Usage:
-    python tools/make_tiny_pretrained.py --out_dir pretrained_models/tiny_stand_in [--seed 1986] [--force]
 
-The dir holds cosyvoice2.yaml (tiny widths, official layout), llm.pt / flow.pt / hift.pt (state_dicts of our modules
-built from that yaml under a fixed seed), campplus.onnx (fbank -> 192-dim embedding), speech_tokenizer_v2.onnx (a
-fixed random-projection finite-scalar quantizer: whisper log-mel -> 25 Hz ids in [0, 6560]), CosyVoice-BlankEN/ (a
-tiny Qwen2 config and byte-level BPE tokenizer) and a README. The same seed gives the same files.
+    python tools/make_tiny_pretrained.py [--version cosyvoice2|cosyvoice3] [--out_dir DIR] [--seed 1986] [--force]
+
+(default --out_dir: exp/pretrained/CosyVoice2-0.5B-tiny, or exp/pretrained/CosyVoice3-0.5B-tiny for cosyvoice3).
+The dir holds the version's yaml (cosyvoice2.yaml / cosyvoice3.yaml: conf/<that yaml> with tiny widths),
+llm.pt / flow.pt / hift.pt (state_dicts of our modules built from that yaml under a fixed seed), campplus.onnx
+(fbank -> 192-dim embedding), the speech tokenizer (speech_tokenizer_v2.onnx / speech_tokenizer_v3.onnx: a fixed
+random-projection finite-scalar quantizer, whisper log-mel -> 25 Hz ids in [0, 6560]), CosyVoice-BlankEN/ (a tiny
+Qwen2 config and byte-level BPE tokenizer; for CosyVoice3 padded so that the special tokens have their real ids,
+<|endofprompt|> = 151646) and a README. The same seed gives the same files.
 """
 from __future__ import annotations
 
@@ -19,9 +24,10 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
-from cosyvoice.tokenizer.tiny import build_tiny_qwen_tokenizer
+from cosyvoice.tokenizer.tiny import QWEN2_REGULAR_TOKENS, build_tiny_qwen_tokenizer
 from cosyvoice.tokenizer.tokenizer import get_qwen_tokenizer
 from cosyvoice.utils.config import _TOP_KEY, load_config
 from cosyvoice.utils.pretrained import check_pretrained_dir
@@ -94,8 +100,9 @@ def build_campplus(seed: int):
     return _model(graph, f"stand-in for campplus.onnx (random weights, seed {seed}); not a speaker model")
 
 
-def build_speech_tokenizer(seed: int):
-    """A fixed random-projection FSQ tokenizer with the speech_tokenizer_v2 signature.
+def build_speech_tokenizer(seed: int, version: str = "cosyvoice2"):
+    """A fixed random-projection FSQ tokenizer with the speech_tokenizer_v2 (or, for ``version`` 'cosyvoice3',
+    speech_tokenizer_v3: the same feed and output) signature; each version has its own projection.
 
     Inputs: float32 (1, 128, T) whisper log-mel, int32 (1,) = [T]. Output: int64 (1, ceil(T / 4)) ids in [0, 6560]
     (the real tokenizer's two stride-2 convolutions also give ceil(T / 4)). The first T frames are average-pooled 4x
@@ -105,7 +112,8 @@ def build_speech_tokenizer(seed: int):
     """
     from onnx import TensorProto, helper, numpy_helper
 
-    rng = _rng(seed, 2)
+    tag = "v2" if version == "cosyvoice2" else "v3"
+    rng = _rng(seed, 2 if tag == "v2" else 3)
     w = rng.standard_normal((WHISPER_MELS, FSQ_DIMS))
     w -= w.mean(axis=0, keepdims=True)
     w /= np.linalg.norm(w, axis=0, keepdims=True)
@@ -130,12 +138,12 @@ def build_speech_tokenizer(seed: int):
         helper.make_node("Cast", ["code"], ["indices"], to=TensorProto.INT64),
     ]
     graph = helper.make_graph(
-        nodes, "speech_tokenizer_v2_stand_in",
+        nodes, f"speech_tokenizer_{tag}_stand_in",
         [helper.make_tensor_value_info("feats", TensorProto.FLOAT, [1, WHISPER_MELS, "T"]),
          helper.make_tensor_value_info("feats_length", TensorProto.INT32, [1])],
         [helper.make_tensor_value_info("indices", TensorProto.INT64, [1, "N"])],  # N = ceil(T / 4)
         initializer=inits)
-    return _model(graph, f"stand-in for speech_tokenizer_v2.onnx (fixed random FSQ, seed {seed}); 25 Hz, 6561 codes")
+    return _model(graph, f"stand-in for speech_tokenizer_{tag}.onnx (fixed random FSQ, seed {seed}); 25 Hz, 6561 codes")
 
 
 def write_onnx(model, path: Path) -> None:
@@ -237,6 +245,86 @@ YAML_HEADER = """\
 
 """
 
+# cosyvoice3.yaml: conf/cosyvoice3.yaml with these blocks at tiny sizes (the sizes of the golden tiny3 set).
+TINY_BLOCKS_V3 = {
+    "llm_input_size": "llm_input_size: 16             # tiny Qwen2 width (CosyVoice-BlankEN/config.json)\n",
+    "llm_output_size": "llm_output_size: 16\n",
+    "flow": """\
+flow: !new:cosyvoice.flow.flow.CausalMaskedDiffWithDiT
+    input_size: 80
+    output_size: 80
+    spk_embed_dim: !ref <spk_embed_dim>
+    output_type: 'mel'
+    vocab_size: 6561
+    input_frame_rate: !ref <token_frame_rate>
+    only_mask_loss: True
+    token_mel_ratio: !ref <token_mel_ratio>
+    pre_lookahead_len: 3
+    pre_lookahead_layer: !new:cosyvoice.transformer.upsample_encoder.PreLookaheadLayer
+        in_channels: 80
+        channels: 64
+        pre_lookahead_len: 3
+    decoder: !new:cosyvoice.flow.flow_matching.CausalConditionalCFM
+        in_channels: 240
+        n_spks: 1
+        spk_emb_dim: 80
+        cfm_params: !new:omegaconf.DictConfig
+            content:
+                sigma_min: 1e-06
+                solver: 'euler'
+                t_scheduler: 'cosine'
+                training_cfg_rate: 0.2
+                inference_cfg_rate: 0.7
+                reg_loss_type: 'l1'
+        estimator: !new:cosyvoice.flow.DiT.dit.DiT
+            dim: 64
+            depth: 2
+            heads: 4
+            dim_head: 16
+            ff_mult: 2
+            mel_dim: 80
+            mu_dim: 80
+            spk_dim: 80
+            out_channels: 80
+            static_chunk_size: !ref <chunk_size> * <token_mel_ratio>
+            num_decoding_left_chunks: !ref <num_decoding_left_chunks>
+
+""",
+    "hift": """\
+hift: !new:cosyvoice.hifigan.generator.CausalHiFTGenerator
+    in_channels: 80
+    base_channels: 64
+    nb_harmonics: 8
+    sampling_rate: !ref <sample_rate>
+    nsf_alpha: 0.1
+    nsf_sigma: 0.003
+    nsf_voiced_threshold: 10
+    upsample_rates: [8, 5, 3]
+    upsample_kernel_sizes: [16, 11, 7]
+    istft_params:
+        n_fft: 16
+        hop_len: 4
+    resblock_kernel_sizes: [3, 7, 11]
+    resblock_dilation_sizes: [[1, 3, 5], [1, 3, 5], [1, 3, 5]]
+    source_resblock_kernel_sizes: [7, 7, 11]
+    source_resblock_dilation_sizes: [[1, 3, 5], [1, 3, 5], [1, 3, 5]]
+    lrelu_slope: 0.1
+    audio_limit: 0.99
+    conv_pre_look_right: 4     # mel frames of look-ahead of the first conv
+    f0_predictor: !new:cosyvoice.hifigan.f0_predictor.CausalConvRNNF0Predictor
+        num_class: 1
+        in_channels: 80
+        cond_channels: 64
+
+""",
+}
+YAML_HEADER_V3 = """\
+# Tiny STAND-IN for Fun-CosyVoice3-0.5B's cosyvoice3.yaml, written by tools/make_tiny_pretrained.py (seed {seed}).
+# Same classes and sub-structure as the official file, tiny widths (LLM 16, DiT 64, HiFT 64), random weights.
+# Everything else (data pipeline, train_conf) is conf/cosyvoice3.yaml. It only exercises the code: it cannot speak.
+
+"""
+
 
 def _top_level_blocks(text: str):
     """[(key or None, block text)], each block running to the next top-level key (comments go with the block above)."""
@@ -255,15 +343,24 @@ def _top_level_blocks(text: str):
     return blocks
 
 
-def tiny_yaml_text(seed: int, full_yaml: Path = ROOT / "conf" / "cosyvoice2.yaml") -> str:
+def tiny_yaml_text(seed: int, full_yaml: Optional[Path] = None, version: str = "cosyvoice2") -> str:
+    """The stand-in yaml of ``version``: conf/<its yaml> (or ``full_yaml``) with the tiny blocks put in."""
+    tiny_blocks, header = (TINY_BLOCKS, YAML_HEADER) if version == "cosyvoice2" else (TINY_BLOCKS_V3, YAML_HEADER_V3)
+    full_yaml = full_yaml or ROOT / "conf" / _version(version).config_file
     blocks = _top_level_blocks(full_yaml.read_text(encoding="utf-8"))
     keys = [k for k, _ in blocks]
-    missing = sorted(set(TINY_BLOCKS) - set(keys))
+    missing = sorted(set(tiny_blocks) - set(keys))
     if missing:
         raise ValueError(f"{full_yaml} has no top-level {', '.join(missing)}; cannot derive the stand-in yaml")
-    body = "".join(_replace_block(text, TINY_BLOCKS[k]) if k in TINY_BLOCKS else text
+    body = "".join(_replace_block(text, tiny_blocks[k]) if k in tiny_blocks else text
                    for k, text in blocks if k is not None)
-    return YAML_HEADER.format(seed=seed) + body
+    return header.format(seed=seed) + body
+
+
+def _version(name: str):
+    from cosyvoice.utils.pretrained import get_version
+
+    return get_version(name)
 
 
 def _replace_block(old: str, new: str) -> str:
@@ -303,25 +400,40 @@ QWEN_CONFIG = {
 VOCAB_MULTIPLE = 64  # the embedding table is padded past the tokenizer, as in the real model (151936 rows)
 
 
-def write_qwen_dir(qwen_dir: Path) -> int:
-    """Tiny byte-level BPE tokenizer + Qwen2 config.json whose vocab covers it and the wrapper's special tokens."""
+# CosyVoice3: the tiny3 backbone of the golden set, with the real 151936-row table (CosyVoice3LM looks for
+# <|endofprompt|> = 151646, so the tokenizer keeps the real ids; 16 wide, the table is 9.7 MB).
+QWEN_CONFIG_V3 = dict(QWEN_CONFIG, hidden_size=16, intermediate_size=48, num_attention_heads=2,
+                      num_key_value_heads=1)
+QWEN_VOCAB_V3 = 151936
+
+
+def write_qwen_dir(qwen_dir: Path, version: str = "cosyvoice2") -> int:
+    """Tiny byte-level BPE tokenizer + Qwen2 config.json whose vocab covers it and the wrapper's special tokens.
+
+    CosyVoice3: the BPE is padded to the real 151643 regular entries so that every special token has its real id,
+    and the table has the real 151936 rows."""
     import json
 
 
     qwen_dir.mkdir(parents=True, exist_ok=True)
-    build_tiny_qwen_tokenizer(str(qwen_dir))
-    wrapper = get_qwen_tokenizer(str(qwen_dir), skip_special_tokens=True)
+    v3 = version == "cosyvoice3"
+    build_tiny_qwen_tokenizer(str(qwen_dir), pad_to=QWEN2_REGULAR_TOKENS if v3 else None)
+    wrapper = get_qwen_tokenizer(str(qwen_dir), skip_special_tokens=True, version=version)
     n_tokens = len(getattr(wrapper, "tokenizer", wrapper))
-    vocab = -(-n_tokens // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
-    config = dict(QWEN_CONFIG, vocab_size=vocab)
+    if v3:
+        if n_tokens > QWEN_VOCAB_V3:
+            raise ValueError(f"the tiny CosyVoice3 tokenizer has {n_tokens} tokens, more than {QWEN_VOCAB_V3}")
+        config = dict(QWEN_CONFIG_V3, vocab_size=QWEN_VOCAB_V3)
+    else:
+        config = dict(QWEN_CONFIG, vocab_size=-(-n_tokens // VOCAB_MULTIPLE) * VOCAB_MULTIPLE)
     eos = getattr(getattr(wrapper, "tokenizer", wrapper), "eos_token_id", None)
     config["bos_token_id"] = config["eos_token_id"] = eos
     (qwen_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     return n_tokens
 
 
-def write_weights(out: Path, seed: int) -> dict:
-    """Build llm/flow/hift from the dir's own cosyvoice2.yaml under ``seed``; save their state_dicts.
+def write_weights(out: Path, seed: int, version: str = "cosyvoice2") -> dict:
+    """Build llm/flow/hift from the dir's own yaml under ``seed``; save their state_dicts.
 
     Also writes CosyVoice-BlankEN/model.safetensors (the Qwen2 weights inside llm.pt), so code that loads the Qwen2
     base with ``from_pretrained`` (the official Qwen2Encoder) finds it as in the real dir.
@@ -331,9 +443,12 @@ def write_weights(out: Path, seed: int) -> dict:
 
 
     torch.manual_seed(seed)
-    cfg = load_config(str(out / "cosyvoice2.yaml"), {"qwen_pretrain_path": str(out / "CosyVoice-BlankEN")},
+    cfg = load_config(str(out / _version(version).config_file), {"qwen_pretrain_path": str(out / "CosyVoice-BlankEN")},
                       keys=["llm", "flow", "hift"])
-    _bias_towards_ending(cfg["llm"])
+    if version == "cosyvoice2":
+        _bias_towards_ending(cfg["llm"])
+    else:
+        _steer_stop_tokens(cfg["llm"])
     sizes = {}
     for name in ("llm", "flow", "hift"):
         state = cfg[name].state_dict()
@@ -357,6 +472,43 @@ def _bias_towards_ending(llm) -> None:
 
     with torch.no_grad():
         llm.llm_decoder.bias[llm.speech_token_size] += EOS_LOGIT_BIAS
+
+
+# CosyVoice3: any of 200 ids (6561..6760) ends decoding, and below min_len the official decoding bans only 6561
+# (sos), so random weights would stop after ~30 tokens on average, often at once. Its llm_decoder has no bias, so
+# the stand-in makes one: dimension 0 of every speech-embedding row (every decoding step's input) is a constant and
+# no layer writes into that dimension of the residual stream, so the final hidden state carries a near-constant
+# feature h0; the decoder rows then read it as a bias: +SOS_LOGIT on 6561 (banned below min_len, likely after it:
+# about 15 % a step) and OTHER_STOP_LOGIT on the 199 other stop ids (practically never chosen).
+CONSTANT_FEATURE = 4.0
+SOS_LOGIT = 3.0
+OTHER_STOP_LOGIT = -6.0
+
+
+def _steer_stop_tokens(llm) -> None:
+    import torch
+
+    backbone = llm.llm.model.model
+    with torch.no_grad():
+        llm.speech_embedding.weight[:, 0] = CONSTANT_FEATURE
+        for layer in backbone.layers:
+            layer.self_attn.o_proj.weight[0] = 0.0
+            layer.mlp.down_proj.weight[0] = 0.0
+        h0 = _constant_feature_level(llm)
+        w = llm.llm_decoder.weight
+        w[:, 0] = 0.0
+        w[llm.sos, 0] = SOS_LOGIT / h0
+        w[llm.sos + 1:llm.sos + 200, 0] = OTHER_STOP_LOGIT / h0
+
+
+def _constant_feature_level(llm) -> float:
+    """Mean of the final hidden state's dimension 0 over a few random speech-token sequences."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, llm.speech_token_size, (4, 32), generator=g)
+    hidden, _ = llm.llm(llm.speech_embedding(ids), torch.full((4,), 32, dtype=torch.int32))
+    return float(hidden[..., 0].mean())
 
 
 README = """\
@@ -387,19 +539,56 @@ The front-end models are used by position (inputs 0/1, output 0) as the official
 ONNX files work unchanged.
 """
 
+README_V3 = """\
+# Tiny stand-in for Fun-CosyVoice3-0.5B (NOT a real model)
 
-def make_stand_in(out_dir: Path, seed: int) -> dict:
-    """Write the whole stand-in into ``out_dir`` (which must not exist yet); returns facts for the log."""
+Written by `python tools/make_tiny_pretrained.py --version cosyvoice3 --out_dir <dir> --seed {seed}`. Same seed,
+same files.
+
+It has the file layout and the model signatures of the official Fun-CosyVoice3-0.5B download, with tiny random
+weights, so that every recipe stage runs the same code on it as on the real model, offline and fast. It cannot
+speak: fine-tuning and synthesis run, but the audio is noise. For real results use the real model
+(`python tools/download_pretrained.py --version cosyvoice3 --model_dir <dir>`).
+
+* `cosyvoice3.yaml`: conf/cosyvoice3.yaml with tiny widths: LLM 16 (Qwen2, 2 layers), DiT 64 (2 blocks), HiFT base
+  channels 64. Same classes, same data pipeline and train_conf.
+* `llm.pt`, `flow.pt`, `hift.pt`: state_dicts of this package's modules built from that yaml under torch seed {seed}.
+  Decoding ends on any of 200 stop ids and the official rule bans only 6561 before the minimum length, so the LLM is
+  steered: its last hidden state carries a constant feature (dimension 0 of the speech embeddings, which no layer
+  writes to) that llm_decoder reads as a bias of +{sos:g} on 6561 and {other:g} on the other stop ids. Utterances
+  then end at a sensible length, after the minimum.
+* `campplus.onnx`: input 0 float32 (1, T, 80) mean-normalised fbank -> output 0 float32 (1, 192). A random
+  two-layer net with mean and standard-deviation pooling over time.
+* `speech_tokenizer_v3.onnx`: input 0 float32 (1, 128, T) whisper log-mel, input 1 int32 (1,) = [T] -> output 0
+  int64 (1, ceil(T / 4)) ids in [0, 6560], the feed the official front end gives the real one. A fixed
+  random-projection finite-scalar quantizer (its own projection, not the v2 stand-in's): 4x average pool,
+  128 -> 8 projection, 0.999 * tanh, round to -1/0/1, id = sum((level + 1) * 3^i). So tokens follow the audio.
+* `CosyVoice-BlankEN/`: a byte-level BPE tokenizer padded with unreachable entries to the real 151643 regular
+  tokens, so the special tokens have their real ids (<|endoftext|> 151643, <|endofprompt|> 151646, {n_tokens}
+  tokens with CosyVoice3's special ones), and a tiny Qwen2 config.json with the real vocab {vocab};
+  model.safetensors holds the Qwen2 weights that are also in llm.pt.
+
+The front-end models are used by position (inputs 0/1, output 0) as the official front end uses them, so the real
+ONNX files work unchanged.
+"""
+
+
+def make_stand_in(out_dir: Path, seed: int, version: str = "cosyvoice2") -> dict:
+    """Write the whole stand-in of ``version`` into ``out_dir`` (which must not exist yet); returns facts for the
+    log."""
     import json
 
+    spec = _version(version)
     out_dir.mkdir(parents=True)
-    (out_dir / "cosyvoice2.yaml").write_text(tiny_yaml_text(seed), encoding="utf-8")
+    (out_dir / spec.config_file).write_text(tiny_yaml_text(seed, version=version), encoding="utf-8")
     write_onnx(build_campplus(seed), out_dir / "campplus.onnx")
-    write_onnx(build_speech_tokenizer(seed), out_dir / "speech_tokenizer_v2.onnx")
-    n_tokens = write_qwen_dir(out_dir / "CosyVoice-BlankEN")
-    sizes = write_weights(out_dir, seed)
+    write_onnx(build_speech_tokenizer(seed, version), out_dir / spec.speech_tokenizer_file)
+    n_tokens = write_qwen_dir(out_dir / "CosyVoice-BlankEN", version)
+    sizes = write_weights(out_dir, seed, version)
     vocab = json.loads((out_dir / "CosyVoice-BlankEN" / "config.json").read_text())["vocab_size"]
-    (out_dir / "README.md").write_text(README.format(seed=seed, n_tokens=n_tokens, vocab=vocab), encoding="utf-8")
+    readme = (README.format(seed=seed, n_tokens=n_tokens, vocab=vocab) if version == "cosyvoice2" else
+              README_V3.format(seed=seed, n_tokens=n_tokens, vocab=vocab, sos=SOS_LOGIT, other=OTHER_STOP_LOGIT))
+    (out_dir / "README.md").write_text(readme, encoding="utf-8")
     for path in out_dir.rglob("*"):  # some writers create 0600 files; the dir is meant to be shared
         path.chmod(0o755 if path.is_dir() else 0o644)
     return {"parameters": sizes, "tokens": n_tokens, "vocab": vocab}
@@ -407,7 +596,10 @@ def make_stand_in(out_dir: Path, seed: int) -> dict:
 
 def get_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out_dir", required=True, help="the stand-in model dir to write")
+    p.add_argument("--version", default="cosyvoice2", choices=("cosyvoice2", "cosyvoice3"),
+                   help="which model's stand-in: CosyVoice2-0.5B or Fun-CosyVoice3-0.5B")
+    p.add_argument("--out_dir", help="the stand-in model dir to write [exp/pretrained/CosyVoice2-0.5B-tiny, or "
+                                     "exp/pretrained/CosyVoice3-0.5B-tiny for cosyvoice3]")
     p.add_argument("--seed", type=int, default=1986, help="seed of every random weight")
     p.add_argument("--force", action="store_true", help="replace an existing --out_dir")
     return p.parse_args(argv)
@@ -416,23 +608,25 @@ def get_args(argv=None):
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s")
     args = get_args(argv)
-    out = Path(args.out_dir)
+    out = Path(args.out_dir or _version(args.version).stand_in_dir)
     if out.exists() and not args.force:
         print(f"ERROR: {out} exists; pass --force to replace it", file=sys.stderr)
         return 1
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        facts = make_stand_in(work / out.name, args.seed)
+        facts = make_stand_in(work / out.name, args.seed, args.version)
 
-        check_pretrained_dir(str(work / out.name))
+        check_pretrained_dir(str(work / out.name), version=_version(args.version))
         if out.exists():  # --force: move the old dir into `work`, which is removed below
             os.rename(out, work / "replaced")
         os.rename(work / out.name, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    logging.info("wrote the tiny stand-in to %s (seed %d): parameters %s, %d text tokens, Qwen2 vocab %d",
-                 out, args.seed, facts["parameters"], facts["tokens"], facts["vocab"])
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    logging.info("wrote the tiny %s stand-in to %s (seed %d, %.1f MB): parameters %s, %d text tokens, Qwen2 vocab %d",
+                 _version(args.version).title, out, args.seed, size / 2 ** 20, facts["parameters"], facts["tokens"],
+                 facts["vocab"])
     return 0
 
 

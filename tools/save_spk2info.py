@@ -4,14 +4,15 @@
     python tools/save_spk2info.py --data_dir data/train --pretrained_model_dir <pretrained> --model_dir <out>
 
 spk2info.pt is {spk: {'embedding': float32 tensor (1, 192)}}, the speaker's mean CAM++ embedding (from
-spk2embedding.pt, stage 1): the official format, which the official CosyVoice2 front end and ours read for
-`inference_sft`. The model dir gets, besides it, links (or copies, --copy) to the pretrained files the official
-CosyVoice2 class loads: cosyvoice2.yaml, llm.pt, flow.pt, hift.pt, campplus.onnx, speech_tokenizer_v2.onnx and
-CosyVoice-BlankEN/. An entry already there (e.g. a fine-tuned llm.pt) is kept, never overwritten; so writers of
-fine-tuned weights must replace a link (write a temp file, then rename), not write through it. A link to another
-pretrained dir (after --pretrained_model_dir changed) is replaced by one to the current dir. Exported
-accelerations (flow.encoder.*.zip, flow.decoder.estimator.*.onnx) are not linked: they would not match
-fine-tuned weights.
+spk2embedding.pt, stage 1): the official format, which the official front end and ours read for `inference_sft`.
+The model dir gets, besides it, links (or copies, --copy) to the pretrained files the official class of the
+pretrained model's version loads: CosyVoice2 (cosyvoice2.yaml, speech_tokenizer_v2.onnx) or CosyVoice3
+(cosyvoice3.yaml, speech_tokenizer_v3.onnx), and llm.pt, flow.pt, hift.pt, campplus.onnx and CosyVoice-BlankEN/.
+An entry already there (e.g. a fine-tuned llm.pt) is kept, never overwritten; so writers of fine-tuned weights must
+replace a link (write a temp file, then rename), not write through it. A link to another pretrained dir (after
+--pretrained_model_dir changed) is replaced by one to the current dir, and links to the other version's yaml or
+speech tokenizer are removed (a model dir is one model; copies of them are an error). Exported accelerations
+(flow.encoder.*.zip, flow.decoder.estimator.*.onnx) are not linked: they would not match fine-tuned weights.
 """
 from __future__ import annotations
 
@@ -25,20 +26,20 @@ from typing import List
 import torch
 
 from cosyvoice.utils.pretrained import (
-    CAMPPLUS_FILE, CONFIG_FILE, QWEN_DIR, SPEECH_TOKENIZER_FILE, SPK2INFO_FILE,
-    check_pretrained_dir)
+    COSYVOICE2, SPK2INFO_FILE, VERSIONS, ModelVersion, check_pretrained_dir, model_version)
 from cosyvoice.utils.cli import entry_point
 from cosyvoice.utils.stage import StageInputError, load_pt_table, require_writable_dir, save_pt
 
 TOOL = "save_spk2info"
-# What the official CosyVoice2 class reads from a model dir, besides spk2info.pt.
-MODEL_DIR_ENTRIES = (CONFIG_FILE, "llm.pt", "flow.pt", "hift.pt", CAMPPLUS_FILE, SPEECH_TOKENIZER_FILE, QWEN_DIR)
+# What the official CosyVoice2 class reads from a model dir, besides spk2info.pt (CosyVoice3: its own names).
+MODEL_DIR_ENTRIES = COSYVOICE2.model_dir_entries
 
 
 def get_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data_dir", required=True, help="data dir holding spk2embedding.pt (stage 1)")
-    p.add_argument("--pretrained_model_dir", required=True, help="CosyVoice2-0.5B dir (or the stand-in)")
+    p.add_argument("--pretrained_model_dir", required=True,
+                   help="CosyVoice2-0.5B or Fun-CosyVoice3-0.5B dir (or a stand-in)")
     p.add_argument("--model_dir", required=True, help="output model dir")
     p.add_argument("--copy", action="store_true", help="copy the pretrained files instead of linking them")
     return p.parse_args(argv)
@@ -53,11 +54,31 @@ def make_spk2info(spk2embedding: dict) -> dict:
     return spk2info
 
 
-def populate_model_dir(pretrained_dir: str, model_dir: str, copy: bool) -> List[str]:
-    """Link (or copy) each pretrained entry that ``model_dir`` lacks; returns the entries added."""
+def drop_other_version(model_dir: str, version: ModelVersion) -> List[str]:
+    """Remove links to the yaml / speech tokenizer of the other model version (the pretrained dir changed from one
+    model to the other); returns what was removed. Such files that are not links are an error."""
+    ours = set(version.model_dir_entries)
+    removed = []
+    for other in VERSIONS.values():
+        for name in (other.config_file, other.speech_tokenizer_file):
+            path = os.path.join(model_dir, name)
+            if name in ours or not os.path.lexists(path):
+                continue
+            if not os.path.islink(path):
+                raise StageInputError(f"{TOOL}: {path} belongs to {other.title}, but --pretrained_model_dir is "
+                                      f"{version.title}: a model dir holds one model; remove it (or use another "
+                                      f"--model_dir)")
+            os.remove(path)
+            removed.append(name)
+    return removed
+
+
+def populate_model_dir(pretrained_dir: str, model_dir: str, copy: bool,
+                       entries=MODEL_DIR_ENTRIES) -> List[str]:
+    """Link (or copy) each pretrained entry of ``entries`` that ``model_dir`` lacks; returns the entries added."""
     os.makedirs(model_dir, exist_ok=True)
     added = []
-    for name in MODEL_DIR_ENTRIES:
+    for name in entries:
         src, dst = os.path.abspath(os.path.join(pretrained_dir, name)), os.path.join(model_dir, name)
         if os.path.islink(dst) and os.path.realpath(dst) != os.path.realpath(src):
             logging.info("%s linked to %s, not to the current pretrained dir: relinking it", dst,
@@ -90,7 +111,12 @@ def run(args) -> int:
         raise StageInputError(f"{TOOL}: --model_dir must differ from --pretrained_model_dir")
     require_writable_dir(args.model_dir, TOOL)
     spk2info = make_spk2info(spk2embedding)
-    added = populate_model_dir(args.pretrained_model_dir, args.model_dir, args.copy)
+    version = model_version(args.pretrained_model_dir)
+    removed = drop_other_version(args.model_dir, version) if os.path.isdir(args.model_dir) else []
+    if removed:
+        logging.info("%s: removed the links to another model's %s (the pretrained model is now %s)", args.model_dir,
+                     ", ".join(removed), version.title)
+    added = populate_model_dir(args.pretrained_model_dir, args.model_dir, args.copy, version.model_dir_entries)
     save_pt(spk2info, os.path.join(args.model_dir, SPK2INFO_FILE))
     logging.info("wrote %s/%s (speakers: %s); %s from %s: %s", args.model_dir, SPK2INFO_FILE, ", ".join(spk2info),
                  "copied" if args.copy else "linked", args.pretrained_model_dir, ", ".join(added) or "nothing new")

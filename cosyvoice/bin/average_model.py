@@ -109,7 +109,19 @@ def average_states(src: Path, chosen: List[ckpt.CheckpointInfo]) -> Dict[str, to
                 raise AverageError(f"{src / info.model_file}: non-float tensor {k} differs between checkpoints")
             if v.is_floating_point():
                 total[k] = total.get(k, 0) + v.double()
-    return {k: (total[k] / len(chosen)).to(v.dtype) if v.is_floating_point() else v for k, v in first.items()}
+    out: Dict[str, torch.Tensor] = {}
+    shared: Dict[tuple, torch.Tensor] = {}
+    for k, v in first.items():
+        if not v.is_floating_point():
+            out[k] = v
+            continue
+        # keys that are one tensor in the checkpoints (the tied Qwen2 embed_tokens / lm_head) stay one tensor, so
+        # the average is saved once, as the checkpoints and the official llm.pt are
+        alias = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape), tuple(v.stride()))
+        if alias not in shared:
+            shared[alias] = (total[k] / len(chosen)).to(v.dtype)
+        out[k] = shared[alias]
+    return out
 
 
 def check_against_model(src: Path, model: str, state: Dict[str, torch.Tensor]) -> None:

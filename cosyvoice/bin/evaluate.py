@@ -24,7 +24,7 @@ from typing import List, Optional
 
 import torch
 
-from cosyvoice.cli.cosyvoice import CosyVoice2
+from cosyvoice.cli.cosyvoice import AutoModel
 from cosyvoice.eval import runner
 from cosyvoice.eval.asr import load_asr
 from cosyvoice.eval.metrics import SpeakerEmbedder
@@ -32,14 +32,15 @@ from cosyvoice.eval.report import write_report
 from cosyvoice.eval.runner import EvalInputError
 from cosyvoice.utils.cli import entry_point
 from cosyvoice.utils.common import str2bool
-from cosyvoice.utils.pretrained import CAMPPLUS_FILE, check_pretrained_dir, is_stand_in, SPK2INFO_FILE
+from cosyvoice.utils.pretrained import CAMPPLUS_FILE, check_pretrained_dir, is_stand_in, model_version, SPK2INFO_FILE
 
 logger = logging.getLogger("cosyvoice.bin.evaluate")
 
 
 def get_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pretrained_model_dir", required=True, help="the base CosyVoice2-0.5B dir (zero-shot)")
+    p.add_argument("--pretrained_model_dir", required=True,
+                   help="the base CosyVoice2-0.5B or Fun-CosyVoice3-0.5B dir (zero-shot)")
     p.add_argument("--model_dir", required=True, help="the fine-tuned model dir (spk2info.pt with the speaker)")
     p.add_argument("--test_data_dir", required=True, help="Kaldi data dir of the held-out test clips")
     p.add_argument("--prompt_data_dir", required=True, help="Kaldi data dir to take the zero-shot prompt from")
@@ -67,7 +68,7 @@ def check_inputs(args) -> None:
 
 
     check_pretrained_dir(args.pretrained_model_dir)
-    check_pretrained_dir(args.model_dir)
+    check_pretrained_dir(args.model_dir, version=model_version(args.pretrained_model_dir))  # one model, two weights
     table = os.path.join(args.model_dir, SPK2INFO_FILE)
     if not os.path.isfile(table):
         raise EvalInputError(f"{table} not found: run stage 4 first (it writes the fine-tuned model dir)")
@@ -90,7 +91,7 @@ def evaluate(args) -> dict:
     shutil.rmtree(audio_dir, ignore_errors=True)
     audio = {"real": runner.copy_real(items, os.path.join(audio_dir, "real"))}
     for system, model_dir in (("base", args.pretrained_model_dir), ("sft", args.model_dir)):
-        cosyvoice = CosyVoice2(model_dir)
+        cosyvoice = AutoModel(model_dir=model_dir)
         runner.limit_speech_tokens(cosyvoice.model.llm, args.max_token_text_ratio)
         audio[system] = runner.synthesize_items(cosyvoice, items, system, os.path.join(audio_dir, system),
                                                 args.seed, prompt=prompt)
@@ -101,6 +102,8 @@ def evaluate(args) -> dict:
     summary, rows = runner.score(items, audio, embedder, asr)
     return {
         "speaker": spk, "created": datetime.datetime.now().isoformat(timespec="seconds"),
+        "model_version": model_version(args.pretrained_model_dir).name,
+        "model_title": model_version(args.pretrained_model_dir).title,
         "pretrained_model_dir": os.path.abspath(args.pretrained_model_dir),
         "model_dir": os.path.abspath(args.model_dir), "test_data_dir": os.path.abspath(args.test_data_dir),
         "prompt": {"utt": prompt.utt, "text": prompt.text, "wav": prompt.wav}, "seed": args.seed,

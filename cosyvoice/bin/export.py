@@ -2,16 +2,18 @@
 
     python -m cosyvoice.bin.export --model_dir exp/sft/model [--config <model_dir>/cosyvoice2.yaml]
 
-Builds the flow from the config (default: the model dir's cosyvoice2.yaml), loads ``<model_dir>/flow.pt``
-strictly, and writes, under the official names:
+Builds the flow from the config (default: the model dir's cosyvoice2.yaml or cosyvoice3.yaml), loads
+``<model_dir>/flow.pt`` strictly, and writes, under the official names:
 
-* ``flow.encoder.fp32.zip``: TorchScript of ``flow.encoder`` with the official call signature
+* ``flow.encoder.fp32.zip`` (CosyVoice2 only): TorchScript of ``flow.encoder`` with the official call signature
   ``(xs (1, T, D), xs_lens (1,), ..., streaming=False) -> (h, mask)``, which the official ``load_jit`` puts in place
   of the flow's encoder: traces of its three inference modes (full context, chunked, chunked with look-ahead
-  context), chosen by the arguments;
-* ``flow.decoder.estimator.fp32.onnx``: ``flow.decoder.estimator`` (x, mask, mu, t, spks, cond -> estimator_out)
-  with batch 2 (the classifier-free-guidance pair) and a dynamic time axis, like the official file, so that the
-  official ``load_trt`` builds its TensorRT engine from it (legacy exporter, opset 18).
+  context), chosen by the arguments. CosyVoice3's flow has no encoder (a look-ahead conv feeds the DiT directly)
+  and the official code exports no TorchScript for it, so nothing is written;
+* ``flow.decoder.estimator.fp32.onnx``: ``flow.decoder.estimator`` (x, mask, mu, t, spks, cond -> estimator_out;
+  CosyVoice3: the DiT, offline attention) with batch 2 (the classifier-free-guidance pair) and a dynamic time
+  axis, like the official file, so that the official ``load_trt`` builds its TensorRT engine from it (legacy
+  exporter, opset 18).
 
 Each export is run on a fresh input of another length than the one it was made with and compared with the eager
 module; the largest absolute difference is logged and must stay below ``--atol``, else the file is removed and the
@@ -32,6 +34,7 @@ import torch
 from cosyvoice.utils.cli import entry_point
 from cosyvoice.utils.common import load_checkpoint_strict
 from cosyvoice.utils.config import load_config
+from cosyvoice.utils.pretrained import model_version
 
 
 logger = logging.getLogger("cosyvoice.bin.export")
@@ -42,8 +45,8 @@ ESTIMATOR_FILE = "flow.decoder.estimator.fp32.onnx"
 
 def get_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Export the flow encoder (TorchScript) and estimator (ONNX).")
-    p.add_argument("--model_dir", required=True, help="model dir holding flow.pt (and cosyvoice2.yaml)")
-    p.add_argument("--config", help="yaml to build the flow from [<model_dir>/cosyvoice2.yaml]")
+    p.add_argument("--model_dir", required=True, help="model dir holding flow.pt (and cosyvoice2/3.yaml)")
+    p.add_argument("--config", help="yaml to build the flow from [<model_dir>/cosyvoice2.yaml or cosyvoice3.yaml]")
     p.add_argument("--qwen_pretrain_path", help="CosyVoice-BlankEN dir [<model_dir>/CosyVoice-BlankEN]")
     p.add_argument("--atol", type=float, default=1e-4, help="largest allowed |export - eager|")
     p.add_argument("--seed", type=int, default=1986, help="seed of the check inputs")
@@ -51,7 +54,7 @@ def get_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def load_flow(model_dir: Path, config: Optional[str], qwen: Optional[str]) -> torch.nn.Module:
-    config = config or str(model_dir / "cosyvoice2.yaml")
+    config = config or str(model_dir / model_version(str(model_dir)).config_file)
     qwen = qwen or str(model_dir / "CosyVoice-BlankEN")
     flow = load_config(config, {"qwen_pretrain_path": qwen}, keys=["flow"])["flow"]
     load_checkpoint_strict(flow, model_dir / "flow.pt")
@@ -195,10 +198,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     model_dir = Path(args.model_dir)
     flow = load_flow(model_dir, args.config, args.qwen_pretrain_path)
     gen = torch.Generator().manual_seed(args.seed)
-    export_encoder(flow, model_dir / ENCODER_FILE, args.atol, gen)
+    written = []
+    if has_encoder(flow):
+        export_encoder(flow, model_dir / ENCODER_FILE, args.atol, gen)
+        written.append(ENCODER_FILE)
+    else:
+        logger.info("%s has no token encoder (CosyVoice3's DiT flow): no %s, as in the official export",
+                    type(flow).__name__, ENCODER_FILE)
     export_estimator(flow, model_dir / ESTIMATOR_FILE, args.atol, gen)
-    logger.info("exported %s and %s into %s", ENCODER_FILE, ESTIMATOR_FILE, model_dir)
+    written.append(ESTIMATOR_FILE)
+    logger.info("exported %s into %s", " and ".join(written), model_dir)
     return 0
+
+
+def has_encoder(flow: torch.nn.Module) -> bool:
+    """Whether the flow has a token encoder to TorchScript (CosyVoice2's CausalMaskedDiffWithXvec does)."""
+    return isinstance(getattr(flow, "encoder", None), torch.nn.Module)
 
 
 # the command line: a bad input is one line (exit status 2), not a traceback

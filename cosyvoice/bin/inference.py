@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Synthesize the lines of a text json with a CosyVoice2 model dir: one wav per line and an index.
+"""Synthesize the lines of a text json with a CosyVoice2 or CosyVoice3 model dir: one wav per line and an index.
 
     python -m cosyvoice.bin.inference --model_dir exp/cosyvoice2_sft/model --mode all \\
         --text_json local/tts_text.json --prompt_wav p.wav --prompt_text "..." --result_dir out
@@ -10,7 +10,9 @@ The text json maps a speaker to its lines, per mode::
 
 ("instruction-zero-shot" may also be a list of such objects, and its "text" a list of lines.) Each line becomes
 ``<result_dir>/<mode>_<NN>.wav`` (24 kHz, written atomically); ``<result_dir>/index.tsv`` lists file, mode, number
-of chunks, duration, real-time factor and text. Every input is checked before anything is synthesized.
+of chunks, duration, real-time factor and text. Every input is checked before anything is synthesized. The model's
+version comes from the model dir (cosyvoice2.yaml or cosyvoice3.yaml); the modes and the text json are the same
+for both (CosyVoice3 gets its system prompt where it needs it, see cosyvoice.cli.cosyvoice).
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from typing import Dict, List, Tuple
 from tqdm import tqdm
 
 from cosyvoice.audio.io import save_wav
-from cosyvoice.cli.cosyvoice import CosyVoice2
+from cosyvoice.cli.cosyvoice import AutoModel
 from cosyvoice.text.checks import text_problem
 from cosyvoice.utils.cli import entry_point
 from cosyvoice.utils.common import set_all_random_seed
@@ -58,7 +60,8 @@ class Job:
 
 def get_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model_dir", required=True, help="CosyVoice2 model dir (pretrained, fine-tuned or stand-in)")
+    p.add_argument("--model_dir", required=True,
+                   help="CosyVoice2 or CosyVoice3 model dir (pretrained, fine-tuned or stand-in)")
     p.add_argument("--mode", default="all", choices=MODES + ("all",), help="inference mode")
     p.add_argument("--text_json", required=True, help="json of lines to synthesize, per speaker and mode")
     p.add_argument("--spk_id", default="", help="speaker: the SFT speaker of spk2info.pt and the json section it "
@@ -294,7 +297,7 @@ def prepare(args):
         check_prompt_wav(prompt[0])
         if "zero-shot" in modes and not prompt[1].strip():
             raise InputError("zero-shot needs the prompt's transcript: give --prompt_text")
-    cosyvoice = CosyVoice2(args.model_dir, fp16=args.fp16 == "true")  # a bad model dir: a one-line UserError
+    cosyvoice = AutoModel(model_dir=args.model_dir, fp16=args.fp16 == "true")  # a bad model dir: a one-line UserError
     todo = plan_jobs(args.mode, jobs, spk_id, cosyvoice.list_available_spks(), args.text_json)
     check_texts(cosyvoice, todo, args.text_frontend == "true")
     if prompt[0]:  # the front end's own checks (too short, silent, ...) before any synthesis

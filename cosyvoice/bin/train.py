@@ -1,9 +1,11 @@
-"""Fine-tune the CosyVoice2 speech-token LLM or the flow-matching decoder on parquet data lists.
+"""Fine-tune the CosyVoice2 or CosyVoice3 speech-token LLM or flow-matching decoder on parquet data lists.
 
 One process (CPU or one GPU)::
     python -m cosyvoice.bin.train --model llm --config <pretrained>/cosyvoice2.yaml \\
         --checkpoint <pretrained>/llm.pt --train_data data/train/parquet/data.list \\
         --cv_data data/test/parquet/data.list --model_dir exp/sft/llm
+
+(a CosyVoice3 model: its cosyvoice3.yaml; the trainer is the same.)
 
 Several processes: ``torchrun --nproc_per_node N -m cosyvoice.bin.train ...`` (nccl on GPUs, gloo on the CPU);
 ``--train_engine deepspeed --deepspeed_config conf/ds_stage2.json`` for DeepSpeed ZeRO-2.
@@ -46,10 +48,10 @@ DATA_RECORD = "train_data.json"  # which data the checkpoints of a model dir wer
 
 
 def get_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Fine-tune the CosyVoice2 llm or flow.",
+    p = argparse.ArgumentParser(description="Fine-tune the CosyVoice2 or CosyVoice3 llm or flow.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", required=True, choices=tu.MODELS, help="which model to train")
-    p.add_argument("--config", required=True, help="cosyvoice2.yaml (official format)")
+    p.add_argument("--config", required=True, help="cosyvoice2.yaml or cosyvoice3.yaml (official format)")
     p.add_argument("--train_data", required=True, help="data.list of training parquet files")
     p.add_argument("--cv_data", required=True, help="data.list of CV parquet files")
     p.add_argument("--model_dir", required=True, help="experiment dir for this model (checkpoints, logs)")

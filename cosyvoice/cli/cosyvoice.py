@@ -1,15 +1,25 @@
-"""The CosyVoice2 inference API: load a model dir, synthesize in the SFT, zero-shot, cross-lingual and instruct modes.
+"""The CosyVoice2 / CosyVoice3 inference API: load a model dir, synthesize in the SFT, zero-shot, cross-lingual,
+instruct and voice-conversion modes.
 
-Same class, constructor and method names (and argument order) as the official ``cosyvoice.cli.cosyvoice.CosyVoice2``;
-a model dir laid out like the official CosyVoice2-0.5B download (or the stand-in of tools/make_tiny_pretrained.py,
-or a fine-tuned model dir written by the recipe) loads unchanged::
-    cosyvoice = CosyVoice2("pretrained_models/CosyVoice2-0.5B")
+Same class names, constructors and method names (and argument order) as the official
+``cosyvoice.cli.cosyvoice.CosyVoice2`` / ``CosyVoice3`` / ``AutoModel``; a model dir laid out like the official
+CosyVoice2-0.5B or Fun-CosyVoice3-0.5B download (or a stand-in of tools/make_tiny_pretrained.py, or a fine-tuned
+model dir written by the recipe) loads unchanged::
+
+    cosyvoice = AutoModel(model_dir="pretrained_models/CosyVoice2-0.5B")   # or CosyVoice2(...) / CosyVoice3(...)
     for i, out in enumerate(cosyvoice.inference_zero_shot("收到好友从远方寄来的生日礼物。", "希望你以后能够做的比我还好呦。",
                                                           "prompt.wav")):
         save_wav(f"zero_shot_{i}.wav", out["tts_speech"], cosyvoice.sample_rate)
 
 Every ``inference_*`` method yields ``{'tts_speech': float32 (1, samples)}`` at ``sample_rate`` (24 kHz): one
 dict per text piece, or one per chunk with ``stream=True``. ``seed`` (an addition) makes a call reproducible.
+
+CosyVoice3's LLM needs ``<|endofprompt|>`` after a system prompt in its input. The official classes leave that to
+the caller (``'You are a helpful assistant.<|endofprompt|>'`` typed in front of the prompt text, the text or the
+instruction); :class:`CosyVoice3` passes such input through unchanged (the official numbers) and completes input
+without it: the system prompt goes in front of the prompt text (zero-shot; for SFT and cross-lingual, which have
+none, it becomes the prompt text), and an instruction becomes ``'You are a helpful assistant. <instruction>'``
+ending with ``<|endofprompt|>``, the form the official instructions have.
 """
 from __future__ import annotations
 
@@ -22,14 +32,14 @@ from typing import Dict, Generator, Iterator, Optional
 
 import torch
 
-from cosyvoice.cli.frontend import CosyVoiceFrontEnd, PathLike
-from cosyvoice.cli.model import CosyVoice2Model
+from cosyvoice.cli.frontend import CosyVoiceFrontEnd, PathLike, v3_instruction, with_end_of_prompt
+from cosyvoice.cli.model import CosyVoice2Model, CosyVoice3Model
 from cosyvoice.text.checks import text_problem
 from cosyvoice.utils.config import load_config
-from cosyvoice.utils.pretrained import (CAMPPLUS_FILE, CONFIG_FILE, QWEN_DIR, SPEECH_TOKENIZER_FILE, SPK2INFO_FILE,
-                                        check_pretrained_dir)
-from cosyvoice.flow.flow import CausalMaskedDiffWithXvec
-from cosyvoice.llm.llm import Qwen2LM
+from cosyvoice.utils.pretrained import (CAMPPLUS_FILE, COSYVOICE2, COSYVOICE3, QWEN_DIR, SPK2INFO_FILE, ModelVersion,
+                                        check_pretrained_dir, model_version)
+from cosyvoice.flow.flow import CausalMaskedDiffWithDiT, CausalMaskedDiffWithXvec
+from cosyvoice.llm.llm import CosyVoice3LM, Qwen2LM
 from cosyvoice.utils.checkpoint import atomic_torch_save
 
 logger = logging.getLogger(__name__)
@@ -44,32 +54,47 @@ class CosyVoice2:
     False; ``fp16`` takes effect on CUDA only; ``trt_concurrent`` is accepted for compatibility and unused.
     """
 
+    VERSION: ModelVersion = COSYVOICE2
+    MODEL = CosyVoice2Model
+
     def __init__(self, model_dir: str, load_jit: bool = False, load_trt: bool = False, load_vllm: bool = False,
                  fp16: bool = False, trt_concurrent: int = 1):
-        unsupported = [name for name, on in (("load_jit", load_jit), ("load_trt", load_trt),
-                                             ("load_vllm", load_vllm)) if on]
+        self._load(model_dir, fp16, load_jit=load_jit, load_trt=load_trt, load_vllm=load_vllm)
+
+    def _load(self, model_dir: str, fp16: bool, **accelerations: bool) -> None:
+        name = type(self).__name__
+        unsupported = [flag for flag, on in accelerations.items() if on]
         if unsupported:
-            raise ValueError(f"CosyVoice2: {', '.join(unsupported)} not supported by this toolkit "
+            raise ValueError(f"{name}: {', '.join(unsupported)} not supported by this toolkit "
                              f"(TorchScript/TensorRT/vLLM exports); leave them False")
         self.model_dir = os.fspath(model_dir)
-        check_pretrained_dir(self.model_dir)
+        check_pretrained_dir(self.model_dir, version=self.VERSION)
         if fp16 and not torch.cuda.is_available():
             logger.info("no CUDA device: fp16 is ignored, running in float32")
             fp16 = False
         self.fp16 = fp16
-        configs = load_config(os.path.join(self.model_dir, CONFIG_FILE),
+        configs = load_config(os.path.join(self.model_dir, self.VERSION.config_file),
                               {"qwen_pretrain_path": os.path.join(self.model_dir, QWEN_DIR)}, keys=CONFIG_KEYS)
-        _check_model_type(configs, self.model_dir)
+        _check_model_type(configs, self.model_dir, self.VERSION)
         self.frontend = CosyVoiceFrontEnd(configs["get_tokenizer"], configs["feat_extractor"],
                                           os.path.join(self.model_dir, CAMPPLUS_FILE),
-                                          os.path.join(self.model_dir, SPEECH_TOKENIZER_FILE),
+                                          os.path.join(self.model_dir, self.VERSION.speech_tokenizer_file),
                                           os.path.join(self.model_dir, SPK2INFO_FILE),
                                           configs["allowed_special"])
         self.sample_rate = int(configs["sample_rate"])
-        self.model = CosyVoice2Model(configs["llm"], configs["flow"], configs["hift"], fp16)
+        self.model = self.MODEL(configs["llm"], configs["flow"], configs["hift"], fp16)
         self.model.load(os.path.join(self.model_dir, "llm.pt"), os.path.join(self.model_dir, "flow.pt"),
                         os.path.join(self.model_dir, "hift.pt"))
         del configs
+
+    # what differs between the versions' inputs (CosyVoice2: nothing to add)
+    def _complete_input(self, model_input: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """The model input of one piece as the LLM needs it."""
+        return model_input
+
+    def _instruction(self, instruct_text: str) -> str:
+        """The instruction as the LLM was trained on it: ending with ``<|endofprompt|>``."""
+        return with_end_of_prompt(instruct_text)
 
     # ------------------------------------------------------------------------------------------------ speakers
     def list_available_spks(self):
@@ -112,7 +137,8 @@ class CosyVoice2:
                     seed: Optional[int]) -> Generator[Dict[str, torch.Tensor], None, None]:
         start = time.time()
         logger.info("synthesis text %s", text if isinstance(text, str) else "<text generator>")
-        for model_output in self.model.tts(**model_input, stream=stream, speed=speed, seed=seed):
+        for model_output in self.model.tts(**self._complete_input(model_input), stream=stream, speed=speed,
+                                           seed=seed):
             seconds = model_output["tts_speech"].shape[1] / self.sample_rate
             if seconds > 0:
                 logger.info("yield speech len %.2f s, rtf %.3f", seconds, (time.time() - start) / seconds)
@@ -163,10 +189,12 @@ class CosyVoice2:
                             stream: bool = False, speed: float = 1.0, text_frontend: bool = True,
                             seed: Optional[int] = None):
         """Speak ``tts_text`` in the voice of ``prompt_wav`` following ``instruct_text`` (e.g. '用开心的语气说');
-        ``<|endofprompt|>`` is appended to the instruction when it does not end with it."""
+        ``<|endofprompt|>`` is appended to the instruction when it does not end with it (CosyVoice3: see the
+        module docstring)."""
         _check_speed(speed)
         if not isinstance(instruct_text, str) or not instruct_text.strip():
             raise ValueError("instruct_text is empty: give an instruction such as '用开心的语气说这句话'")
+        instruct_text = self._instruction(instruct_text)
         self._check_prompt(prompt_wav, zero_shot_spk_id)
         for text in self._pieces(tts_text, text_frontend):
             model_input = self.frontend.frontend_instruct2(text, instruct_text, prompt_wav, self.sample_rate,
@@ -174,7 +202,8 @@ class CosyVoice2:
             yield from self._synthesize(model_input, text, stream, speed, seed)
 
     def inference_instruct(self, *args, **kwargs):
-        raise NotImplementedError("inference_instruct is for CosyVoice 1 models; CosyVoice2 uses inference_instruct2")
+        raise NotImplementedError(f"inference_instruct is for CosyVoice 1 models; {type(self).__name__} uses "
+                                  f"inference_instruct2")
 
     def inference_vc(self, source_wav: PathLike, prompt_wav: PathLike, stream: bool = False, speed: float = 1.0,
                      seed: Optional[int] = None):
@@ -198,10 +227,71 @@ def _check_speed(speed) -> None:
                          f"got speed={speed!r}")
 
 
-def _check_model_type(configs: dict, model_dir: str) -> None:
-    """The yaml must build a CosyVoice2 model (Qwen2 LM + chunk-aware causal flow)."""
+class CosyVoice3(CosyVoice2):
+    """A Fun-CosyVoice3-0.5B model dir, ready to synthesize: CosyVoice2's API (and code) with CosyVoice3's model
+    (:class:`CosyVoice3Model`: the DiT flow and the causal HiFT), files (cosyvoice3.yaml, speech_tokenizer_v3.onnx)
+    and input (the system prompt and ``<|endofprompt|>``, see the module docstring).
 
-    if not isinstance(configs["llm"], Qwen2LM) or not isinstance(configs["flow"], CausalMaskedDiffWithXvec):
-        raise ValueError(f"{model_dir}/{CONFIG_FILE} does not describe a CosyVoice2 model (llm "
+    Official constructor: no ``load_jit`` (CosyVoice3 has nothing to TorchScript); ``load_trt`` / ``load_vllm``
+    must stay False; ``fp16`` takes effect on CUDA only; ``trt_concurrent`` is accepted and unused.
+    """
+
+    VERSION = COSYVOICE3
+    MODEL = CosyVoice3Model
+    SYSTEM_PROMPT = "You are a helpful assistant."
+
+    def __init__(self, model_dir: str, load_trt: bool = False, load_vllm: bool = False, fp16: bool = False,
+                 trt_concurrent: int = 1):
+        self._load(model_dir, fp16, load_trt=load_trt, load_vllm=load_vllm)
+        self._end_of_prompt_id = int(self.model.llm.END_OF_PROMPT_ID)
+        ids = self.frontend.tokenizer.encode(f"{self.SYSTEM_PROMPT}<|endofprompt|>",
+                                             allowed_special=self.frontend.allowed_special)
+        if ids[-1:] != [self._end_of_prompt_id]:
+            raise ValueError(f"{self.model_dir}/{QWEN_DIR}: the tokenizer gives <|endofprompt|> the id {ids[-1]}, the "
+                             f"CosyVoice3 LLM expects {self._end_of_prompt_id}: the tokenizer does not belong to "
+                             f"this model")
+        self._system_prompt = torch.tensor([ids], dtype=torch.int32, device=self.frontend.device)
+
+    def _complete_input(self, model_input: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Put the system prompt in front of the prompt text (or make it the prompt text) unless the prompt text
+        or the text already holds ``<|endofprompt|>`` (then the input goes to the LLM as the caller gave it)."""
+        tokens = [t for t in (model_input.get("prompt_text"), model_input.get("text")) if torch.is_tensor(t)]
+        if any(bool((t == self._end_of_prompt_id).any()) for t in tokens):
+            return model_input
+        prompt = model_input.get("prompt_text")
+        prefix = self._system_prompt.to(prompt.device) if prompt is not None else self._system_prompt
+        prompt = prefix if prompt is None else torch.cat([prefix, prompt.to(prefix.dtype)], dim=1)
+        return {**model_input, "prompt_text": prompt,
+                "prompt_text_len": torch.tensor([prompt.shape[1]], dtype=torch.int32, device=prompt.device)}
+
+    def _instruction(self, instruct_text: str) -> str:
+        """An instruction without ``<|endofprompt|>`` becomes 'You are a helpful assistant. <instruction>' ending
+        with it (the form of the official CosyVoice3 instructions); one with it is kept as given."""
+        return v3_instruction(instruct_text, self.SYSTEM_PROMPT)
+
+
+def AutoModel(**kwargs):
+    """The official factory: ``AutoModel(model_dir=..., [fp16=...])`` gives the CosyVoice2 or CosyVoice3 of the
+    model dir (by its yaml, see cosyvoice.utils.pretrained.model_version). The model dir must exist here (the
+    official one downloads a missing one from ModelScope: use tools/download_pretrained.py)."""
+    if "model_dir" not in kwargs:
+        raise TypeError("AutoModel() needs model_dir=<a CosyVoice2 or CosyVoice3 model dir>")
+    model_dir = os.fspath(kwargs["model_dir"])
+    if not os.path.isdir(model_dir):
+        check_pretrained_dir(model_dir)  # raises, saying how to get it
+    version = model_version(model_dir)
+    return {COSYVOICE2.name: CosyVoice2, COSYVOICE3.name: CosyVoice3}[version.name](**kwargs)
+
+
+def _check_model_type(configs: dict, model_dir: str, version: ModelVersion) -> None:
+    """The yaml must build the model of ``version`` (CosyVoice2: Qwen2LM + chunk-aware causal flow; CosyVoice3:
+    CosyVoice3LM + the DiT flow)."""
+    if version is COSYVOICE3:
+        llm_ok, flow_ok = isinstance(configs["llm"], CosyVoice3LM), isinstance(configs["flow"], CausalMaskedDiffWithDiT)
+    else:
+        llm_ok = isinstance(configs["llm"], Qwen2LM) and not isinstance(configs["llm"], CosyVoice3LM)
+        flow_ok = isinstance(configs["flow"], CausalMaskedDiffWithXvec)
+    if not (llm_ok and flow_ok):
+        raise ValueError(f"{model_dir}/{version.config_file} does not describe a {version.title} model (llm "
                          f"{type(configs['llm']).__name__}, flow {type(configs['flow']).__name__}); "
-                         f"use a CosyVoice2-0.5B model dir")
+                         f"use a {version.title} model dir")

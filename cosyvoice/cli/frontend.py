@@ -1,9 +1,13 @@
-"""CosyVoice2 front end: text -> token ids, prompt audio -> speech tokens, CAM++ embedding and 24 kHz mel.
+"""CosyVoice2/3 front end: text -> token ids, prompt audio -> speech tokens, CAM++ embedding and 24 kHz mel.
 
 Same class name, constructor and method names as the official ``CosyVoiceFrontEnd``, with the same outputs. Every
 feature comes from :mod:`cosyvoice.audio.features` (through the yaml's ``feat_extractor`` and the ONNX wrappers of
 :mod:`cosyvoice.utils.onnx`), so inference computes exactly what training and the offline extraction compute.
 Prompts are audio file paths (as in the newest official code).
+
+CosyVoice3 uses the same class, as the official code does: the yaml's tokenizer (``version: cosyvoice3``) and mel
+(``fmax: null``) and the ``speech_tokenizer_v3.onnx`` path are what differ. Like the official front end it adds no
+system prompt: :class:`cosyvoice.cli.cosyvoice.CosyVoice3` completes the input (see there).
 """
 from __future__ import annotations
 
@@ -63,6 +67,18 @@ def with_end_of_prompt(instruct_text: str) -> str:
     if instruct_text.rstrip().endswith(END_OF_PROMPT):
         return instruct_text
     return instruct_text.rstrip() + END_OF_PROMPT
+
+
+def v3_instruction(instruct_text: str, system_prompt: str) -> str:
+    """The instruction as the CosyVoice3 LLM was trained on it: ``'<system prompt> <instruction><|endofprompt|>'``
+    (e.g. 'You are a helpful assistant. 请用广东话表达。<|endofprompt|>'). Text that already holds
+    ``<|endofprompt|>`` is kept as given; the system prompt is not repeated when the instruction starts with it."""
+    if END_OF_PROMPT in instruct_text:
+        return instruct_text
+    text = instruct_text.strip()
+    if not text.startswith(system_prompt):
+        text = f"{system_prompt} {text}"
+    return with_end_of_prompt(text)
 
 
 def _tokenizer_providers():

@@ -68,7 +68,8 @@ def find_shard(utt: str, list_files: Sequence[str]) -> Optional[str]:
     return None
 
 
-def check_speech_tokens(batch: Dict[str, object], vocab: int, owner: str, list_files: Sequence[str]) -> None:
+def check_speech_tokens(batch: Dict[str, object], vocab: int, owner: str, list_files: Sequence[str],
+                        tokenizer_file: str = "speech_tokenizer_v2.onnx") -> None:
     """Raise one DataError naming the shard and the utterance when a speech token of ``batch`` is outside
     0..vocab-1 (which would be an IndexError deep inside the model's embedding)."""
     tokens, lens = batch.get("speech_token"), batch.get("speech_token_len")
@@ -84,7 +85,7 @@ def check_speech_tokens(batch: Dict[str, object], vocab: int, owner: str, list_f
     raise DataError(f"{shard}: utt {utt} has speech token {int(tokens[i, j])}, outside the {vocab} speech tokens "
                     f"(0..{vocab - 1}) of {owner}: its speech tokens come from a speech tokenizer that does not "
                     f"match this model; rerun stage 2 (tools/extract_speech_token.py) with the model's "
-                    f"speech_tokenizer_v2.onnx, then stage 3")
+                    f"{tokenizer_file}, then stage 3")
 
 
 class Processor(IterableDataset):

@@ -1,4 +1,4 @@
-"""Data pipeline stages named by ``data_pipeline`` in a cosyvoice2.yaml.
+"""Data pipeline stages named by ``data_pipeline`` in a cosyvoice2.yaml or cosyvoice3.yaml (the same stages).
 
 Each stage is a generator ``f(data, ..., mode='train')`` that takes an iterator of sample dicts (or, after
 ``batch``, of lists of sample dicts) and yields the transformed items. ``cosyvoice.dataset.dataset.Dataset``
@@ -20,7 +20,7 @@ import math
 import os
 import random
 from io import BytesIO
-from typing import Callable, Dict, Iterable, Iterator, List
+from typing import Callable, Dict, Iterable, Iterator, List, Optional
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -111,14 +111,24 @@ def unreadable_shard(src: str, error: BaseException) -> DataError:
                      f"damaged or truncated; rerun stage 3 (tools/make_parquet_list.py) for its data dir")
 
 
-def tokenize(data: Iterable[Sample], get_tokenizer: Callable, allowed_special, mode: str = "train"):
-    """Add ``text_token`` (and ``instruct_token`` when the row has ``instruct``) from ``get_tokenizer()``."""
+def tokenize(data: Iterable[Sample], get_tokenizer: Callable, allowed_special, mode: str = "train",
+             default_instruct: Optional[str] = None):
+    """Add ``text_token`` (and ``instruct_token`` when the row has ``instruct``) from ``get_tokenizer()``.
+
+    ``default_instruct`` (an addition; CosyVoice3's yaml sets it to the system prompt
+    ``'You are a helpful assistant.<|endofprompt|>'``): the instruction of a row without one, so that every
+    sample has ``instruct_token`` as the CosyVoice3 LLM is trained and prompted. None: rows without an
+    instruction get none (CosyVoice2)."""
     tokenizer = get_tokenizer()
+    default_ids = (None if default_instruct is None
+                   else tokenizer.encode(default_instruct, allowed_special=allowed_special))
     for sample in data:
         _require(sample, ["text"], "tokenize", "the parquet rows need a 'text' column")
         sample["text_token"] = tokenizer.encode(sample["text"], allowed_special=allowed_special)
         if sample.get("instruct") is not None:
             sample["instruct_token"] = tokenizer.encode(sample["instruct"], allowed_special=allowed_special)
+        elif default_ids is not None:
+            sample["instruct_token"] = list(default_ids)
         yield sample
 
 

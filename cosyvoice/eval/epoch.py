@@ -32,7 +32,7 @@ from typing import Dict, Optional
 
 import torch
 
-from cosyvoice.cli.cosyvoice import CosyVoice2
+from cosyvoice.cli.cosyvoice import AutoModel
 from cosyvoice.eval import runner
 from cosyvoice.eval.asr import load_asr
 from cosyvoice.eval.metrics import SpeakerEmbedder
@@ -132,9 +132,9 @@ class EpochEvaluator:
 
     @property
     def cosyvoice(self):
-        """The CosyVoice2 of ``cosyvoice_dir`` with the speaker registered (built on first use)."""
+        """The CosyVoice2 / CosyVoice3 of ``cosyvoice_dir`` with the speaker registered (built on first use)."""
         if self._cosyvoice is None:
-            cv = CosyVoice2(self.cosyvoice_dir)
+            cv = AutoModel(model_dir=self.cosyvoice_dir)
             cv.frontend.spk2info[self.spk] = {"embedding": self.embedding.to(cv.frontend.device)}
             self._cosyvoice = cv
         return self._cosyvoice

@@ -283,12 +283,16 @@ def render_html(metrics: Dict, exp_dir: Path, summary_plot: Optional[Path], plot
             f"Fine-tuned model: {e(metrics.get('model_dir', ''))}, SFT speaker {e(metrics.get('speaker', ''))}",
             asr_line,
             f"Generated {e(metrics.get('created', ''))}"]
+    from cosyvoice.utils.pretrained import class_name, get_version
+
+    version = get_version(metrics.get("model_version") or "cosyvoice2")  # metrics written before v3 lack it
+    model_title, family = version.title, class_name(version)
     stand_in = [name for name, key in (("base", "base"), ("fine-tuned", "sft"))
                  if (metrics.get("stand_in") or {}).get(key)]
     banner = ""
     if stand_in:
         banner = ("<p class='banner'>The " + " and the ".join(stand_in) + " model " + ("are" if len(stand_in) > 1 else
-                  "is") + " the tiny random <b>stand-in</b> (tools/make_tiny_pretrained.py), not CosyVoice2-0.5B: "
+                  "is") + f" the tiny random <b>stand-in</b> (tools/make_tiny_pretrained.py), not {e(model_title)}: "
                   "its audio is noise and these figures say nothing about voice quality. They only show that the "
                   "recipe ran. Fine-tune the real model for real results (README: The pretrained model).</p>")
     plot_html = "".join(f"<h3>{e(title)}</h3><img alt='{e(title)}' src='{_data_uri(path, 'image/png')}'>"
@@ -301,7 +305,7 @@ def render_html(metrics: Dict, exp_dir: Path, summary_plot: Optional[Path], plot
 <title>Fine-tuning report: {e(metrics.get('speaker', ''))}</title>
 <style>{STYLE}</style></head>
 <body>
-<h1>CosyVoice2 fine-tuning report: speaker {e(metrics.get('speaker', ''))}</h1>
+<h1>{e(family)} fine-tuning report: speaker {e(metrics.get('speaker', ''))}</h1>
 {banner}
 <p class="note">{'<br>'.join(info)}</p>
 <h2>Metrics: base vs fine-tuned</h2>

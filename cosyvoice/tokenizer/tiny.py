@@ -9,14 +9,23 @@ and Qwen2's three pre-existing special tokens placed right after the BPE vocabul
 Size: :func:`build_tiny_qwen_tokenizer` returns ``len(tokenizer)`` = BPE vocab (at most ``vocab_size``) + 3.
 :func:`cosyvoice.tokenizer.tokenizer.get_qwen_tokenizer` then appends 17 more special tokens, so a Qwen2 embedding
 table of ``returned size + 17`` rows or more holds every id (the default fits the 2048-row tiny Qwen2 config).
+
+With ``pad_to`` (:data:`QWEN2_REGULAR_TOKENS` = 151643, the real count) the regular vocabulary is filled up to that
+many entries with filler strings that no merge produces (so no text ever encodes to them), and the special tokens
+get the real ids: ``<|endoftext|>`` 151643, then CosyVoice3's ``<|endofprompt|>`` 151646 and so on, which the
+CosyVoice3 LLM relies on. The tokenizer then encodes exactly as without the fillers.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
-from typing import Iterable, Optional
+from typing import Iterable, Iterator, Optional
 
 QWEN2_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+QWEN2_REGULAR_TOKENS = 151643  # regular (BPE) entries of the real Qwen2 vocabulary: <|endoftext|> is id 151643
+# filler characters: printable ASCII without the space and the two characters JSON escapes
+_FILLER_CHARS = [chr(c) for c in range(33, 127) if chr(c) not in '"\\']
 
 # A few lines of plain Chinese and English text (written for this toolkit), enough to learn common merges.
 BUILTIN_CORPUS = (
@@ -49,16 +58,33 @@ BUILTIN_CORPUS = (
 )
 
 
-def _write_json(path: str, obj) -> None:
+def _write_json(path: str, obj, indent: Optional[int] = 2) -> None:
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, ensure_ascii=False, indent=2)
+        json.dump(obj, f, ensure_ascii=False, indent=indent, separators=None if indent else (",", ":"))
 
 
-def build_tiny_qwen_tokenizer(out_dir: str, vocab_size: int = 1000, corpus: Optional[Iterable[str]] = None) -> int:
+def _fillers(vocab: dict, n: int) -> Iterator[str]:
+    """``n`` strings of three filler characters that are not in ``vocab``, in a fixed order."""
+    made = 0
+    for combo in itertools.product(_FILLER_CHARS, repeat=3):
+        if made == n:
+            return
+        text = "".join(combo)
+        if text not in vocab:
+            made += 1
+            yield text
+    raise ValueError(f"cannot make {n} filler entries")
+
+
+def build_tiny_qwen_tokenizer(out_dir: str, vocab_size: int = 1000, corpus: Optional[Iterable[str]] = None,
+                              pad_to: Optional[int] = None) -> int:
     """Train a byte-level BPE on ``corpus`` (default: the built-in zh+en lines) and save it as a Qwen2 tokenizer.
 
     ``vocab_size`` bounds the BPE vocabulary including the 256 byte symbols (a small corpus may yield fewer).
-    Deterministic for a given corpus and size. Returns ``len(tokenizer)`` (BPE vocab + the 3 Qwen2 specials).
+    ``pad_to``: fill the regular vocabulary up to this many entries with unreachable fillers (see the module
+    docstring), so the special tokens get the ids they have in the real tokenizer; the json files are then written
+    without indentation to keep them small. Deterministic for a given corpus, size and ``pad_to``. Returns
+    ``len(tokenizer)`` (regular vocab + the 3 Qwen2 specials).
     """
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
@@ -80,12 +106,24 @@ def build_tiny_qwen_tokenizer(out_dir: str, vocab_size: int = 1000, corpus: Opti
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(lines, trainer=trainer)
     base = tok.get_vocab_size(with_added_tokens=False)
+    if pad_to is not None:
+        if pad_to < base:
+            raise ValueError(f"build_tiny_qwen_tokenizer: pad_to {pad_to} is below the {base} learned entries")
+        learned = json.loads(tok.to_str())["model"]
+        vocab = dict(learned["vocab"])
+        for i, text in enumerate(_fillers(vocab, pad_to - base)):
+            vocab[text] = base + i
+        merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in learned["merges"]]
+        tok.model = models.BPE(vocab=vocab, merges=merges, unk_token=None, fuse_unk=False, byte_fallback=False,
+                               ignore_merges=False)
+        base = pad_to
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in QWEN2_SPECIAL_TOKENS])
 
     os.makedirs(out_dir, exist_ok=True)
-    tok.save(os.path.join(out_dir, "tokenizer.json"))
+    compact = pad_to is not None
+    tok.save(os.path.join(out_dir, "tokenizer.json"), pretty=not compact)
     model = json.loads(tok.to_str())["model"]
-    _write_json(os.path.join(out_dir, "vocab.json"), model["vocab"])
+    _write_json(os.path.join(out_dir, "vocab.json"), model["vocab"], indent=None if compact else 2)
     with open(os.path.join(out_dir, "merges.txt"), "w", encoding="utf-8") as f:
         f.write("#version: 0.2\n")
         for merge in model["merges"]:

@@ -1,8 +1,9 @@
-"""The two ONNX front-end models of CosyVoice2: CAM++ speaker embedding and the speech tokenizer.
+"""The two ONNX front-end models of CosyVoice2 and CosyVoice3: CAM++ speaker embedding and the speech tokenizer.
 
 One wrapper each, shared by offline extraction (tools/extract_*.py), online training features and inference. The
 models' inputs and outputs are looked up by position (inputs 0/1, output 0), never by name, so the official
-``campplus.onnx`` / ``speech_tokenizer_v2.onnx`` and the stand-in ones from tools/make_tiny_pretrained.py work alike.
+``campplus.onnx`` / ``speech_tokenizer_v2.onnx`` / ``speech_tokenizer_v3.onnx`` (the same feed and output) and the
+stand-in ones from tools/make_tiny_pretrained.py work alike.
 
 * CAM++: input 0 float32 (1, T, 80) mean-normalised kaldi fbank of 16 kHz audio; output 0 has 192 values.
 * Speech tokenizer: input 0 float32 (1, 128, T) whisper log-mel (100 frames/s), input 1 int32 (1,) = [T];

@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 from cosyvoice.audio.io import save_wav
-from cosyvoice.cli.cosyvoice import CosyVoice2
+from cosyvoice.cli.cosyvoice import AutoModel
 from cosyvoice.utils.checkpoint import rng_scope
 
 logger = logging.getLogger(__name__)
@@ -235,7 +235,7 @@ class SampleRenderer:
         self.cosyvoice = None
 
     def _load(self):
-        cosyvoice = CosyVoice2(self.model_dir)
+        cosyvoice = AutoModel(model_dir=self.model_dir)
         speakers = cosyvoice.list_available_spks()
         if not speakers:
             raise ValueError(f"{self.model_dir}/spk2info.pt holds no speaker (stage 4 writes it)")

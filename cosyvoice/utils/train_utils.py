@@ -381,7 +381,9 @@ def speech_token_check(module: torch.nn.Module, list_files: List[str]):
         vocab, owner = int(module.vocab_size), f"the flow (vocab_size {module.vocab_size})"
     else:
         return None
-    return lambda batch: check_speech_tokens(batch, vocab, owner, list_files)
+    v3 = type(module).__name__ in ("CosyVoice3LM", "CausalMaskedDiffWithDiT")
+    tokenizer_file = "speech_tokenizer_v3.onnx" if v3 else "speech_tokenizer_v2.onnx"
+    return lambda batch: check_speech_tokens(batch, vocab, owner, list_files, tokenizer_file)
 
 
 def wrap_ddp(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:

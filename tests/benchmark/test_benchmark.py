@@ -175,3 +175,41 @@ def test_each_undo_changes_the_work_not_the_numbers(bench_tool, tmp_path):
 def test_bad_arguments(bench_tool, capsys, argv, message):
     assert bench_tool.main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_cosyvoice3_stand_in_writes_every_figure(bench_tool, tmp_path, capsys):
+    """--version cosyvoice3: the v3 stand-in through CosyVoice3Model, every figure; the LLM decodes the asked
+    number of tokens (every stop id banned while timed), training batches carry instruct tokens."""
+    out = tmp_path / "bench3.json"
+    argv = ["--stand_in", "--version", "cosyvoice3", "--out", str(out), "--no_optimizer_variants",
+            "--stages", "llm,token2wav,train_llm,train_flow"] + TINY
+    assert bench_tool.main(argv) == 0
+    res = json.loads(out.read_text())
+    assert res["model"] == "stand_in" and res["settings"]["version"] == "cosyvoice3"
+    assert res["llm"]["decode_tokens_timed"] == [4, 4] and res["llm"]["prefill_positions"] == 6
+    t2w = res["token2wav"]
+    assert t2w["speech_tokens"] == 50 and t2w["stream"]["chunks"] == 2
+    # offline: 100 frames x 10 steps; streaming: the first chunk's 50 frames (its 3 look-ahead tokens are context
+    # only), then all 100 again (CosyVoice3's flow is recomputed from the start, as official)
+    assert t2w["offline"]["estimator_frames"] == 1000 and t2w["stream"]["estimator_frames"] == 1500
+    for name in ("train_llm", "train_flow"):
+        assert _positive(res[name]["step_s"]) and res[name]["batch"] == 2
+    assert "first chunk p50" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--stand_in", "--version", "cosyvoice3", "--undo", "attn_bias"],
+     "--undo attn_bias changes CosyVoice2's flow; CosyVoice3's DiT flow has no such speed change"),
+])
+def test_bad_arguments_v3(bench_tool, capsys, argv, message):
+    assert bench_tool.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_version_is_told_by_the_model_dir(bench_tool, stand_in3_dir):
+    args = bench_tool.get_args(["--model_dir", str(stand_in3_dir)])
+    assert bench_tool.resolve_version(args) == "cosyvoice3"
+    args = bench_tool.get_args([])
+    assert bench_tool.resolve_version(args) == "cosyvoice2" and args.config.endswith("conf/cosyvoice2.yaml")
+    args = bench_tool.get_args(["--version", "cosyvoice3"])
+    assert bench_tool.resolve_version(args) == "cosyvoice3" and args.config.endswith("conf/cosyvoice3.yaml")

@@ -55,6 +55,17 @@ def test_one_checkpoint_averages_to_itself(llm_run, tmp_path):
     assert th.max_abs_diff(th.load_state(dst), th.load_state(llm_run / "epoch_1_whole.pt")) == 0.0
 
 
+def test_tied_weights_stay_one_tensor(llm_run, tmp_path):
+    """Qwen2's tied embed_tokens / lm_head are one tensor in the checkpoints: the average keeps them one tensor,
+    so the averaged llm.pt is saved once, about the size of a checkpoint (not with the table twice)."""
+    dst = tmp_path / "llm.pt"
+    assert average_model.main(["--src_path", str(llm_run), "--dst_model", str(dst), "--num", "2"]) == 0
+    state = torch.load(dst, map_location="cpu", weights_only=True)
+    emb, head = state["llm.model.model.embed_tokens.weight"], state["llm.model.lm_head.weight"]
+    assert emb.untyped_storage().data_ptr() == head.untyped_storage().data_ptr()
+    assert dst.stat().st_size < 1.05 * (llm_run / "epoch_1_whole.pt").stat().st_size
+
+
 def test_too_few_averages_all_with_a_warning(llm_run, tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         average_model.main(["--src_path", str(llm_run), "--dst_model", str(tmp_path / "x.pt"), "--num", "5"])

@@ -69,3 +69,29 @@ def test_a_failed_check_removes_the_file(model_dir):
     with pytest.raises(RuntimeError, match="estimator export differs from the eager module by .* > --atol -1"):
         export.export_estimator(flow, model_dir / "x.onnx", -1.0, torch.Generator().manual_seed(0))
     assert not (model_dir / "x.onnx").exists()
+
+
+def test_cosyvoice3_exports_the_dit_estimator_only(stand_in3_dir, tmp_path, caplog):
+    """CosyVoice3's flow has no token encoder: only the DiT estimator is exported (as the official export_onnx does;
+    its export_jit refuses CosyVoice3), checked with onnxruntime on a length it was not exported with."""
+    import onnxruntime
+
+    model_dir = tmp_path / "model3"
+    shutil.copytree(stand_in3_dir, model_dir)
+    with caplog.at_level(logging.INFO):
+        assert export.main(["--model_dir", str(model_dir)]) == 0
+    assert not (model_dir / export.ENCODER_FILE).exists()
+    assert ("CausalMaskedDiffWithDiT has no token encoder (CosyVoice3's DiT flow): no flow.encoder.fp32.zip"
+            in caplog.text)
+    diffs = dict(re.findall(r"(flow\.\S+): max \|export - eager\| = (\S+) ", caplog.text))
+    assert set(diffs) == {export.ESTIMATOR_FILE} and float(diffs[export.ESTIMATOR_FILE]) <= 1e-4
+
+    flow = export.load_flow(model_dir, None, None)
+    assert type(flow).__name__ == "CausalMaskedDiffWithDiT"
+    inputs = export.estimator_inputs(flow.decoder.estimator, 2, 67, torch.Generator().manual_seed(3))
+    session = onnxruntime.InferenceSession(str(model_dir / export.ESTIMATOR_FILE), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    assert names == ["x", "mask", "mu", "t", "spks", "cond"]
+    got = torch.from_numpy(session.run(None, {k: v.numpy() for k, v in zip(names, inputs)})[0])
+    with torch.no_grad():
+        assert (got - flow.decoder.estimator(*inputs)).abs().max() < 1e-4

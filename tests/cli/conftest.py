@@ -1,5 +1,5 @@
-"""Fixtures for the inference API tests: the tiny stand-in model dir (built once), a fine-tuned-style model dir
-with an SFT speaker, a loaded CosyVoice2, and a short prompt clip."""
+"""Fixtures for the inference API tests: the tiny stand-in model dirs (built once), fine-tuned-style model dirs
+with an SFT speaker, a loaded CosyVoice2 and CosyVoice3, and a short prompt clip."""
 from __future__ import annotations
 
 import os
@@ -42,3 +42,22 @@ def cosyvoice(model_dir):
     from cosyvoice.cli.cosyvoice import CosyVoice2
 
     return CosyVoice2(str(model_dir))
+
+
+@pytest.fixture(scope="session")
+def model3_dir(tmp_path_factory, stand_in3_dir) -> Path:
+    """A fine-tuned-style CosyVoice3 model dir: links to the v3 stand-in plus spk2info.pt with the SFT speaker."""
+    from cosyvoice.audio.io import load_wav
+    from cosyvoice.utils.onnx import EmbeddingExtractor
+
+    out = link_model_dir(stand_in3_dir, tmp_path_factory.mktemp("exp3") / "model")
+    embedding = EmbeddingExtractor(str(stand_in3_dir / "campplus.onnx")).extract(load_wav(DEMO_WAV, 16000))
+    torch.save({"demo": {"embedding": embedding}}, out / "spk2info.pt")
+    return out
+
+
+@pytest.fixture(scope="session")
+def cosyvoice3(model3_dir):
+    from cosyvoice.cli.cosyvoice import CosyVoice3
+
+    return CosyVoice3(str(model3_dir))

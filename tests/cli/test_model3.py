@@ -103,3 +103,29 @@ def test_llm_job_caps_runs_of_silent_tokens(tiny3_flow, load_io3):
     model.llm_job(torch.zeros(1, 3, dtype=torch.int32), torch.zeros(1, 0, dtype=torch.int32),
                   torch.zeros(1, 0, dtype=torch.int32), torch.zeros(0, 192), uuid)
     assert model.tts_speech_token_dict[uuid] == io["kept"].tolist()
+
+
+def test_zero_shot_text_to_wav_matches_official(tiny3_flow, fixtures3_dir, tiny3_qwen_dir, load_io3):
+    """tts_zero_shot_nonstream: the official CosyVoice3Model.tts(stream=False) driven by the real (greedy) tiny3 LLM
+    in its worker thread, from the zero-shot model input to the wav."""
+    from cosyvoice.utils.common import load_checkpoint_strict
+
+    io = load_io3("tts_zero_shot_nonstream")
+    cfg = load_config(str(fixtures3_dir / "tiny3.yaml"), {"qwen_pretrain_path": str(tiny3_qwen_dir)},
+                      keys=["llm", "hift"])
+    load_checkpoint_strict(cfg["llm"], fixtures3_dir / "llm.pt")
+    cfg["hift"].load_state_dict(torch.load(fixtures3_dir / "hift.pt", weights_only=True), strict=True)
+    model = CosyVoice3Model(cfg["llm"].eval(), tiny3_flow, cfg["hift"].eval())
+    seen = []
+    real = model.token2wav
+
+    def token2wav(**kw):
+        seen.append(kw["token"].clone())
+        return real(**kw)
+    model.token2wav = token2wav
+    inputs = {k: io[k] for k in ("text", "prompt_text", "llm_prompt_speech_token", "flow_prompt_speech_token",
+                                 "prompt_speech_feat", "llm_embedding", "flow_embedding")}
+    chunks = run_with_timeout(lambda: [o["tts_speech"] for o in model.tts(**inputs, stream=False)])
+    assert len(seen) == 1 and seen[0].tolist() == io["token"].tolist()  # the LLM's 19 tokens
+    assert len(chunks) == 1 and chunks[0].shape == io["speech"].shape == (1, 18240)
+    torch.testing.assert_close(chunks[0], io["speech"], atol=ATOL, rtol=0)

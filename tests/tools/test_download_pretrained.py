@@ -111,7 +111,7 @@ def test_completed_download_is_checked(tmp_path):
 
 def test_cli_offline_exits_1_within_seconds(tmp_path, monkeypatch):
     monkeypatch.setattr(dl, "default_backends",
-                        lambda: [dl.Backend("json", "x/y", "no-such-host.invalid", "raise SystemExit(0)")])
+                        lambda version: [dl.Backend("json", "x/y", "no-such-host.invalid", "raise SystemExit(0)")])
     start = time.monotonic()
     assert dl.main(["--model_dir", str(tmp_path / "m"), "--connect_timeout", "3"]) == 2
     assert time.monotonic() - start < 8
@@ -124,3 +124,20 @@ def test_probe_goes_through_an_https_proxy(monkeypatch):
     assert dl.probe_target(b) == ("proxy.example", 3128)
     monkeypatch.setenv("NO_PROXY", "localhost,.huggingface.co")
     assert dl.probe_target(b) == ("huggingface.co", 443)
+
+
+def test_version_picks_the_hub_ids(tmp_path, monkeypatch):
+    """--version (or the dir's name) chooses the model: its ModelScope / Hugging Face ids and the files checked."""
+    from cosyvoice.utils.pretrained import COSYVOICE3
+
+    ids = [(b.name, b.repo) for b in dl.default_backends(COSYVOICE3)]
+    assert ids == [("modelscope", "FunAudioLLM/Fun-CosyVoice3-0.5B-2512"),
+                   ("huggingface_hub", "FunAudioLLM/Fun-CosyVoice3-0.5B-2512")]
+    assert [b.repo for b in dl.default_backends()] == ["iic/CosyVoice2-0.5B", "FunAudioLLM/CosyVoice2-0.5B"]
+    asked = []
+    monkeypatch.setattr(dl, "default_backends", lambda version: asked.append(version.name) or [
+        dl.Backend("json", "x/y", "no-such-host.invalid", "raise SystemExit(0)")])
+    assert dl.main(["--model_dir", str(tmp_path / "Fun-CosyVoice3-0.5B"), "--connect_timeout", "1"]) == 1
+    assert dl.main(["--model_dir", str(tmp_path / "m"), "--version", "cosyvoice3", "--connect_timeout", "1"]) == 1
+    assert dl.main(["--model_dir", str(tmp_path / "m"), "--connect_timeout", "1"]) == 1
+    assert asked == ["cosyvoice3", "cosyvoice3", "cosyvoice2"]

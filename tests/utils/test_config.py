@@ -202,3 +202,16 @@ def test_divergence_guard_keys_are_train_conf_keys(tmp_path):
     path = _conf_with(tmp_path, "    diverge_patience: 3 ", "    diverge_patiense: 3 ")
     assert "unknown key 'diverge_patiense' in train_conf (the trainer does not read it); did you mean " \
         "'diverge_patience'?" in _error(path)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).resolve().parents[2] / "conf").glob("*.yaml")))
+def test_every_conf_yaml_builds(name, full_qwen_dir):
+    """The dry run: every conf/*.yaml builds completely (models on the meta device, no weights), with the entries
+    the trainer and the front end read."""
+    path = Path(__file__).resolve().parents[2] / "conf" / name
+    with torch.device("meta"):
+        cfg = load_config(str(path), {"qwen_pretrain_path": str(full_qwen_dir)})
+    for key in ("llm", "flow", "hift", "get_tokenizer", "feat_extractor", "data_pipeline", "train_conf"):
+        assert key in cfg, key
+    assert len(cfg["data_pipeline"]) == 11 and all(callable(stage) for stage in cfg["data_pipeline"])
+    assert cfg["train_conf"]["optim_conf"]["lr"] == 1e-5 and cfg["sample_rate"] == 24000
