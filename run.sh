@@ -144,7 +144,7 @@ fi
 
 # ---- the model: cosyvoice2 or cosyvoice3, from the pretrained dir's yaml (or its name, when it does not exist yet);
 # sets model_version, model_title, config_file, speech_tokenizer_file and stand_in_dir (cosyvoice/utils/pretrained.py)
-model_vars=$(PYTHONPATH=${root} python3 -m cosyvoice.utils.pretrained --shell "${pretrained_model_dir}") || exit 1
+model_vars=$(PYTHONPATH=${root} python3 -m cosyvoice.utils.pretrained --shell "${pretrained_model_dir}") || exit 2
 eval "${model_vars}"
 
 # ---- the experiment: one tag per speaker/dataset, so a second dataset never reuses the first one's data or models ----

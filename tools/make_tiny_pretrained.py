@@ -30,12 +30,11 @@ import numpy as np
 from cosyvoice.tokenizer.tiny import QWEN2_REGULAR_TOKENS, build_tiny_qwen_tokenizer
 from cosyvoice.tokenizer.tokenizer import get_qwen_tokenizer
 from cosyvoice.utils.config import _TOP_KEY, load_config
-from cosyvoice.utils.pretrained import check_pretrained_dir
+from cosyvoice.utils.cli import entry_point, setup_logging
+from cosyvoice.utils.errors import UserError
+from cosyvoice.utils.pretrained import check_pretrained_dir, get_version
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
+ROOT = Path(__file__).resolve().parents[1]  # the repository (conf/)
 OPSET = 17
 FBANK_BINS = 80          # CAM++ input: kaldi fbank bins
 EMBED_DIM = 192          # CAM++ output size
@@ -358,8 +357,6 @@ def tiny_yaml_text(seed: int, full_yaml: Optional[Path] = None, version: str = "
 
 
 def _version(name: str):
-    from cosyvoice.utils.pretrained import get_version
-
     return get_version(name)
 
 
@@ -605,13 +602,13 @@ def get_args(argv=None):
     return p.parse_args(argv)
 
 
+@entry_point("make_tiny_pretrained.py")
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s")
+    setup_logging()
     args = get_args(argv)
     out = Path(args.out_dir or _version(args.version).stand_in_dir)
     if out.exists() and not args.force:
-        print(f"ERROR: {out} exists; pass --force to replace it", file=sys.stderr)
-        return 1
+        raise UserError(f"{out} exists; pass --force to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:

@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from cosyvoice.eval.runner import SYSTEMS as SYSTEM_LABELS
 from cosyvoice.eval.select import load_epoch_records
 from cosyvoice.utils.checkpoint import atomic_write_text
+from cosyvoice.utils.pretrained import class_name, get_version
 
 logger = logging.getLogger(__name__)
 
@@ -283,8 +284,6 @@ def render_html(metrics: Dict, exp_dir: Path, summary_plot: Optional[Path], plot
             f"Fine-tuned model: {e(metrics.get('model_dir', ''))}, SFT speaker {e(metrics.get('speaker', ''))}",
             asr_line,
             f"Generated {e(metrics.get('created', ''))}"]
-    from cosyvoice.utils.pretrained import class_name, get_version
-
     version = get_version(metrics.get("model_version") or "cosyvoice2")  # metrics written before v3 lack it
     model_title, family = version.title, class_name(version)
     stand_in = [name for name, key in (("base", "base"), ("fine-tuned", "sft"))

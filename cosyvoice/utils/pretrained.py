@@ -21,6 +21,7 @@ import sys
 from dataclasses import dataclass
 from typing import Iterable, List, Optional, Tuple
 
+from cosyvoice.utils.cli import entry_point
 from cosyvoice.utils.errors import UserError
 
 QWEN_DIR = "CosyVoice-BlankEN"
@@ -163,6 +164,7 @@ def shell_assignments(model_dir: str) -> str:
     return "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items())
 
 
+@entry_point("pretrained.py")
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     usage = "usage: python -m cosyvoice.utils.pretrained [--shell] <pretrained_model_dir>"
@@ -172,14 +174,10 @@ def main(argv=None) -> int:
     if len(argv) != 1 or argv[0] in ("-h", "--help"):
         print(usage, file=sys.stderr)
         return 2
-    try:
-        if shell:
-            sys.stdout.write(shell_assignments(argv[0]))
-        else:
-            check_pretrained_dir(argv[0])
-    except PretrainedDirError as e:
-        print(f"ERROR: {e}", file=sys.stderr)
-        return 1
+    if shell:
+        sys.stdout.write(shell_assignments(argv[0]))
+    else:
+        check_pretrained_dir(argv[0])
     return 0
 
 

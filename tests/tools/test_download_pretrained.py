@@ -137,7 +137,7 @@ def test_version_picks_the_hub_ids(tmp_path, monkeypatch):
     asked = []
     monkeypatch.setattr(dl, "default_backends", lambda version: asked.append(version.name) or [
         dl.Backend("json", "x/y", "no-such-host.invalid", "raise SystemExit(0)")])
-    assert dl.main(["--model_dir", str(tmp_path / "Fun-CosyVoice3-0.5B"), "--connect_timeout", "1"]) == 1
-    assert dl.main(["--model_dir", str(tmp_path / "m"), "--version", "cosyvoice3", "--connect_timeout", "1"]) == 1
-    assert dl.main(["--model_dir", str(tmp_path / "m"), "--connect_timeout", "1"]) == 1
+    assert dl.main(["--model_dir", str(tmp_path / "Fun-CosyVoice3-0.5B"), "--connect_timeout", "1"]) == 2
+    assert dl.main(["--model_dir", str(tmp_path / "m"), "--version", "cosyvoice3", "--connect_timeout", "1"]) == 2
+    assert dl.main(["--model_dir", str(tmp_path / "m"), "--connect_timeout", "1"]) == 2
     assert asked == ["cosyvoice3", "cosyvoice3", "cosyvoice2"]

@@ -117,7 +117,7 @@ def test_same_seed_same_files_and_force(stand_in_dir, tmp_path):
         assert (out / rel).read_bytes() == (stand_in_dir / rel).read_bytes(), rel
 
     rc, err = call_tool("make_tiny_pretrained", "--out_dir", out, "--seed", 7)
-    assert rc == 1 and err.strip() == f"ERROR: {out} exists; pass --force to replace it"
+    assert rc == 2 and err.strip() == f"make_tiny_pretrained.py: error: {out} exists; pass --force to replace it"
     assert call_tool("make_tiny_pretrained", "--out_dir", out, "--seed", 7, "--force")[0] == 0
     check_pretrained_dir(str(out))
     assert (out / "llm.pt").read_bytes() != (stand_in_dir / "llm.pt").read_bytes()

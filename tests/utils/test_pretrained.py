@@ -75,7 +75,7 @@ def test_shell_assignments_for_run_sh(tmp_path, capsys):
     assert main(["--shell", "exp/pretrained/CosyVoice2-0.5B-tiny"]) == 0
     assert "model_version=cosyvoice2" in capsys.readouterr().out
     (v3 / "cosyvoice2.yaml").write_text("x")
-    assert main(["--shell", str(v3)]) == 1 and "holds both" in capsys.readouterr().err
+    assert main(["--shell", str(v3)]) == 2 and "holds both" in capsys.readouterr().err
 
 
 def test_runs_with_the_standard_library_only(tmp_path):
