@@ -270,6 +270,32 @@ def plain_copy(module: torch.nn.Module) -> Dict[str, torch.Tensor]:
     return merged_state_dict(module, TRAIN_ADAPTER) if is_lora(module) else module.state_dict()
 
 
+def merge_adapter(plain: torch.nn.Module, adapter, settings: LoraSettings) -> Dict[str, torch.Tensor]:
+    """The weights of ``plain`` (a module without adapters, left unchanged) with the adapter file ``adapter`` (a
+    path or a state_dict) of ``settings`` folded in: a state_dict in the plain module's layout."""
+    import copy
+
+    work = copy.deepcopy(plain)
+    add_adapter(work, settings, name=TRAIN_ADAPTER, trainable=False)
+    load_adapter_state_dict(work, adapter, TRAIN_ADAPTER)
+    return merged_state_dict(work, TRAIN_ADAPTER)
+
+
+def training_dir_settings(model_dir, model: str) -> LoraSettings:
+    """The LoRA settings a training dir (train.py --model_dir, with its config.yaml) trained ``model`` with."""
+    import os
+
+    from cosyvoice.utils.config import load_config
+
+    path = os.path.join(os.fspath(model_dir), "config.yaml")
+    if not os.path.isfile(path):
+        raise LoraError(f"{path} not found: the LoRA settings of the adapters in {model_dir} are recorded there")
+    conf = load_config(path, keys=["train_conf"])["train_conf"]
+    if finetune_mode(conf, f"{path}: train_conf") != "lora":
+        raise LoraError(f"{path}: train_conf.finetune is not lora, so {model_dir} holds no adapters")
+    return lora_settings(conf, model, f"{path}: train_conf")
+
+
 # ------------------------------------------------------------------------------------------------ switching
 class AdapterSwitch:
     """Several adapters on one module, one of them (or none) active per call.
@@ -349,4 +375,5 @@ def state_bytes(state: Mapping[str, torch.Tensor]) -> int:
 __all__ = ["FINETUNE_MODES", "TRAIN_ADAPTER", "DEFAULT_TARGETS", "LoraError", "LoraSettings", "finetune_mode",
            "lora_settings", "is_lora", "adapter_names", "add_adapter", "adapter_state_dict",
            "load_adapter_state_dict", "merged_state_dict", "trained_state_dict", "load_trained_state",
-           "is_adapter_state", "count_parameters", "plain_copy", "AdapterSwitch", "describe", "state_bytes"]
+           "is_adapter_state", "count_parameters", "plain_copy", "merge_adapter", "training_dir_settings",
+           "AdapterSwitch", "describe", "state_bytes"]
