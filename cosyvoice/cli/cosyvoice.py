@@ -11,6 +11,10 @@ or a fine-tuned model dir written by the recipe) loads unchanged::
 
 Every ``inference_*`` method yields ``{'tts_speech': float32 (1, samples)}`` at ``sample_rate`` (24 kHz): one
 dict per text piece, or one per chunk with ``stream=True``. ``seed`` (an addition) makes a call reproducible.
+
+Additions: ``characters=[...]`` / ``add_character(path)`` load character folders (cosyvoice/cli/character.py: a
+LoRA adapter of the llm, a flow, a speaker entry) onto this one base model; ``inference_sft(text, spk_id)`` then
+speaks as that character, switching adapters per call without reloading anything.
 """
 from __future__ import annotations
 
@@ -19,10 +23,11 @@ import math
 import numbers
 import os
 import time
-from typing import Dict, Generator, Iterator, Optional
+from typing import Dict, Generator, Iterator, Optional, Sequence
 
 import torch
 
+from cosyvoice.cli.character import Character, CharacterError, find_characters, read_character
 from cosyvoice.cli.frontend import CosyVoiceFrontEnd, PathLike
 from cosyvoice.cli.model import CosyVoice2Model
 from cosyvoice.text.checks import text_problem
@@ -43,7 +48,7 @@ class CosyVoice2:
     """
 
     def __init__(self, model_dir: str, load_jit: bool = False, load_trt: bool = False, load_vllm: bool = False,
-                 fp16: bool = False, trt_concurrent: int = 1):
+                 fp16: bool = False, trt_concurrent: int = 1, characters: Optional[Sequence[PathLike]] = None):
         unsupported = [name for name, on in (("load_jit", load_jit), ("load_trt", load_trt),
                                              ("load_vllm", load_vllm)) if on]
         if unsupported:
@@ -68,6 +73,56 @@ class CosyVoice2:
         self.model.load(os.path.join(self.model_dir, "llm.pt"), os.path.join(self.model_dir, "flow.pt"),
                         os.path.join(self.model_dir, "hift.pt"))
         del configs
+        self.characters: Dict[str, Character] = {}
+        self._base_sha256: Dict[str, str] = {}
+        for path in find_characters(characters or []):
+            self.add_character(path)
+
+    # ------------------------------------------------------------------------------------------------ characters
+    def add_character(self, path: PathLike) -> str:
+        """Load the character folder ``path`` (cosyvoice/cli/character.py) onto this base model; returns its
+        speaker id, which ``inference_sft`` takes from then on. Its adapter stays unmerged and is used by its own
+        calls only; every file is checked against the manifest, and an adapter against the base weights it was
+        trained on (a merged or other llm.pt is refused)."""
+        from cosyvoice.utils.checkpoint import sha256_file
+
+        character = read_character(os.fspath(path))
+        spk = character.spk_id
+        if spk in self.characters:
+            raise CharacterError(f"{path}: speaker '{spk}' is already loaded from {self.characters[spk].path}; "
+                                 f"each character needs its own speaker id")
+        for part in ("llm", "flow"):
+            if character.kind(part) != "lora":
+                continue
+            mine = os.path.join(self.model_dir, f"{part}.pt")
+            if mine not in self._base_sha256:
+                self._base_sha256[mine] = sha256_file(mine)
+            if self._base_sha256[mine] != character.manifest["base_model"][f"{part}.pt"]:
+                raise CharacterError(
+                    f"{path}: its {part} adapter was trained on the {part}.pt of "
+                    f"{character.manifest['base_model'].get('dir')}, not on {mine} (another or a merged model): "
+                    f"load it onto that base model dir")
+        entry = character.spk2info_entry()
+        if "embedding" not in entry:
+            raise CharacterError(f"{path}: its spk2info.pt entry for '{spk}' has no 'embedding'")
+        lora_llm = character.kind("llm") == "lora"
+        flow_kind = character.kind("flow")
+        self.model.add_character(
+            spk, llm_adapter=character.file("llm") if lora_llm else None,
+            llm_lora=character.lora_settings("llm") if lora_llm else None,
+            llm_key=character.sha256("llm") if lora_llm else "",
+            flow_weights=character.file("flow") if flow_kind != "base" else None,
+            flow_lora=character.lora_settings("flow") if flow_kind == "lora" else None,
+            flow_key=character.sha256("flow") if flow_kind != "base" else "")
+        if spk in self.frontend.spk2info:
+            logger.info("character %s replaces the entry of %s/%s for speaker %s", path, self.model_dir, SPK2INFO_FILE,
+                        spk)
+        self.frontend.spk2info[spk] = {k: v.to(self.frontend.device) if torch.is_tensor(v) else v
+                                       for k, v in entry.items()}
+        self.characters[spk] = character
+        logger.info("character %s (%s): llm %s, flow %s%s", spk, path, character.kind("llm"), flow_kind,
+                    ", speaker tag" if character.speaker_tag else "")
+        return spk
 
     # ------------------------------------------------------------------------------------------------ speakers
     def list_available_spks(self):
@@ -83,10 +138,11 @@ class CosyVoice2:
         return True
 
     def save_spkinfo(self) -> None:
-        """Write the speaker table to ``<model_dir>/spk2info.pt`` (atomically, tensors on the CPU)."""
+        """Write the speaker table to ``<model_dir>/spk2info.pt`` (atomically, tensors on the CPU); the entries of
+        characters stay in their own folders."""
         path = os.path.join(self.model_dir, SPK2INFO_FILE)
         table = {spk: {k: v.cpu() if torch.is_tensor(v) else v for k, v in info.items()}
-                 for spk, info in self.frontend.spk2info.items()}
+                 for spk, info in self.frontend.spk2info.items() if spk not in self.characters}
         from cosyvoice.utils.checkpoint import atomic_torch_save
 
         atomic_torch_save(table, path)  # a full disk or read-only dir: one-line WriteError, the old table kept
@@ -108,10 +164,10 @@ class CosyVoice2:
         return pieces
 
     def _synthesize(self, model_input: Dict[str, torch.Tensor], text, stream: bool, speed: float,
-                    seed: Optional[int]) -> Generator[Dict[str, torch.Tensor], None, None]:
+                    seed: Optional[int], character: Optional[str] = None) -> Generator[Dict[str, torch.Tensor], None, None]:
         start = time.time()
         logger.info("synthesis text %s", text if isinstance(text, str) else "<text generator>")
-        for model_output in self.model.tts(**model_input, stream=stream, speed=speed, seed=seed):
+        for model_output in self.model.tts(**model_input, stream=stream, speed=speed, seed=seed, character=character):
             seconds = model_output["tts_speech"].shape[1] / self.sample_rate
             if seconds > 0:
                 logger.info("yield speech len %.2f s, rtf %.3f", seconds, (time.time() - start) / seconds)
@@ -120,12 +176,14 @@ class CosyVoice2:
 
     def inference_sft(self, tts_text, spk_id: str, stream: bool = False, speed: float = 1.0,
                       text_frontend: bool = True, seed: Optional[int] = None):
-        """Speak ``tts_text`` as the speaker ``spk_id`` of spk2info.pt (e.g. the fine-tuned speaker)."""
+        """Speak ``tts_text`` as the speaker ``spk_id`` of spk2info.pt (e.g. the fine-tuned speaker), or as the
+        character ``spk_id`` (its own adapter and flow)."""
         _check_speed(speed)
         self.frontend._speaker(spk_id, "embedding", "sft")
+        character = spk_id if spk_id in self.characters else None
         for text in self._pieces(tts_text, text_frontend):
             model_input = self.frontend.frontend_sft(text, spk_id)
-            yield from self._synthesize(model_input, text, stream, speed, seed)
+            yield from self._synthesize(model_input, text, stream, speed, seed, character)
 
     def inference_zero_shot(self, tts_text, prompt_text: str, prompt_wav: PathLike, zero_shot_spk_id: str = "",
                             stream: bool = False, speed: float = 1.0, text_frontend: bool = True,
