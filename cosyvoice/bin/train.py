@@ -185,6 +185,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     conf = configs["train_conf"]
     model = tu.init_model(configs[args.model], args.checkpoint)
     model = tu.init_finetune(model, conf, args.model, args.seed).to(info.device)
+    if info.is_main:
+        tu.record_finetune(model_dir, model, conf, args.model)
     train_set, train_loader, cv_loader = tu.init_dataloaders(args, configs)
     optimizer = tu.init_optimizer(model, conf, args.model)
     scheduler = tu.init_scheduler(optimizer, conf)

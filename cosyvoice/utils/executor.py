@@ -110,7 +110,18 @@ class Throughput:
                           ("mel_frames_per_s", "mel frames/s")):
             if key in speed:
                 parts.append(f"{speed[key]:.1f} {unit}")
+        if "peak_memory_mb" in speed:
+            parts.append(f"peak memory {speed['peak_memory_mb']:.0f} MB")
         return ", ".join(parts)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """The most memory this process has used so far: CUDA tensors on a GPU, else the resident set size (MB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
 class Executor:
@@ -263,6 +274,8 @@ class Executor:
                                 **{f"count/{k}": v for k, v in counts.items()}}, self.info)
         losses = {k[5:]: v for k, v in both.items() if k.startswith("loss/")}
         speed = Throughput.rates({k[6:]: v for k, v in both.items() if k.startswith("count/")}, self.info.world_size)
+        if speed:
+            speed["peak_memory_mb"] = peak_memory_mb(self.info.device)
         lr = self.optimizer.param_groups[0]["lr"]
         text = " ".join(f"{k} {v:.4f}" for k, v in sorted(losses.items()))
         logger.info("epoch %d step %d: %s lr %.3g grad_norm %.3f | %s", self.epoch, self.step, text, lr, grad_norm,

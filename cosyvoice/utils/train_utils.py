@@ -376,6 +376,20 @@ def init_finetune(model: torch.nn.Module, conf: Dict[str, Any], name: str, seed:
     return model
 
 
+FINETUNE_RECORD = "finetune.json"  # in the training dir: how the model was fine-tuned (read by the report)
+
+
+def record_finetune(model_dir: Path, model: torch.nn.Module, conf: Dict[str, Any], name: str) -> None:
+    """Write ``<model_dir>/finetune.json``: the mode, the trainable and total parameter counts, the LoRA settings."""
+    from cosyvoice.utils import lora
+
+    mode = lora.finetune_mode(conf)
+    trainable, total = lora.count_parameters(model)
+    record = {"model": name, "finetune": mode, "trainable_parameters": trainable, "parameters": total,
+              "lora": lora.lora_settings(conf, name).to_dict() if mode == "lora" else None}
+    atomic_write_text(Path(model_dir) / FINETUNE_RECORD, json.dumps(record, indent=1) + "\n")
+
+
 def init_optimizer(model: torch.nn.Module, conf: Dict[str, Any], name: Optional[str] = None) -> torch.optim.Optimizer:
     """Adam or AdamW over the model's trainable parameters with ``train_conf.optim_conf`` (with LoRA, i.e.
     ``finetune: lora``, its ``lr`` is ``lora_conf.<name>.lr`` when that is set).
