@@ -5,7 +5,8 @@
 
 spk2info.pt is {spk: {'embedding': float32 tensor (1, 192)}}, the speaker's mean CAM++ embedding (from
 spk2embedding.pt, stage 1): the official format, which the official CosyVoice2 front end and ours read for
-`inference_sft`. The model dir gets, besides it, links (or copies, --copy) to the pretrained files the official
+`inference_sft`. With --speaker_tag true (a multi-speaker SFT run) each entry also holds 'speaker_tag', the text
+the llm was trained to read before the speaker's texts; the official front end ignores the extra key. The model dir gets, besides it, links (or copies, --copy) to the pretrained files the official
 CosyVoice2 class loads: cosyvoice2.yaml, llm.pt, flow.pt, hift.pt, campplus.onnx, speech_tokenizer_v2.onnx and
 CosyVoice-BlankEN/. An entry already there (e.g. a fine-tuned llm.pt) is kept, never overwritten; so writers of
 fine-tuned weights must replace a link (write a temp file, then rename), not write through it. A link to another
@@ -47,15 +48,22 @@ def get_args(argv=None):
     p.add_argument("--pretrained_model_dir", required=True, help="CosyVoice2-0.5B dir (or the stand-in)")
     p.add_argument("--model_dir", required=True, help="output model dir")
     p.add_argument("--copy", action="store_true", help="copy the pretrained files instead of linking them")
+    p.add_argument("--speaker_tag", default="false", choices=["true", "false"],
+                   help="multi-speaker SFT: each entry also gets 'speaker_tag' ('<spk><|endofprompt|>'), which "
+                        "inference_sft puts before the text as the model was trained")
     return p.parse_args(argv)
 
 
-def make_spk2info(spk2embedding: dict) -> dict:
-    """{spk: {'embedding': (1, 192) float32}} from {spk: 192 values}."""
+def make_spk2info(spk2embedding: dict, speaker_tags: bool = False) -> dict:
+    """{spk: {'embedding': (1, 192) float32[, 'speaker_tag': '<spk><|endofprompt|>']}} from {spk: 192 values}."""
+    from cosyvoice.dataset.processor import speaker_tag
+
     spk2info = {}
     for spk in sorted(spk2embedding):
         emb = torch.as_tensor(spk2embedding[spk], dtype=torch.float32).reshape(1, -1)
         spk2info[spk] = {"embedding": emb}
+        if speaker_tags:
+            spk2info[spk]["speaker_tag"] = speaker_tag(spk)
     return spk2info
 
 
@@ -99,7 +107,7 @@ def run(args) -> int:
     if os.path.abspath(args.model_dir) == os.path.abspath(args.pretrained_model_dir):
         raise StageInputError(f"{TOOL}: --model_dir must differ from --pretrained_model_dir")
     require_writable_dir(args.model_dir, TOOL)
-    spk2info = make_spk2info(spk2embedding)
+    spk2info = make_spk2info(spk2embedding, args.speaker_tag == "true")
     added = populate_model_dir(args.pretrained_model_dir, args.model_dir, args.copy)
     save_pt(spk2info, os.path.join(args.model_dir, SPK2INFO_FILE))
     logging.info("wrote %s/%s (speakers: %s); %s from %s: %s", args.model_dir, SPK2INFO_FILE, ", ".join(spk2info),

@@ -68,6 +68,9 @@ def get_args(argv=None):
     p.add_argument("--text_frontend", default="true", choices=("true", "false"), help="normalize the text first")
     p.add_argument("--fp16", default="false", choices=("true", "false"),
                    help="float16 autocast on a CUDA GPU (ignored without one: float32)")
+    p.add_argument("--characters", nargs="*", default=[],
+                   help="character folders (a LoRA run's <exp>/characters or <exp>/characters/<spk>) loaded onto "
+                        "--model_dir; --spk_id picks the one that speaks the SFT lines")
     return p.parse_args(argv)
 
 
@@ -194,8 +197,14 @@ def resolve_prompt(args, spk_id: str = "") -> Tuple[str, str]:
     return wav, args.prompt_text or text
 
 
-def default_speaker(model_dir: str) -> str:
-    """The speaker of a fine-tuned model dir whose spk2info.pt holds exactly one; else empty."""
+def default_speaker(model_dir: str, characters=()) -> str:
+    """The only character given, else the speaker of a fine-tuned model dir whose spk2info.pt holds exactly one;
+    else empty."""
+    if characters:
+        from cosyvoice.cli.character import find_characters, read_character
+
+        found = find_characters(characters)
+        return read_character(found[0], verify=False).spk_id if len(found) == 1 else ""
     path = os.path.join(model_dir, "spk2info.pt")
     if not os.path.isfile(path):
         return ""
@@ -296,7 +305,7 @@ def main(argv=None) -> int:
     try:
         if args.speed <= 0 or (args.stream == "true" and args.speed != 1.0):
             raise InputError(f"--speed {args.speed}: must be > 0, and 1.0 when --stream true")
-        spk_id, jobs = load_text_json(args.text_json, args.spk_id or default_speaker(args.model_dir))
+        spk_id, jobs = load_text_json(args.text_json, args.spk_id or default_speaker(args.model_dir, args.characters))
         modes = requested_modes(args.mode, jobs, spk_id, args.text_json)
         prompt = ("", "")
         if set(modes) - {"sft"}:
@@ -310,7 +319,7 @@ def main(argv=None) -> int:
         from cosyvoice.utils.pretrained import PretrainedDirError
 
         try:
-            cosyvoice = CosyVoice2(args.model_dir, fp16=args.fp16 == "true")
+            cosyvoice = CosyVoice2(args.model_dir, fp16=args.fp16 == "true", characters=args.characters)
         except (PretrainedDirError, CheckpointError, ConfigError) as e:  # a model dir that cannot be used
             raise InputError(str(e))
         todo = plan_jobs(args.mode, jobs, spk_id, cosyvoice.list_available_spks(), args.text_json)
