@@ -507,7 +507,26 @@ def init_deepspeed(model, optimizer, scheduler, ds_config: Dict[str, Any]):
 
     engine, optimizer, _, scheduler = deepspeed.initialize(model=model, optimizer=optimizer,
                                                            lr_scheduler=scheduler, config=ds_config)
+    _drop_every_frozen_name(engine)
     return engine, optimizer, scheduler
+
+
+def _drop_every_frozen_name(engine) -> None:
+    """With ``exclude_frozen_parameters`` (LoRA checkpoints) DeepSpeed drops the frozen weights it finds in
+    ``named_parameters()``, which names a tied weight once: Qwen2's ``lm_head.weight`` (the embedding table, half a
+    GB at full size) would stay in every checkpoint. Drop every name of a frozen weight."""
+    original = engine.module_state_dict
+
+    def module_state_dict(destination=None, prefix="", keep_vars=False, exclude_frozen_parameters=False):
+        state = original(destination=destination, prefix=prefix, keep_vars=keep_vars,
+                         exclude_frozen_parameters=exclude_frozen_parameters)
+        if exclude_frozen_parameters:
+            for name, param in engine.module.named_parameters(remove_duplicate=False):
+                if not param.requires_grad:
+                    state.pop(prefix + name, None)
+        return state
+
+    engine.module_state_dict = module_state_dict
 
 
 # ------------------------------------------------------------------------------------------------ data
