@@ -8,7 +8,7 @@
 Each speaker of ``<model_dir>/spk2info.pt`` (stage 4) gets a folder (cosyvoice/cli/character.py) holding the llm
 adapter, the fine-tuned flow (or its adapter), its spk2info entry and character.json: the sha256 of the base
 model's llm.pt and flow.pt (``--pretrained_model_dir``), the LoRA settings (from the training dirs' config.yaml),
-what was averaged (the ``*.average.json`` beside the inputs). All speakers of one run share its adapter and flow;
+what was averaged (the training dirs' ``average.json``, stage 6). All speakers of one run share its adapter and flow;
 the files are hard links where the file system allows. Each folder is written aside and swapped in.
 """
 from __future__ import annotations
@@ -44,9 +44,10 @@ def get_args(argv=None):
     return p.parse_args(argv)
 
 
-def _average_record(path: str):
-    record = f"{path}.average.json"
-    if os.path.isfile(record):
+def _average_record(train_dir: str):
+    """What stage 6 averaged from a training dir (its average.json), or None."""
+    record = os.path.join(train_dir, "average.json") if train_dir else ""
+    if record and os.path.isfile(record):
         with open(record, encoding="utf-8") as f:
             return json.load(f)
     return None
@@ -72,8 +73,9 @@ def run(args) -> int:
     flow_kind = "lora" if args.flow_adapter else "full" if args.flow else "base"
     training = {"exp_dir": os.path.abspath(os.path.dirname(os.path.abspath(args.model_dir))),
                 "speakers": sorted(spk2info),
-                "llm": _average_record(args.llm_adapter) if args.llm_adapter else None,
-                "flow": _average_record(flow_file) if flow_file else None}
+                "llm": _average_record(args.llm_train_dir) if args.llm_adapter else None,
+                "flow": _average_record(args.flow_train_dir or os.path.join(os.path.dirname(
+                    os.path.abspath(args.model_dir)), "flow")) if flow_file else None}
     require_writable_dir(args.out_dir, TOOL)
     for spk in sorted(spk2info):
         out = write_character(os.path.join(args.out_dir, spk), spk, args.pretrained_model_dir, spk2info[spk],

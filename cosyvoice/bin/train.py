@@ -72,14 +72,14 @@ def get_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--keep_states", type=int, default=2,
                    help="resume states kept (newest N checkpoints; weights are always kept); <= 0 keeps all")
     p.add_argument("--finetune", default=None, choices=["full", "lora"],
-                   help="full: train every weight; lora: LoRA adapters (train_conf.lora_conf.<model>) on the frozen "
+                   help="full: train every weight; lora: LoRA adapters (train_conf.<model>_lora) on the frozen "
                         "weights, checkpoints hold the adapter only [the yaml's train_conf.finetune, else full]")
     p.add_argument("--speaker_tag", default=None, choices=["true", "false"],
                    help="train on '<spk><|endofprompt|>' + text (multi-speaker SFT) [the yaml's train_conf."
                         "speaker_tag, else false]")
     for option, keys in tu.TRAIN_OVERRIDES.items():
         kind = float if option in ("lr", "grad_clip") else int
-        extra = " (with --finetune lora: train_conf.lora_conf.<model>.lr)" if option == "lr" else ""
+        extra = " (with --finetune lora: train_conf.<model>_lora.lr)" if option == "lr" else ""
         p.add_argument(f"--{option}", type=kind, default=None, help=f"override {'.'.join(keys)} of the yaml{extra}")
     p.add_argument("--tensorboard_dir", help="TensorBoard dir [<model_dir>/tensorboard]")
     p.add_argument("--swanlab", default="auto", choices=SWANLAB_MODES,

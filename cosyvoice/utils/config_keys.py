@@ -50,11 +50,16 @@ _REF = re.compile(r"<([A-Za-z_][\w]*)(?:\[[^>]*\])?>")
 _COMMENT = re.compile(r"#.*$", re.MULTILINE)
 
 
+# How the trainer fine-tunes (cosyvoice.utils.lora): optional, a yaml without them trains every weight of one speaker.
+FINETUNE_KEYS = ("finetune", "llm_lora", "flow_lora", "speaker_tag")
+
+
 def train_conf_keys() -> tuple:
-    """Every key the trainer reads of train_conf: :data:`TRAIN_CONF_KEYS` and the divergence guard's."""
+    """Every key the trainer reads of train_conf: :data:`TRAIN_CONF_KEYS`, the fine-tuning mode's
+    (:data:`FINETUNE_KEYS`) and the divergence guard's."""
     from cosyvoice.utils.divergence import GUARD_DEFAULTS
 
-    return TRAIN_CONF_KEYS + tuple(GUARD_DEFAULTS)
+    return TRAIN_CONF_KEYS + FINETUNE_KEYS + tuple(GUARD_DEFAULTS)
 
 
 def suggest(key: str, valid: Iterable[str]) -> str:
@@ -172,6 +177,13 @@ def _check_train_conf(path: str, name: str, conf: Mapping, valid: Iterable[str])
                 if key not in args:
                     raise _unknown(path, key, f"in {name}.{optim_conf} (not an argument of torch.optim."
                                    f"{OPTIMIZERS[kind]})", args)
+    for block in ("llm_lora", "flow_lora"):
+        if isinstance(conf.get(block), Mapping):
+            from cosyvoice.utils.lora import SETTING_KEYS
+
+            for key in conf[block]:
+                if key not in SETTING_KEYS:
+                    raise _unknown(path, key, f"in {name}.{block} (not a LoRA setting)", SETTING_KEYS)
     kind = conf.get("scheduler")
     if isinstance(kind, str) and isinstance(conf.get("scheduler_conf"), Mapping):
         from cosyvoice.utils.scheduler import SCHEDULERS

@@ -1,7 +1,7 @@
 """LoRA adapters (with peft) on the llm or the flow: settings, adapter checkpoints, merging, switching per call.
 
 Fine-tuning with ``train_conf.finetune: lora`` freezes every weight of the pretrained module and trains low-rank
-adapters ``W + (alpha / r) * B @ A`` on the layers named by ``train_conf.lora_conf.<model>.target_modules`` (peft's
+adapters ``W + (alpha / r) * B @ A`` on the layers named by ``train_conf.<model>_lora.target_modules`` (peft's
 matching: a module whose name is, or ends with ``.`` +, an entry). For the llm the defaults are the attention and
 MLP projections of every Qwen2 layer; ``llm_decoder`` and ``speech_embedding`` may be added to adapt them too.
 
@@ -61,7 +61,7 @@ class LoraSettings:
 
     @classmethod
     def from_dict(cls, conf: Optional[Mapping[str, Any]], model: str, where: str) -> "LoraSettings":
-        """From a ``lora_conf.<model>`` mapping (missing keys: the defaults); ``where`` names it in errors."""
+        """From a ``<model>_lora`` mapping (missing keys: the defaults); ``where`` names it in errors."""
         conf = dict(conf or {})
         unknown = sorted(set(conf) - set(SETTING_KEYS))
         if unknown:
@@ -106,11 +106,11 @@ def finetune_mode(train_conf: Mapping[str, Any], where: str = "train_conf") -> s
 
 
 def lora_settings(train_conf: Mapping[str, Any], model: str, where: str = "train_conf") -> LoraSettings:
-    """The LoRA settings of ``model`` (llm or flow) in ``train_conf.lora_conf`` (defaults when absent)."""
-    lora_conf = train_conf.get("lora_conf") or {}
-    if not isinstance(lora_conf, Mapping):
-        raise LoraError(f"{where}.lora_conf must map llm/flow to their LoRA settings")
-    return LoraSettings.from_dict(lora_conf.get(model), model, f"{where}.lora_conf.{model}")
+    """The LoRA settings of ``model`` (llm or flow): ``train_conf.<model>_lora`` (the defaults when absent)."""
+    block = train_conf.get(f"{model}_lora") or {}
+    if not isinstance(block, Mapping):
+        raise LoraError(f"{where}.{model}_lora must map LoRA settings ({', '.join(SETTING_KEYS)}) to values")
+    return LoraSettings.from_dict(block, model, f"{where}.{model}_lora")
 
 
 # ------------------------------------------------------------------------------------------------ adapters

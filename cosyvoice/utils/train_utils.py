@@ -188,14 +188,14 @@ TRAIN_OVERRIDES = {
 
 
 # train_conf keys a yaml may lack (an official cosyvoice2.yaml does): they then take their defaults, and an option
-# may add them (finetune: full; lora_conf: cosyvoice/utils/lora.py's defaults; speaker_tag: false)
-OPTIONAL_TRAIN_KEYS = ("finetune", "lora_conf", "speaker_tag")
+# may add them (finetune: full; llm_lora / flow_lora: cosyvoice/utils/lora.py's defaults; speaker_tag: false)
+OPTIONAL_TRAIN_KEYS = ("finetune", "llm_lora", "flow_lora", "speaker_tag")
 
 
 def config_overrides(args, finetune: str = "full") -> Dict[str, Any]:
     """Nested hyperpyyaml overrides from ``qwen_pretrain_path``, the options of :data:`TRAIN_OVERRIDES` and
     ``--finetune`` / ``--speaker_tag``. With LoRA (``finetune``: the mode this run trains in) ``--lr`` is the
-    adapters' learning rate, ``train_conf.lora_conf.<model>.lr``."""
+    adapters' learning rate, ``train_conf.<model>_lora.lr``."""
     out: Dict[str, Any] = {"qwen_pretrain_path": str(Path(args.qwen_pretrain_path).resolve())}
 
     def put(keys, value):
@@ -209,7 +209,7 @@ def config_overrides(args, finetune: str = "full") -> Dict[str, Any]:
         if value is None:
             continue
         if option == "lr" and finetune == "lora":
-            keys = ("train_conf", "lora_conf", args.model, "lr")
+            keys = ("train_conf", f"{args.model}_lora", "lr")
         put(keys, value)
     if getattr(args, "finetune", None):
         put(("train_conf", "finetune"), args.finetune)
@@ -290,7 +290,7 @@ def _check_override_paths(src: str, tree, overrides, prefix: str = "") -> None:
             if prefix == "train_conf." and key in OPTIONAL_TRAIN_KEYS:
                 continue  # an optional train_conf key this yaml lacks: the override adds it
             raise TrainSetupError(f"{src}: has no '{prefix}{key}' to override (is it a cosyvoice2.yaml?)")
-        if prefix.startswith("train_conf.lora_conf"):
+        if prefix.startswith(("train_conf.llm_lora", "train_conf.flow_lora")):
             continue  # the LoRA settings are checked when they are used (cosyvoice.utils.lora)
         if isinstance(value, dict):
             _check_override_paths(src, tree[key], value, f"{prefix}{key}.")
@@ -364,7 +364,7 @@ def init_model(model: torch.nn.Module, checkpoint: Optional[str]) -> torch.nn.Mo
 
 def init_finetune(model: torch.nn.Module, conf: Dict[str, Any], name: str, seed: int) -> torch.nn.Module:
     """``train_conf.finetune``: full: train every weight (nothing to do); lora: freeze the (loaded) weights and add
-    the LoRA adapter of ``train_conf.lora_conf.<name>``, its initial weights drawn from ``seed`` (the same on every
+    the LoRA adapter of ``train_conf.<name>_lora``, its initial weights drawn from ``seed`` (the same on every
     process). Returns ``model``."""
     from cosyvoice.utils import lora
 
@@ -392,7 +392,7 @@ def record_finetune(model_dir: Path, model: torch.nn.Module, conf: Dict[str, Any
 
 def init_optimizer(model: torch.nn.Module, conf: Dict[str, Any], name: Optional[str] = None) -> torch.optim.Optimizer:
     """Adam or AdamW over the model's trainable parameters with ``train_conf.optim_conf`` (with LoRA, i.e.
-    ``finetune: lora``, its ``lr`` is ``lora_conf.<name>.lr`` when that is set).
+    ``finetune: lora``, its ``lr`` is ``<name>_lora.lr`` when that is set).
 
     Unless ``optim_conf`` names ``fused`` or ``foreach`` itself, the fused implementation (one kernel over all
     parameters) is used where torch has it for the parameters' device and dtype (CPU and CUDA floats): the same

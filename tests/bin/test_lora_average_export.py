@@ -19,7 +19,7 @@ def test_adapters_average_like_weights_and_merge_into_the_plain_layout(lora_llm_
     a, b = (th.load_state(lora_llm_run / f"{n}.pt") for n in ("epoch_1_whole", "epoch_1_step_4"))
     avg = th.load_state(dst)
     assert avg.keys() == a.keys() and all(torch.allclose(avg[k], (a[k] + b[k]) / 2, atol=1e-7) for k in a)
-    record = json.loads((tmp_path / "llm.adapter.pt.average.json").read_text())
+    record = json.loads((lora_llm_run / "average.json").read_text())
     assert record["finetune"] == "lora" and [c["name"] for c in record["checkpoints"]] == ["epoch_1_whole",
                                                                                            "epoch_1_step_4"]
     base, plain = th.load_state(stand_in / "llm.pt"), th.load_state(merged)

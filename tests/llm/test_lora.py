@@ -50,14 +50,14 @@ def logits(llm, b):
 
 
 def test_settings_defaults_and_errors():
-    s = lora.lora_settings({"lora_conf": {"llm": {"r": 8}}}, "llm")
+    s = lora.lora_settings({"llm_lora": {"r": 8}}, "llm")
     assert s.r == 8 and s.alpha == 32 and s.target_modules == lora.DEFAULT_TARGETS["llm"]
     assert lora.lora_settings({}, "flow").target_modules == lora.DEFAULT_TARGETS["flow"]
     assert lora.finetune_mode({}) == "full"
-    with pytest.raises(lora.LoraError, match=r"train_conf.lora_conf.llm: unknown LoRA setting\(s\) rank"):
-        lora.lora_settings({"lora_conf": {"llm": {"rank": 8}}}, "llm")
+    with pytest.raises(lora.LoraError, match=r"train_conf.llm_lora: unknown LoRA setting\(s\) rank"):
+        lora.lora_settings({"llm_lora": {"rank": 8}}, "llm")
     with pytest.raises(lora.LoraError, match="r .* must be >= 1"):
-        lora.lora_settings({"lora_conf": {"llm": {"r": 0}}}, "llm")
+        lora.lora_settings({"llm_lora": {"r": 0}}, "llm")
     with pytest.raises(lora.LoraError, match="finetune must be full or lora, got 'half'"):
         lora.finetune_mode({"finetune": "half"})
 

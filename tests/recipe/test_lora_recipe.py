@@ -129,7 +129,10 @@ def test_merged_export_is_a_plain_official_llm_pt_that_computes_the_adapter(runs
         h_adapted, _ = adapted.eval().llm.forward_one_step(x)
         logits = plain.llm_decoder(h_plain), adapted.llm_decoder(h_adapted)
     assert float((logits[0] - logits[1]).abs().max()) < 1e-5
-    assert (model / "flow.encoder.fp32.zip").is_file() and (model / "flow.decoder.estimator.fp32.onnx").is_file()
+    # the merged model dir is an official one (issue 22): the characters live beside it, in <exp_dir>/characters
+    from official_layout import LOADED, check_official_dir
+
+    check_official_dir(model, LOADED | {"spk2info.pt", "flow.encoder.fp32.zip", "flow.decoder.estimator.fp32.onnx"})
 
 
 def test_one_cosyvoice2_serves_characters_of_two_runs_bit_for_bit(runs):

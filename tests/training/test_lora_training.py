@@ -30,7 +30,7 @@ def test_checkpoints_hold_the_adapter_only_and_the_base_stays_frozen(lora_llm_ru
     record = json.loads((lora_llm_run / "finetune.json").read_text())
     assert record["finetune"] == "lora" and 0 < record["trainable_parameters"] < record["parameters"]
     config = (lora_llm_run / "config.yaml").read_text()
-    assert "finetune: lora" in config and re.search(r"lr: 0\.002", config.split("lora_conf:")[1])
+    assert "finetune: lora" in config and re.search(r"lr: 0\.002", config.split("llm_lora:")[1])
     log = (lora_llm_run / "train.log").read_text()
     assert re.search(r"finetune lora: LoRA r=16 alpha=32 dropout=0\.05 on q_proj, .*trainable", log)
     assert re.search(r"saved checkpoint .*epoch_1_whole\.pt \(0\.\d+ MB, LoRA adapter only", log)
