@@ -6,8 +6,8 @@
 spk2info.pt is {spk: {'embedding': float32 tensor (1, 192)}}, the speaker's mean CAM++ embedding (from
 spk2embedding.pt, stage 1): the official format, which the official CosyVoice2 front end and ours read for
 `inference_sft`. With --speaker_tag true (a multi-speaker SFT run) each entry also holds 'speaker_tag', the text
-the llm was trained to read before the speaker's texts; the official front end ignores the extra key. The model dir gets, besides it, links (or copies, --copy) to the pretrained files the official
-CosyVoice2 class loads: cosyvoice2.yaml, llm.pt, flow.pt, hift.pt, campplus.onnx, speech_tokenizer_v2.onnx and
+the llm was trained to read before the speaker's texts; the official front end ignores the extra key. The model
+dir gets, besides it, links (or copies, --copy) to the pretrained files the official CosyVoice2 class loads: cosyvoice2.yaml, llm.pt, flow.pt, hift.pt, campplus.onnx, speech_tokenizer_v2.onnx and
 CosyVoice-BlankEN/. An entry already there (e.g. a fine-tuned llm.pt) is kept, never overwritten; so writers of
 fine-tuned weights must replace a link (write a temp file, then rename), not write through it. A link to another
 pretrained dir (after --pretrained_model_dir changed) is replaced by one to the current dir. Exported

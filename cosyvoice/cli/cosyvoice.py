@@ -163,8 +163,8 @@ class CosyVoice2:
             raise ValueError(f"nothing to synthesize: tts_text {tts_text!r} is empty or only punctuation")
         return pieces
 
-    def _synthesize(self, model_input: Dict[str, torch.Tensor], text, stream: bool, speed: float,
-                    seed: Optional[int], character: Optional[str] = None) -> Generator[Dict[str, torch.Tensor], None, None]:
+    def _synthesize(self, model_input: Dict[str, torch.Tensor], text, stream: bool, speed: float, seed: Optional[int],
+                    character: Optional[str] = None) -> Generator[Dict[str, torch.Tensor], None, None]:
         start = time.time()
         logger.info("synthesis text %s", text if isinstance(text, str) else "<text generator>")
         for model_output in self.model.tts(**model_input, stream=stream, speed=speed, seed=seed, character=character):

@@ -15,6 +15,9 @@ Differences, all on purpose:
 * Each call keeps its state (tokens, vocoder and flow caches) under its own ``uuid4`` key, so concurrent calls
   never see each other's tokens.
 * ``speed`` other than 1.0 with ``stream=True`` is an error (the official code silently ignores it).
+* Characters (``add_character``, ``tts(..., character=...)``): LoRA adapters of several fine-tuned voices live on the
+  one llm (and flow) unmerged, and a call uses only its own (:class:`cosyvoice.utils.lora.AdapterSwitch`: calls of
+  one character run together, others wait their turn); a character's fully fine-tuned flow is its own module.
 * A streaming chunk runs the flow's 10 Euler steps on its new frames only, reusing the state of the earlier frames
   (``flow.inference_chunk``); the official code recomputes the whole prefix each time. Same numbers (to float
   rounding), cost linear instead of quadratic in the length; the last chunk still runs the whole utterance.

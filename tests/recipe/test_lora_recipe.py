@@ -166,3 +166,23 @@ def test_inference_sh_speaks_as_a_character_of_the_lora_experiment(runs):
     assert "LoRA experiment exp/alice-bob: the characters in" in r.stdout
     rows = (cwd / "exp" / "alice-bob" / "inference" / "index.tsv").read_text().splitlines()[1:]
     assert rows and all(row.split("\t")[1] == "sft" for row in rows)
+
+
+def test_compare_experiments_puts_the_figures_side_by_side(runs):
+    cwd, _, _ = runs
+    exp = cwd / "exp" / "alice-bob"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    r = subprocess.run(["bash", "-c", f". {ROOT}/path.sh && python3 {ROOT}/tools/compare_experiments.py {exp} {exp}"
+                        " && python3 " + f"{ROOT}/tools/compare_experiments.py --json {exp}"], cwd=cwd, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    table, _, blob = r.stdout.partition("\n[")
+    assert "| | alice-bob | alice-bob |" in table and "| llm fine-tuning | lora | lora |" in table
+    assert "| flow fine-tuning | full | full |" in table
+    row = json.loads("[" + blob)[0]
+    metrics = json.loads((exp / "metrics.json").read_text())
+    assert row["sft.sim_centroid"] == metrics["summary"]["sft"]["sim_centroid"]
+    assert row["llm.checkpoint_mb"] == pytest.approx((exp / "llm" / "epoch_0_whole.pt").stat().st_size / 2 ** 20)
+    missing = subprocess.run(["bash", "-c", f". {ROOT}/path.sh && python3 {ROOT}/tools/compare_experiments.py "
+                              f"{cwd / 'nope'}"], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "metrics.json not found: run stage 8" in missing.stderr
