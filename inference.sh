@@ -14,6 +14,8 @@ exp_dir=""              # the recipe's experiment dir; empty: the one holding --
 pretrained_model_dir=exp/pretrained/CosyVoice2-0.5B-tiny  # fallback model dir (as in run.sh)
 text_json=${root}/local/tts_text.json  # lines to speak: {spk: {"sft_inference": [...], "zero-shot": [...], ...}}
 spk_id=""               # SFT speaker (and the text json section it speaks); empty: the experiment's speaker
+characters=""           # character folders loaded onto --model_dir (a LoRA run's <exp_dir>/characters, or one
+                        # <exp_dir>/characters/<spk>; several: A:B); empty: the experiment's, for a LoRA run
 prompt_wav=""           # prompt audio (zero-shot, cross-lingual, instruct); empty: taken from --test_data_dir
 prompt_text=""          # transcript of the prompt audio (zero-shot); empty: from --test_data_dir
 test_data_dir=""        # Kaldi data dir or pair folder holding prompts; empty: the experiment's test set, else the demo voice
@@ -36,6 +38,7 @@ Options (default in brackets):
   --pretrained_model_dir D  fallback model dir [${pretrained_model_dir}]
   --text_json FILE          lines to speak [${text_json}]
   --spk_id ID               SFT speaker (and its json section) [${spk_id:-the speaker of the experiment}]
+  --characters DIRS         character folders on --model_dir, A:B [${characters:-those of a LoRA experiment}]
   --prompt_wav FILE         prompt audio [${prompt_wav:-from --test_data_dir}]
   --prompt_text TEXT        transcript of the prompt [${prompt_text:-from --test_data_dir}]
   --test_data_dir DIR       Kaldi data dir or pair folder of prompts [${test_data_dir:-the test set of the experiment, else local/demo_voice/test}]
@@ -78,8 +81,21 @@ if [ -n "${recipe_conf}" ] && [ -f "${recipe_conf}" ] && [ "${model_dir%/}" = "$
     case "${key}" in
       spk_id) [ -n "${spk_id}" ] || spk_id=${value} ;;
       test_data_dir) [ -n "${test_data_dir}" ] || [ -n "${prompt_wav}" ] || test_data_dir=${value} ;;
+      characters) recipe_characters=${value} ;;
+      pretrained_model_dir) recipe_base=${value} ;;
     esac
   done < "${recipe_conf}"
+  # a LoRA experiment: its voices are the characters of stage 6, on the pretrained model they were trained from
+  if [ -z "${characters}" ] && [ -n "${recipe_characters:-}" ] && compgen -G "${recipe_characters}/*/character.json" >/dev/null; then
+    characters=${recipe_characters}
+    model_dir=${recipe_base}
+    log "LoRA experiment ${exp_dir}: the characters in ${characters} on the pretrained model ${model_dir}"
+  fi
+fi
+char_args=()
+if [ -n "${characters}" ]; then
+  IFS=: read -r -a char_dirs <<< "${characters}"
+  char_args=(--characters "${char_dirs[@]}")
 fi
 if [ -z "${prompt_wav}" ] && [ -z "${test_data_dir}" ]; then
   case "${spk_id}" in
@@ -93,6 +109,6 @@ python3 -m cosyvoice.bin.inference --model_dir "${model_dir}" --mode "${mode}" -
   --spk_id "${spk_id}" --prompt_wav "${prompt_wav}" --prompt_text "${prompt_text}" \
   --test_data_dir "${test_data_dir}" --example_id "${example_id}" --result_dir "${result_dir}" \
   --stream "${stream}" --speed "${speed}" --seed "${seed}" --text_frontend "${text_frontend}" \
-  --fp16 "${fp16}"
+  --fp16 "${fp16}" "${char_args[@]}"
 
 log "Done: ${result_dir}/index.tsv in ${SECONDS} s"

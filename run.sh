@@ -11,14 +11,17 @@ stop_stage=8            # last stage to run
 force=false             # true: redo finished stages even if their inputs did not change
 setup_env=true          # true: create/refresh the project's .venv first (tools/setup_env.sh); false: use it as is
 # data
-raw_pack_dir=""         # stage -1: raw character pack (nested <name>.wav + <name>.lab) to convert; empty: no stage -1
-data_dir=${root}/local/demo_voice  # stage 0 input: pair folders <data_dir>/<train_set>/ and <data_dir>/<test_set>/
+raw_pack_dir=""         # stage -1: raw character pack (nested <name>.wav + <name>.lab) to convert; empty: no stage -1;
+                        # several packs (one speaker each, trained together): P1:P2
+data_dir=${root}/local/demo_voice  # stage 0 input: pair folders <data_dir>/<train_set>/ and <data_dir>/<test_set>/;
+                        # several datasets (trained together, multi-speaker): D1:D2
 tag=""                  # experiment name: the default --data_root data/<tag> and --exp_dir exp/<tag>; empty: --spk_id,
                         # else the name of --raw_pack_dir or --data_dir (so a second dataset never mixes with the first)
 data_root=""            # where the recipe writes its data (Kaldi tables <data_root>/<set>/, converted packs); empty: data/<tag>
 train_set=train         # name of the training set
 test_set="test"         # name of the test set
-spk_id=""               # speaker id of every utterance; empty: the file-name prefix before the first '_'
+spk_id=""               # speaker id of every utterance; empty: the file-name prefix before the first '_' (a raw
+                        # pack: its folder's name); several datasets: one id per dataset, A:B
 min_dur=0.5             # stage 0: shortest usable clip (seconds)
 max_dur=30              # stage 0: longest usable clip (seconds)
 num_test=0              # clips held out for the test set when splitting a pack or a flat folder; 0: use --test_ratio
@@ -36,6 +39,11 @@ nj=2                    # parallel workers of stages 1-3
 num_utts_per_parquet=1000  # rows per parquet shard (stage 3)
 # model training (stages 5-7)
 train_models="llm flow"  # stage 5/6: models to fine-tune, in this order (flow samples then pair with the new llm)
+finetune=full           # stage 5: how the llm is fine-tuned: full (every weight) or lora (LoRA adapters of a few MB;
+                        # stage 6 then writes one character folder per speaker, <exp_dir>/characters/<spk>/)
+finetune_flow=full      # stage 5: how the flow is fine-tuned: full or lora
+speaker_tag=auto        # stages 4-5: '<spk><|endofprompt|>' before each training text (multi-speaker SFT): auto (when
+                        # the training set has several speakers), true or false
 train_config=""         # stage 5: training yaml; empty: conf/cosyvoice2.yaml (cosyvoice3.yaml), or the stand-in's own (the same, tiny)
 train_preset=auto       # stage 5: demo (2 epochs at lr 1e-3, a log line per update: the stand-in trains in seconds),
                         # yaml (the training yaml's schedule), or auto (demo on the stand-in, else yaml); the three
@@ -54,6 +62,8 @@ swanlab=auto            # stage 5: auto (cloud when logged in, else local/offlin
 sample_texts=${root}/conf/sample_texts.json  # stage 5: texts spoken after every epoch; empty: no samples
 eval_every_epoch=false  # stage 5: true: after every epoch, synthesize a few test texts and log SIM (and CER)
 average_num=5           # stage 6: checkpoints averaged into <exp_dir>/model/<model>.pt
+merge=false             # stage 7 of a LoRA run: true: also merge the adapter into a plain, official-format
+                        # <exp_dir>/model/llm.pt (for the official code and vLLM)
 select_by=cv_loss       # stage 6: newest, cv_loss (lowest), sim or cer (need --eval_every_epoch true)
 drop_flagged=false      # true: stages 2+ read <data_root>/<set>_filtered, the set without the utterances the quality
                         # report after stage 1 flags (<data_root>/<set>/flagged.tsv)
@@ -83,14 +93,14 @@ Options (default in brackets):
   --stop_stage N            last stage to run [${stop_stage}]
   --force BOOL              redo finished stages [${force}]
   --setup_env BOOL          create/refresh .venv first [${setup_env}]
-  --raw_pack_dir DIR        raw character pack for stage -1 [${raw_pack_dir:-none}]
+  --raw_pack_dir DIR        raw character pack for stage -1; several: P1:P2 [${raw_pack_dir:-none}]
   --data_dir DIR            pair folders <DIR>/<train_set>/, <DIR>/<test_set>/ (or one flat folder, split by
-                            --num_test/--test_ratio) [${data_dir}]
+                            --num_test/--test_ratio); several datasets: D1:D2 [${data_dir}]
   --tag NAME                experiment name for the default --data_root/--exp_dir [${tag:-the speaker or data folder name}]
   --data_root DIR           where data is written [${data_root:-data/<tag>}]
   --train_set NAME          training set name [${train_set}]
   --test_set NAME           test set name [${test_set}]
-  --spk_id ID               speaker id [${spk_id:-file-name prefix before the first _}]
+  --spk_id ID               speaker id; one per dataset: A:B [${spk_id:-file-name prefix before the first _}]
   --min_dur SEC             shortest usable clip [${min_dur}]
   --max_dur SEC             longest usable clip [${max_dur}]
   --num_test N              test clips when splitting; 0: use --test_ratio [${num_test}]
@@ -105,6 +115,9 @@ Options (default in brackets):
   --nj N                    parallel workers of stages 1-3 [${nj}]
   --num_utts_per_parquet N  rows per parquet shard [${num_utts_per_parquet}]
   --train_models LIST       models to fine-tune in stage 5/6, from llm and flow [${train_models}]
+  --finetune MODE           llm fine-tuning: full or lora (characters/<spk>/) [${finetune}]
+  --finetune_flow MODE      flow fine-tuning: full or lora [${finetune_flow}]
+  --speaker_tag WHEN        multi-speaker SFT tags: auto, true or false [${speaker_tag}]
   --train_config FILE       training yaml [${train_config:-conf/cosyvoice2.yaml or conf/cosyvoice3.yaml, or the stand-in yaml}]
   --train_preset NAME       demo, yaml or auto (demo on the stand-in) [${train_preset}]
   --max_epoch N             epochs per model [${max_epoch:-from --train_preset}]
@@ -122,6 +135,7 @@ Options (default in brackets):
   --eval_every_epoch BOOL   per-epoch SIM (and CER with --asr_model_dir) on a few test texts [${eval_every_epoch}]
   --average_num N           checkpoints averaged in stage 6 [${average_num}]
   --select_by WHAT          stage 6: newest, cv_loss, sim or cer [${select_by}]
+  --merge BOOL              stage 7 of a LoRA run: merge the adapter into a plain <exp_dir>/model/llm.pt [${merge}]
   --drop_flagged BOOL       stages 2+ use <set>_filtered, without the flagged utterances [${drop_flagged}]
   --asr_model_dir DIR       stage 8: Whisper/Paraformer dir for CER/WER [${asr_model_dir:-none: skipped}]
   --eval_max_utts N         stage 8: test texts to evaluate; 0: all [${eval_max_utts}]
@@ -137,6 +151,13 @@ case "${drop_flagged}" in true | false) ;; *) die "--drop_flagged must be true o
 case "${select_by}" in newest | cv_loss | sim | cer) ;; *) die "--select_by must be newest, cv_loss, sim or cer, got '${select_by}'" ;; esac
 case "${train_engine}" in torch_ddp | deepspeed) ;; *) die "--train_engine must be torch_ddp or deepspeed, got '${train_engine}'" ;; esac
 case "${train_preset}" in demo | yaml | auto) ;; *) die "--train_preset must be demo, yaml or auto, got '${train_preset}'" ;; esac
+for opt in finetune finetune_flow; do
+  case "${!opt}" in full | lora) ;; *) die "--${opt} must be full or lora, got '${!opt}'" ;; esac
+done
+case "${speaker_tag}" in auto | true | false) ;; *) die "--speaker_tag must be auto, true or false, got '${speaker_tag}'" ;; esac
+case "${merge}" in true | false) ;; *) die "--merge must be true or false, got '${merge}'" ;; esac
+[ "${merge}" = false ] || [ "${finetune}" = lora ] || \
+  die "--merge true merges the LoRA adapter of a --finetune lora run; a full run's llm.pt is a plain llm.pt already"
 [ "${stage}" -le "${stop_stage}" ] || die "--stage ${stage} is after --stop_stage ${stop_stage}"
 if [ -n "${raw_pack_dir}" ] && [ "${data_dir}" != "${root}/local/demo_voice" ]; then
   die "give --raw_pack_dir or --data_dir, not both: stage -1 writes <data_root>/pack_pairs and stage 0 reads it"
@@ -146,15 +167,26 @@ fi
 # sets model_version, model_title, config_file, speech_tokenizer_file and stand_in_dir (cosyvoice/utils/pretrained.py)
 model_vars=$(PYTHONPATH=${root} python3 -m cosyvoice.utils.pretrained --shell "${pretrained_model_dir}") || exit 2
 eval "${model_vars}"
+# several datasets or packs (one speaker each, trained together) are separated by ':', as their speaker ids
+IFS=: read -r -a data_dirs <<< "${data_dir}"
+IFS=: read -r -a pack_dirs <<< "${raw_pack_dir}"
+IFS=: read -r -a spk_ids <<< "${spk_id}"
+if [ -n "${raw_pack_dir}" ]; then n_sets=${#pack_dirs[@]}; else n_sets=${#data_dirs[@]}; fi
+[ "${n_sets}" -ge 1 ] || die "--data_dir is empty: give a pair folder (several: D1:D2)"
+[ "${#spk_ids[@]}" -le 1 ] || [ "${#spk_ids[@]}" -eq "${n_sets}" ] || \
+  die "--spk_id ${spk_id}: give one speaker id per dataset (${n_sets} of them, A:B), or none"
+[ "${n_sets}" -eq 1 ] || [ "${#spk_ids[@]}" -ne 1 ] || \
+  die "--spk_id ${spk_id}: ${n_sets} datasets need one speaker id each (A:B), or none (each dataset's own)"
 
 # ---- the experiment: one tag per speaker/dataset, so a second dataset never reuses the first one's data or models ----
 if [ -z "${tag}" ]; then
   if [ -n "${spk_id}" ]; then
     tag=${spk_id}
-  elif [ -n "${raw_pack_dir}" ]; then
-    tag=$(basename "${raw_pack_dir%/}")
   else
-    tag=$(basename "${data_dir%/}")
+    names=()
+    if [ -n "${raw_pack_dir}" ]; then sets=("${pack_dirs[@]}"); else sets=("${data_dirs[@]}"); fi
+    for d in "${sets[@]}"; do names+=("$(basename "${d%/}")"); done
+    tag=$(IFS=-; echo "${names[*]}")
   fi
   [ "${model_version}" = cosyvoice2 ] || tag=${tag}_${model_version}  # a v3 run never mixes with the v2 one
   tag=$(python3 -c 'import re, sys; print(re.sub(r"[^\w.-]+", "-", sys.argv[1]).strip("-.") or "exp")' "${tag}")
@@ -283,44 +315,71 @@ check_data_dir() {
 }
 
 pack_pairs_dir=${data_root}/pack_pairs
-[ -z "${raw_pack_dir}" ] || data_dir=${pack_pairs_dir}
+if [ -n "${raw_pack_dir}" ]; then
+  # stage -1 writes one pair folder per pack: <data_root>/pack_pairs, or pack_pairs/<k> (k = 1, 2, ...) for several
+  data_dirs=()
+  for k in "${!pack_dirs[@]}"; do
+    if [ "${n_sets}" -eq 1 ]; then data_dirs+=("${pack_pairs_dir}"); else data_dirs+=("${pack_pairs_dir}/$((k + 1))"); fi
+  done
+  data_dir=$(IFS=:; echo "${data_dirs[*]}")
+fi
 
 if [ "${stage}" -le -1 ] && [ "${stop_stage}" -ge -1 ]; then
   if [ -z "${raw_pack_dir}" ]; then
     log "Stage -1: nothing to convert (no --raw_pack_dir given)"
-  else
-    log "Stage -1: convert raw character pack: ${raw_pack_dir} -> ${pack_pairs_dir}/{${train_set},${test_set}}"
-    [ -d "${raw_pack_dir}" ] || die "stage -1: --raw_pack_dir ${raw_pack_dir} is not a folder"
-    fp=$(fingerprint "path:${raw_pack_dir}" src: "spk_id=${spk_id}" "sets=${train_set},${test_set}" \
-      "split=${num_test},${test_ratio},${seed}")
-    outs=("${pack_pairs_dir}/${train_set}" "${pack_pairs_dir}/${test_set}")
-    run_once "Stage -1" "${pack_pairs_dir}/.stage-1.done" "${fp}" outs \
-      python3 "${root}/local/convert_raw_pack.py" --pack_dir "${raw_pack_dir}" --out_dir "${pack_pairs_dir}" \
-        --spk_id "${spk_id}" --train_set "${train_set}" --test_set "${test_set}" \
-        --num_test "${num_test}" --test_ratio "${test_ratio}" --seed "${seed}"
   fi
+  for k in "${!pack_dirs[@]}"; do
+    pack=${pack_dirs[$k]} out=${data_dirs[$k]} spk=${spk_ids[$k]:-}
+    log "Stage -1: convert raw character pack: ${pack} -> ${out}/{${train_set},${test_set}}"
+    [ -d "${pack}" ] || die "stage -1: --raw_pack_dir ${pack} is not a folder"
+    fp=$(fingerprint "path:${pack}" src: "spk_id=${spk}" "sets=${train_set},${test_set}" \
+      "split=${num_test},${test_ratio},${seed}")
+    outs=("${out}/${train_set}" "${out}/${test_set}")
+    mkdir -p "$(dirname "${out}")"
+    run_once "Stage -1" "${out}/.stage-1.done" "${fp}" outs \
+      python3 "${root}/local/convert_raw_pack.py" --pack_dir "${pack}" --out_dir "${out}" \
+        --spk_id "${spk}" --train_set "${train_set}" --test_set "${test_set}" \
+        --num_test "${num_test}" --test_ratio "${test_ratio}" --seed "${seed}"
+  done
 fi
 
-# stage0 FLAT: write both sets aside (<data_root>/.stage0.new), check them, then swap them in; a failure leaves the
-# previous sets as they were.
-stage0() {
-  local new=${data_root}/.stage0.new x
-  rm -rf "${new}"
-  local common=(--spk_id "${spk_id}" --min_dur "${min_dur}" --max_dur "${max_dur}")
-  if [ "$1" = true ]; then
-    run python3 "${root}/local/prepare_data.py" --src_dir "${data_dir}" --des_dir "${new}/${train_set}" \
-      --test_des_dir "${new}/${test_set}" --num_test "${num_test}" --test_ratio "${test_ratio}" \
+# stage0_one DIR FLAT SPK OUT: the train and test sets of one dataset into OUT/<set> (FLAT: split DIR itself).
+stage0_one() {
+  local d=$1 out=$4 x
+  local common=(--spk_id "$3" --min_dur "${min_dur}" --max_dur "${max_dur}")
+  if [ "$2" = true ]; then
+    run python3 "${root}/local/prepare_data.py" --src_dir "${d}" --des_dir "${out}/${train_set}" \
+      --test_des_dir "${out}/${test_set}" --num_test "${num_test}" --test_ratio "${test_ratio}" \
       --seed "${seed}" "${common[@]}"
   else
     for x in "${train_set}" "${test_set}"; do
-      run python3 "${root}/local/prepare_data.py" --src_dir "${data_dir}/${x}" --des_dir "${new}/${x}" "${common[@]}"
+      run python3 "${root}/local/prepare_data.py" --src_dir "${d}/${x}" --des_dir "${out}/${x}" "${common[@]}"
+    done
+  fi
+}
+
+# stage0: write both sets aside (<data_root>/.stage0.new), check them, then swap them in; a failure leaves the
+# previous sets as they were. Several datasets are prepared one by one and then joined (local/merge_data_dirs.py).
+stage0() {
+  local new=${data_root}/.stage0.new x k
+  rm -rf "${new}"
+  if [ "${n_sets}" -eq 1 ]; then
+    stage0_one "${data_dirs[0]}" "${flats[0]}" "${spk_ids[0]:-}" "${new}"
+  else
+    for k in "${!data_dirs[@]}"; do
+      stage0_one "${data_dirs[$k]}" "${flats[$k]}" "${spk_ids[$k]:-}" "${new}/part${k}"
+    done
+    for x in "${train_set}" "${test_set}"; do
+      local parts=()
+      for k in "${!data_dirs[@]}"; do parts+=("${new}/part${k}/${x}"); done
+      run python3 "${root}/local/merge_data_dirs.py" --out_dir "${new}/${x}" --labels "${data_dirs[@]}" -- "${parts[@]}"
     done
   fi
   for x in "${train_set}" "${test_set}"; do
     check_data_dir 0 "${new}/${x}"
   done
   local train_src=${data_dir}/${train_set} test_src=${data_dir}/${test_set}
-  if [ "$1" = true ]; then train_src=${data_dir}; test_src=${data_dir}; fi
+  if [ "${n_sets}" -gt 1 ] || [ "${flats[0]}" = true ]; then train_src=${data_dir}; test_src=${data_dir}; fi
   run python3 "${root}/local/check_overlap.py" --train_dir "${new}/${train_set}" --test_dir "${new}/${test_set}" \
     --train_label "${train_src}" --test_label "${test_src}" --drop_from_test "${drop_test_overlap}"
   for x in "${train_set}" "${test_set}"; do
@@ -334,25 +393,30 @@ if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
   log "Stage 0: prepare data: ${data_dir} -> ${data_root}/{${train_set},${test_set}}/{wav.scp,text,utt2spk,spk2utt}"
   made_by="give --data_dir"
   [ -z "${raw_pack_dir}" ] || made_by="run stage -1 first (--stage -1)"
-  [ -d "${data_dir}" ] || die "stage 0: data folder ${data_dir} not found: ${made_by}"
-  if [ -d "${data_dir}/${train_set}" ] || [ -d "${data_dir}/${test_set}" ]; then
-    for x in "${train_set}" "${test_set}"; do
-      [ -d "${data_dir}/${x}" ] || die "stage 0: ${data_dir}/${x} not found: put the ${x} pairs there"
-    done
-    flat=false
-  elif compgen -G "${data_dir}/*.wav" >/dev/null || compgen -G "${data_dir}/*.normalized.txt" >/dev/null; then
-    log "Stage 0: ${data_dir} is one flat folder: splitting off the ${test_set} set (--num_test/--test_ratio/--seed)"
-    flat=true
-  else
-    die "stage 0: ${data_dir} holds neither ${train_set}/ and ${test_set}/ folders nor <utt>.wav + <utt>.normalized.txt pairs"
-  fi
-  fp=$(fingerprint "path:${data_dir}" src: "sets=${train_set},${test_set}" "spk_id=${spk_id}" \
-    "dur=${min_dur},${max_dur}" "flat=${flat}" "split=${num_test},${test_ratio},${seed}" "overlap=${drop_test_overlap}")
+  flats=()
+  paths=()
+  for d in "${data_dirs[@]}"; do
+    [ -d "${d}" ] || die "stage 0: data folder ${d} not found: ${made_by}"
+    if [ -d "${d}/${train_set}" ] || [ -d "${d}/${test_set}" ]; then
+      for x in "${train_set}" "${test_set}"; do
+        [ -d "${d}/${x}" ] || die "stage 0: ${d}/${x} not found: put the ${x} pairs there"
+      done
+      flats+=(false)
+    elif compgen -G "${d}/*.wav" >/dev/null || compgen -G "${d}/*.normalized.txt" >/dev/null; then
+      log "Stage 0: ${d} is one flat folder: splitting off the ${test_set} set (--num_test/--test_ratio/--seed)"
+      flats+=(true)
+    else
+      die "stage 0: ${d} holds neither ${train_set}/ and ${test_set}/ folders nor <utt>.wav + <utt>.normalized.txt pairs"
+    fi
+    paths+=("path:${d}")
+  done
+  fp=$(fingerprint "${paths[@]}" src: "sets=${train_set},${test_set}" "spk_id=${spk_id}" \
+    "dur=${min_dur},${max_dur}" "flat=${flats[*]}" "split=${num_test},${test_ratio},${seed}" "overlap=${drop_test_overlap}")
   outs=()
   for x in "${train_set}" "${test_set}"; do
     for f in wav.scp text utt2spk spk2utt utt2dur; do outs+=("${data_root}/${x}/${f}"); done
   done
-  run_once "Stage 0" "${data_root}/.stage0.done" "${fp}" outs stage0 "${flat}"
+  run_once "Stage 0" "${data_root}/.stage0.done" "${fp}" outs stage0
 fi
 
 # ---- the pretrained model dir, needed from stage 1 on: the real model, or the tiny stand-in by default ----
@@ -439,16 +503,35 @@ speakers() {
   f=$(set_dir "${train_set}")/spk2utt
   [ -f "${f}" ] && cut -d' ' -f1 "${f}" | tr '\n' ' ' | sed 's/ $//'
 }
+# use_speaker_tag: whether this run trains with speaker tags (--speaker_tag; auto: several training speakers)
+use_speaker_tag() {
+  if [ "${speaker_tag}" != auto ]; then echo "${speaker_tag}"; elif [ "$(speakers | wc -w)" -gt 1 ]; then echo true
+  else echo false; fi
+}
+lora_run=false          # a LoRA run's voices are character folders, <exp_dir>/characters/<spk>/ (stage 6)
+[ "${finetune}" = full ] && [ "${finetune_flow}" = full ] || lora_run=true
+characters_dir=${exp_dir}/characters
+# write_model_dir: stage 4's model dir (spk2info.pt and links to the pretrained files it lacks)
+write_model_dir() {
+  run python3 "${root}/tools/save_spk2info.py" --data_dir "$(set_dir "${train_set}")" \
+    --pretrained_model_dir "${pretrained_model_dir}" --model_dir "${model_dir}" --speaker_tag "$(use_speaker_tag)"
+}
 
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
   d=$(set_dir "${train_set}")
   log "Stage 4: speaker info: ${d}/spk2embedding.pt -> ${model_dir}/spk2info.pt (+ links to ${pretrained_model_dir})"
-  run python3 "${root}/tools/save_spk2info.py" --data_dir "${d}" --pretrained_model_dir "${pretrained_model_dir}" \
-    --model_dir "${model_dir}"
-  # inference.sh --model_dir <exp_dir>/model reads this: the experiment's speaker and its test clips (prompts)
+  write_model_dir
+  # inference.sh --model_dir <exp_dir>/model reads this: the experiment's speaker and its test clips (prompts); a
+  # LoRA run's voices are its characters on the pretrained model
   test_abs=$(cd "$(set_dir "${test_set}")" && pwd)
-  printf '# written by run.sh stage 4: the defaults of inference.sh --model_dir %s\nspk_id=%s\ntest_data_dir=%s\n' \
-    "${model_dir}" "${spk_id:-$(speakers | cut -d' ' -f1)}" "${test_abs}" > "${exp_dir}/recipe_data.conf.tmp"
+  {
+    printf '# written by run.sh stage 4: the defaults of inference.sh --model_dir %s\nspk_id=%s\ntest_data_dir=%s\n' \
+      "${model_dir}" "${spk_ids[0]:-$(speakers | cut -d' ' -f1)}" "${test_abs}"
+    if [ "${lora_run}" = true ]; then
+      printf 'characters=%s\npretrained_model_dir=%s\n' "$(mkdir -p "${characters_dir}" && cd "${characters_dir}" && pwd)" \
+        "$(cd "${pretrained_model_dir}" && pwd)"
+    fi
+  } > "${exp_dir}/recipe_data.conf.tmp"
   mv "${exp_dir}/recipe_data.conf.tmp" "${exp_dir}/recipe_data.conf"
 fi
 
@@ -500,10 +583,17 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
   fi
   for m in ${train_models}; do
     out=${exp_dir}/${m}
-    log "Stage 5: train ${m} on ${where} (${train_engine}): ${train_list} + ${pretrained_model_dir}/${m}.pt -> ${out}/"
+    model_opts=()  # --finetune lora, and the speaker tags of a multi-speaker llm (full single-speaker runs: none)
+    ft=${finetune}
+    [ "${m}" = llm ] || ft=${finetune_flow}
+    [ "${ft}" = full ] || model_opts+=(--finetune "${ft}")
+    [ "${m}" != llm ] || [ "$(use_speaker_tag)" = false ] || model_opts+=(--speaker_tag true)
+    log "Stage 5: train ${m} (${ft}${model_opts[*]:+, ${model_opts[*]}}) on ${where} (${train_engine}):" \
+      "${train_list} + ${pretrained_model_dir}/${m}.pt -> ${out}/"
     marker=${exp_dir}/.stage5.${m}.done
     fp=$(fingerprint "list:${train_list}" "list:${cv_list}" "path:${config}" "path:${pretrained_model_dir}/${m}.pt" \
-      "path:${model_dir}/spk2info.pt" src: "engine=${train_engine}" "nproc=${nproc}" "opts=${opts[*]}")
+      "path:${model_dir}/spk2info.pt" src: "engine=${train_engine}" "nproc=${nproc}" \
+      "opts=${opts[*]}${model_opts[*]:+ ${model_opts[*]}}")
     outs=("${out}/config.yaml")
     if [ "${force}" = false ] && [ -f "${marker}" ] && [ "$(cat "${marker}")" = "$(marker_text "${fp}" "${outs[@]}")" ]; then
       log "Stage 5: ${m}: already trained with these inputs; skipped (--force true retrains it)"
@@ -533,7 +623,7 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
       -m cosyvoice.bin.train --model "${m}" --config "${config}" --checkpoint "${pretrained_model_dir}/${m}.pt" \
       --train_data "${train_list}" --cv_data "${cv_list}" --model_dir "${out}" \
       --train_engine "${train_engine}" --deepspeed_config "${root}/conf/ds_stage2.json" --dist_backend "${backend}" \
-      --num_workers "${workers}" --swanlab "${swanlab}" "${opts[@]}" "${resume_opt[@]}"
+      --num_workers "${workers}" --swanlab "${swanlab}" "${opts[@]}" "${model_opts[@]}" "${resume_opt[@]}"
     rm -rf "${out:?}.prev"
     marker_text "${fp}" "${outs[@]}" > "${marker}"
   done
@@ -543,11 +633,42 @@ fi
 
 if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
   for m in ${train_models}; do
-    log "Stage 6: average ${average_num} checkpoints chosen by ${select_by}: ${exp_dir}/${m}/epoch_*.pt -> ${model_dir}/${m}.pt"
     [ -f "${exp_dir}/${m}/config.yaml" ] || die "stage 6: ${exp_dir}/${m} holds no training run: run stage 5 first (--stage 5)"
-    run python3 -m cosyvoice.bin.average_model --src_path "${exp_dir}/${m}" --dst_model "${model_dir}/${m}.pt" \
-      --num "${average_num}" --select_by "${select_by}"
+    ft=${finetune}
+    [ "${m}" = llm ] || ft=${finetune_flow}
+    if [ "${ft}" = full ]; then
+      log "Stage 6: average ${average_num} checkpoints chosen by ${select_by}: ${exp_dir}/${m}/epoch_*.pt -> ${model_dir}/${m}.pt"
+      run python3 -m cosyvoice.bin.average_model --src_path "${exp_dir}/${m}" --dst_model "${model_dir}/${m}.pt" \
+        --num "${average_num}" --select_by "${select_by}"
+      continue
+    fi
+    # LoRA: the averaged adapter; the flow's is also merged into the model dir's flow.pt (what stage 7 exports),
+    # the llm's only on request (stage 7 --merge true): the model dir's llm.pt stays the pretrained one
+    merged=()
+    [ "${m}" = llm ] || merged=(--merged_model "${model_dir}/${m}.pt")
+    log "Stage 6: average ${average_num} LoRA adapters chosen by ${select_by}: ${exp_dir}/${m}/epoch_*.pt ->" \
+      "${exp_dir}/adapters/${m}.adapter.pt${merged[*]:+ (merged: ${model_dir}/${m}.pt)}"
+    run python3 -m cosyvoice.bin.average_model --src_path "${exp_dir}/${m}" \
+      --dst_model "${exp_dir}/adapters/${m}.adapter.pt" --num "${average_num}" --select_by "${select_by}" "${merged[@]}"
+    if [ "${m}" = llm ] && [ -f "${model_dir}/llm.pt" ] && [ ! -L "${model_dir}/llm.pt" ]; then
+      log "Stage 6: ${model_dir}/llm.pt is not the pretrained llm.pt (an earlier run or merge): linking it again"
+      rm -f "${model_dir}/llm.pt"
+      write_model_dir
+    fi
   done
+  if [ "${lora_run}" = true ]; then
+    chars=(--model_dir "${model_dir}" --pretrained_model_dir "${pretrained_model_dir}" --out_dir "${characters_dir}")
+    if [ "${finetune}" = lora ] && [ -f "${exp_dir}/adapters/llm.adapter.pt" ]; then
+      chars+=(--llm_adapter "${exp_dir}/adapters/llm.adapter.pt" --llm_train_dir "${exp_dir}/llm")
+    fi
+    if [ "${finetune_flow}" = lora ] && [ -f "${exp_dir}/adapters/flow.adapter.pt" ]; then
+      chars+=(--flow_adapter "${exp_dir}/adapters/flow.adapter.pt" --flow_train_dir "${exp_dir}/flow")
+    elif [ -f "${model_dir}/flow.pt" ] && [ ! -L "${model_dir}/flow.pt" ]; then
+      chars+=(--flow "${model_dir}/flow.pt")  # the fully fine-tuned flow of stage 6
+    fi
+    log "Stage 6: characters (adapter, flow, speaker entry, manifest): ${characters_dir}/{$(speakers | tr ' ' ',')}/"
+    run python3 "${root}/tools/make_characters.py" "${chars[@]}"
+  fi
 fi
 
 if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
@@ -555,7 +676,14 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
   else exports="flow.decoder.estimator.fp32.onnx (its DiT flow has no encoder to TorchScript, as in the official export)"; fi
   log "Stage 7: export the flow: ${model_dir}/flow.pt -> ${model_dir}/${exports}"
   [ -f "${model_dir}/flow.pt" ] || die "stage 7: ${model_dir}/flow.pt not found: run stages 4-6 first (--stage 4)"
-  run python3 -m cosyvoice.bin.export --model_dir "${model_dir}"
+  merge_opts=()
+  if [ "${merge}" = true ]; then
+    character=${characters_dir}/$(speakers | cut -d' ' -f1)
+    [ -f "${character}/character.json" ] || die "stage 7: ${character} not found: run stage 6 first (--stage 6)"
+    log "Stage 7: merge the LoRA adapter of ${character} into a plain ${model_dir}/llm.pt (official layout)"
+    merge_opts=(--merge true --character "${character}")
+  fi
+  run python3 -m cosyvoice.bin.export --model_dir "${model_dir}" "${merge_opts[@]}"
   log "Stage 7: model dir ready: ${model_dir}"
 fi
 
@@ -572,28 +700,47 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
   fi
   weights=()
   for f in llm flow hift; do weights+=("path:${model_dir}/${f}.pt" "path:${pretrained_model_dir}/${f}.pt"); done
+  extra=()
+  eval_model_dir=${model_dir}
+  if [ "${lora_run}" = true ]; then  # the fine-tuned voices are the characters, on the pretrained model
+    eval_model_dir=${pretrained_model_dir}
+    extra+=(--characters)
+    for spk in $(speakers); do
+      [ -f "${characters_dir}/${spk}/character.json" ] || die "stage 8: ${characters_dir}/${spk} not found: run stage 6 first (--stage 6)"
+      extra+=("${characters_dir}/${spk}")
+      weights+=("path:${characters_dir}/${spk}")
+    done
+  fi
   fp=$(fingerprint "${weights[@]}" "path:${model_dir}/spk2info.pt" \
     "path:$(set_dir "${train_set}")/spk2embedding.pt" "path:${test_dir}/wav.scp" "path:${test_dir}/text" \
     "path:$(set_dir "${train_set}")/wav.scp" src: "asr=${asr_model_dir}" \
     "utts=${eval_max_utts}" "ratio=${ratio}" "seed=${seed}" "spk=${spk_id}")
-  extra=()
   [ -z "${asr_model_dir}" ] || extra+=(--asr_model_dir "${asr_model_dir}")
   [ -z "${ratio}" ] || extra+=(--max_token_text_ratio "${ratio}")
-  [ -z "${spk_id}" ] || extra+=(--spk_id "${spk_id}")
+  [ "${#spk_ids[@]}" -ne 1 ] || extra+=(--spk_id "${spk_id}")
   outs=("${exp_dir}/report.html" "${exp_dir}/metrics.json")
   run_once "Stage 8" "${exp_dir}/.stage8.done" "${fp}" outs \
-    python3 -m cosyvoice.bin.evaluate --pretrained_model_dir "${pretrained_model_dir}" --model_dir "${model_dir}" \
+    python3 -m cosyvoice.bin.evaluate --pretrained_model_dir "${pretrained_model_dir}" --model_dir "${eval_model_dir}" \
       --test_data_dir "${test_dir}" --prompt_data_dir "$(set_dir "${train_set}")" --exp_dir "${exp_dir}" \
       --max_utts "${eval_max_utts}" --seed "${seed}" --num_threads "${threads}" "${extra[@]}"
   log "Stage 8: open ${exp_dir}/report.html in a browser"
 fi
 
 if [ "${stop_stage}" -ge 4 ] && [ -f "${model_dir}/spk2info.pt" ]; then
-  spk=${spk_id}
+  spk=${spk_ids[0]:-}
   [ -n "${spk}" ] || spk=$(speakers | cut -d' ' -f1)
   infer="bash ${root}/inference.sh --model_dir ${model_dir} --spk_id ${spk} --test_data_dir $(set_dir "${test_set}")"
+  where="model dir ${model_dir}"
+  if [ "${lora_run}" = true ]; then
+    infer="bash ${root}/inference.sh --model_dir ${pretrained_model_dir} --characters ${characters_dir} --spk_id ${spk}"
+    infer+=" --test_data_dir $(set_dir "${test_set}")"
+    where="characters ${characters_dir}/<spk>/ (on ${pretrained_model_dir}); model dir ${model_dir}"
+    if compgen -G "${exp_dir}/llm/epoch_*.pt" >/dev/null; then
+      log "LoRA llm checkpoints (adapter only): $(du -h "$(ls -t "${exp_dir}"/llm/epoch_*.pt | head -1)" | cut -f1) each"
+    fi
+  fi
   log "Where things are (experiment '${tag}', speaker(s) $(speakers)):" \
-    "model dir ${model_dir}; samples of each epoch ${exp_dir}/<model>/samples/; curves: tensorboard --logdir ${exp_dir};" \
+    "${where}; samples of each epoch ${exp_dir}/<model>/samples/; curves: tensorboard --logdir ${exp_dir};" \
     "report ${exp_dir}/report.html"
   log "Next: synthesize with this speaker (SFT, and zero-shot from one of its test clips) into ${exp_dir}/inference:"
   echo "${infer}"

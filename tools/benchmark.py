@@ -21,6 +21,9 @@ Figures:
 * train_llm / train_flow: forward + backward + grad clip + Adam on a synthetic batch made by
   ``cosyvoice.dataset.processor.padding``: step time, utterances/s, speech tokens/s (llm) or mel frames/s (flow),
   peak memory, and the Adam step alone with the for-loop, foreach and fused implementations.
+* train_llm_lora / train_flow_lora: the same step with LoRA (``--finetune lora``: the yaml's ``llm_lora`` /
+  ``flow_lora`` adapters on the frozen weights, what the trainer builds), and the full-vs-LoRA comparison: step time,
+  peak memory (and its rise over the memory held before the step), trainable parameters, checkpoint size.
 * resample: the official resampler (``cosyvoice.audio.resample``, filters cached) against soxr VHQ on a
   ``--resample_seconds`` clip, 48 -> 16, 48 -> 24 and 44.1 -> 16 kHz: ms per clip, times real time, and how far
   apart the two filters' outputs are (the cost of exactness, and why soxr is not used where parity matters).
@@ -54,15 +57,16 @@ from cosyvoice.audio.resample import resample, resample_filters
 from cosyvoice.cli.model import CosyVoice2Model, CosyVoice3Model
 from cosyvoice.dataset.processor import padding
 from cosyvoice.flow.decoder import add_optional_chunk_mask, mask_to_bias
+from cosyvoice.utils import lora
 from cosyvoice.utils.config import load_config
 from cosyvoice.utils.mask import make_pad_mask
-from cosyvoice.utils.pretrained import get_version
+from cosyvoice.utils.pretrained import get_version, model_version, PretrainedDirError, version_from_name
 from cosyvoice.utils.train_utils import init_optimizer, optimizer_impl
 
 logger = logging.getLogger("benchmark")
 
-STAGES = ("llm", "token2wav", "train_llm", "train_flow", "resample")
-MODEL_STAGES = ("llm", "token2wav", "train_llm", "train_flow")
+STAGES = ("llm", "token2wav", "train_llm", "train_llm_lora", "train_flow", "train_flow_lora", "resample")
+MODEL_STAGES = ("llm", "token2wav", "train_llm", "train_llm_lora", "train_flow", "train_flow_lora")
 RESAMPLE_PAIRS = ((48000, 16000), (48000, 24000), (44100, 16000))
 # --undo: each speed change this toolkit makes over the official code, put back the official way, so that one
 # commit measures the figure with and without it (BENCHMARKS.md).
@@ -192,6 +196,13 @@ class PeakMemory:
     def mb(self) -> float:
         return round(self.peak_bytes / 2 ** 20, 1)
 
+    @classmethod
+    def now_mb(cls, device: torch.device) -> float:
+        """Memory held right now: CUDA allocated, or the process RSS."""
+        if device.type == "cuda":
+            return round(torch.cuda.memory_allocated(device) / 2 ** 20, 1)
+        return round(cls.rss_bytes() / 2 ** 20, 1)
+
 
 def autocast(device: torch.device, dtype: torch.dtype):
     if dtype == torch.float32:
@@ -249,7 +260,6 @@ def cpu_name() -> str:
 def resolve_version(args) -> str:
     """--version, else the --model_dir's (its yaml), else what the --config's file name says; sets --config's
     default (the version's full-size conf/*.yaml)."""
-    from cosyvoice.utils.pretrained import get_version, model_version, version_from_name
 
     if args.model_dir and not args.stand_in:
         found = model_version(args.model_dir).name
@@ -620,6 +630,7 @@ def bench_train(name: str, module: torch.nn.Module, batch, args, device, dtype) 
         if not torch.isfinite(loss):
             logger.warning("%s training loss is %s (random weights)", name, loss.item())
 
+    held = PeakMemory.now_mb(device)  # the weights (and anything else) held before the step
     with PeakMemory(device) as mem:
         times = timed_runs(step, args.warmup, args.runs, device)
     del opt
@@ -637,6 +648,11 @@ def bench_train(name: str, module: torch.nn.Module, batch, args, device, dtype) 
         "utts_per_s": round(n_utt / step_s, 3),
         "speech_tokens_per_s": round(n_tok / step_s, 1),
         "peak_memory_mb": mem.mb,
+        "peak_rise_mb": round(mem.mb - held, 1),
+        "trainable_params": sum(p.numel() for p in params),
+        "all_params": sum(p.numel() for p in module.parameters()),
+        "checkpoint_mb": round(lora.state_bytes(lora.trained_state_dict(module)) / 2 ** 20, 2),
+        "finetune": "lora" if lora.is_lora(module) else "full",
     }
     if name == "flow":
         result["mel_frames_per_s"] = round(int(batch["speech_feat_len"].sum()) / step_s, 1)
@@ -646,6 +662,25 @@ def bench_train(name: str, module: torch.nn.Module, batch, args, device, dtype) 
         p.grad = None
     module.eval()
     return result
+
+
+def with_lora(module: torch.nn.Module, name: str, args) -> torch.nn.Module:
+    """``module`` with the LoRA adapter the trainer adds for ``--finetune lora`` (the settings of the yaml's
+    train_conf, in place: every later stage sees the adapter, B = 0, so it computes what it did)."""
+
+    config = str(Path(args.model_dir) / "cosyvoice2.yaml") if args.model_dir else args.config
+    conf = load_config(config, keys=["train_conf"])["train_conf"]
+    lora.add_adapter(module, lora.lora_settings(conf, name), seed=args.seed)
+    return module
+
+
+def full_vs_lora(full: Dict[str, object], adapted: Dict[str, object]) -> Dict[str, object]:
+    """How LoRA compares with full fine-tuning on the same batch."""
+    return {"step_s": [full["step_s"], adapted["step_s"]], "speedup": round(full["step_s"] / adapted["step_s"], 2),
+            "peak_memory_mb": [full["peak_memory_mb"], adapted["peak_memory_mb"]],
+            "peak_rise_mb": [full["peak_rise_mb"], adapted["peak_rise_mb"]],
+            "trainable_params": [full["trainable_params"], adapted["trainable_params"]],
+            "checkpoint_mb": [full["checkpoint_mb"], adapted["checkpoint_mb"]]}
 
 
 def adam_variants(params, args, device) -> Dict[str, object]:
@@ -715,17 +750,27 @@ def print_report(res: Dict[str, object]) -> None:
             print(f"token2wav  {mode:8s} {r['audio_s']:.2f} s audio: {m['total_s']} s (RTF {m['total_rtf']}) | "
                   f"flow {m['flow_s']} s (RTF {m['flow_rtf']}, estimator {m['estimator_frames']} frames x steps) | "
                   f"hift {m['hift_s']} s (RTF {m['hift_rtf']}){extra}")
-    for name in ("llm", "flow"):
+    for name in ("llm", "flow", "llm_lora", "flow_lora"):
         key = f"train_{name}"
         if key in res:
             r = res[key]
-            rate = (f"{r['mel_frames_per_s']} mel frames/s" if name == "flow"
+            rate = (f"{r['mel_frames_per_s']} mel frames/s" if name.startswith("flow")
                     else f"{r['speech_tokens_per_s']} speech tokens/s")
-            print(f"train {name:4s} batch {r['batch']}x{r['speech_tokens_per_utt']} tokens: step {r['step_s']} s "
+            print(f"train {name:9s} batch {r['batch']}x{r['speech_tokens_per_utt']} tokens: step {r['step_s']} s "
                   f"(fwd+bwd {r['forward_backward_s']} s, adam {r['optimizer_s']} s) | {r['utts_per_s']} utt/s, "
-                  f"{rate} | peak {r['peak_memory_mb']} MB | {r['optimizer']}")
+                  f"{rate} | peak {r['peak_memory_mb']} MB (+{r['peak_rise_mb']} MB) | "
+                  f"{r['trainable_params'] / 1e6:.2f}M trainable, checkpoint {r['checkpoint_mb']} MB | "
+                  f"{r['optimizer']}")
             if "adam_step_s" in r:
                 print(f"           adam step alone: {r['adam_step_s']}")
+    for name in ("llm", "flow"):
+        c = res.get(f"{name}_full_vs_lora")
+        if c:
+            print(f"{name} full vs LoRA: step {c['step_s'][0]} s vs {c['step_s'][1]} s ({c['speedup']}x) | peak memory "
+                  f"{c['peak_memory_mb'][0]} MB vs {c['peak_memory_mb'][1]} MB (rise {c['peak_rise_mb'][0]} vs "
+                  f"{c['peak_rise_mb'][1]} MB) | trainable {c['trainable_params'][0] / 1e6:.1f}M vs "
+                  f"{c['trainable_params'][1] / 1e6:.2f}M | checkpoint {c['checkpoint_mb'][0]} MB vs "
+                  f"{c['checkpoint_mb'][1]} MB")
     if "resample" in res:
         r = res["resample"]
         for pair, m in r["pairs"].items():
@@ -750,7 +795,6 @@ def main(argv=None) -> int:
     if device.type == "cpu" and args.dtype != "fp32":
         print(f"ERROR: --dtype {args.dtype} is for CUDA; the CPU path runs fp32", file=sys.stderr)
         return 2
-    from cosyvoice.utils.pretrained import PretrainedDirError, model_version
 
     if args.model_dir and not args.stand_in:
         try:
@@ -806,10 +850,22 @@ def main(argv=None) -> int:
             batch = synthetic_batch(args, model.flow.token_mel_ratio, model.llm.llm.model.config.vocab_size,
                                     instruct_tokens=7 if args.version == "cosyvoice3" else 0)
             res["train_llm"] = bench_train("llm", model.llm, batch, args, device, dtype)
+        if "train_llm_lora" in stages:
+            logger.info("llm training steps with LoRA")
+            batch = synthetic_batch(args, model.flow.token_mel_ratio, model.llm.llm.model.config.vocab_size)
+            res["train_llm_lora"] = bench_train("llm", with_lora(model.llm, "llm", args), batch, args, device, dtype)
         if "train_flow" in stages:
             logger.info("flow training steps")
             batch = synthetic_batch(args, model.flow.token_mel_ratio, 100)
             res["train_flow"] = bench_train("flow", model.flow, batch, args, device, dtype)
+        if "train_flow_lora" in stages:
+            logger.info("flow training steps with LoRA")
+            batch = synthetic_batch(args, model.flow.token_mel_ratio, 100)
+            res["train_flow_lora"] = bench_train("flow", with_lora(model.flow, "flow", args), batch, args, device,
+                                                 dtype)
+        for name in ("llm", "flow"):
+            if f"train_{name}" in res and f"train_{name}_lora" in res:
+                res[f"{name}_full_vs_lora"] = full_vs_lora(res[f"train_{name}"], res[f"train_{name}_lora"])
         if "resample" in stages:
             logger.info("resampling, against soxr")
             res["resample"] = bench_resample(args, device)

@@ -8,6 +8,8 @@ spk2embedding.pt, stage 1): the official format, which the official front end an
 The model dir gets, besides it, links (or copies, --copy) to the pretrained files the official class of the
 pretrained model's version loads: CosyVoice2 (cosyvoice2.yaml, speech_tokenizer_v2.onnx) or CosyVoice3
 (cosyvoice3.yaml, speech_tokenizer_v3.onnx), and llm.pt, flow.pt, hift.pt, campplus.onnx and CosyVoice-BlankEN/.
+With --speaker_tag true (a multi-speaker SFT run) each entry also holds 'speaker_tag', the text the llm was trained
+to read before the speaker's texts; the official front end ignores the extra key.
 An entry already there (e.g. a fine-tuned llm.pt) is kept, never overwritten; so writers of fine-tuned weights must
 replace a link (write a temp file, then rename), not write through it. A link to another pretrained dir (after
 --pretrained_model_dir changed) is replaced by one to the current dir, and links to the other version's yaml or
@@ -29,6 +31,7 @@ from cosyvoice.utils.pretrained import (
     COSYVOICE2, SPK2INFO_FILE, VERSIONS, ModelVersion, check_pretrained_dir, model_version)
 from cosyvoice.utils.cli import entry_point
 from cosyvoice.utils.stage import StageInputError, load_pt_table, require_writable_dir, save_pt
+from cosyvoice.dataset.processor import speaker_tag
 
 TOOL = "save_spk2info"
 # What the official CosyVoice2 class reads from a model dir, besides spk2info.pt (CosyVoice3: its own names).
@@ -42,15 +45,21 @@ def get_args(argv=None):
                    help="CosyVoice2-0.5B or Fun-CosyVoice3-0.5B dir (or a stand-in)")
     p.add_argument("--model_dir", required=True, help="output model dir")
     p.add_argument("--copy", action="store_true", help="copy the pretrained files instead of linking them")
+    p.add_argument("--speaker_tag", default="false", choices=["true", "false"],
+                   help="multi-speaker SFT: each entry also gets 'speaker_tag' ('<spk><|endofprompt|>'), which "
+                        "inference_sft puts before the text as the model was trained")
     return p.parse_args(argv)
 
 
-def make_spk2info(spk2embedding: dict) -> dict:
-    """{spk: {'embedding': (1, 192) float32}} from {spk: 192 values}."""
+def make_spk2info(spk2embedding: dict, speaker_tags: bool = False) -> dict:
+    """{spk: {'embedding': (1, 192) float32[, 'speaker_tag': '<spk><|endofprompt|>']}} from {spk: 192 values}."""
+
     spk2info = {}
     for spk in sorted(spk2embedding):
         emb = torch.as_tensor(spk2embedding[spk], dtype=torch.float32).reshape(1, -1)
         spk2info[spk] = {"embedding": emb}
+        if speaker_tags:
+            spk2info[spk]["speaker_tag"] = speaker_tag(spk)
     return spk2info
 
 
@@ -110,7 +119,7 @@ def run(args) -> int:
     if os.path.abspath(args.model_dir) == os.path.abspath(args.pretrained_model_dir):
         raise StageInputError(f"{TOOL}: --model_dir must differ from --pretrained_model_dir")
     require_writable_dir(args.model_dir, TOOL)
-    spk2info = make_spk2info(spk2embedding)
+    spk2info = make_spk2info(spk2embedding, args.speaker_tag == "true")
     version = model_version(args.pretrained_model_dir)
     removed = drop_other_version(args.model_dir, version) if os.path.isdir(args.model_dir) else []
     if removed:

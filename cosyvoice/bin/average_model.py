@@ -11,6 +11,11 @@ the model built from ``<src_path>/config.yaml``, and is written atomically. What
 ``<src_path>/average.json`` (beside the checkpoints, so the model dir holds only the official files). The
 checkpoints of a run that the divergence guard stopped are refused. From the shell, a bad input (a diverged run, a
 damaged checkpoint, a full disk) is one line on stderr and exit status 2.
+
+A LoRA run (``train.py --finetune lora``) averages its adapters the same way (each adapter tensor, A and B alike,
+like any other weight) and checks the result by loading it strictly into the adapter of the module built from
+config.yaml; ``--merged_model`` also writes the run's base weights (its ``--checkpoint``) with the averaged
+adapter folded in: a plain ``llm.pt`` / ``flow.pt`` with exactly the pretrained keys.
 """
 from __future__ import annotations
 
@@ -23,13 +28,13 @@ from typing import Dict, List, Optional
 
 import torch
 
-from cosyvoice.utils.cli import entry_point
-from cosyvoice.utils import checkpoint as ckpt
-from cosyvoice.utils.divergence import DIVERGED_FILE, read_diverged
-from cosyvoice.utils.errors import UserError
 from cosyvoice.eval.select import load_epoch_records, select_best
+from cosyvoice.utils import checkpoint as ckpt, lora
+from cosyvoice.utils.cli import entry_point
 from cosyvoice.utils.common import load_checkpoint_strict
 from cosyvoice.utils.config import load_config
+from cosyvoice.utils.divergence import DIVERGED_FILE, read_diverged
+from cosyvoice.utils.errors import UserError
 
 logger = logging.getLogger("cosyvoice.bin.average_model")
 AVERAGE_RECORD = "average.json"  # written into --src_path: which checkpoints made --dst_model
@@ -46,6 +51,9 @@ def get_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         "per-epoch ASR error rate (sim and cer need training with --eval_every_epoch true) "
                         "[cv_loss with --val_best, else newest]")
     p.add_argument("--model", choices=["llm", "flow"], help="module to check the result against [from train.cmd]")
+    p.add_argument("--merged_model", default="",
+                   help="LoRA runs: also write the base weights with the averaged adapter merged in, e.g. "
+                        "<model dir>/flow.pt (the base is the run's --checkpoint, from train_data.json)")
     return p.parse_args(argv)
 
 
@@ -124,11 +132,42 @@ def average_states(src: Path, chosen: List[ckpt.CheckpointInfo]) -> Dict[str, to
     return out
 
 
-def check_against_model(src: Path, model: str, state: Dict[str, torch.Tensor]) -> None:
-    """Load ``state`` strictly into the module built from the experiment's config.yaml."""
+def finetune_of(chosen: List[ckpt.CheckpointInfo]) -> str:
+    """'full' or 'lora': what the chosen checkpoints hold (they must agree)."""
+    kinds = sorted({c.finetune for c in chosen})
+    if len(kinds) != 1:
+        names = ", ".join(f"{c.name} ({c.finetune})" for c in chosen)
+        raise AverageError(f"the checkpoints to average mix full weights and LoRA adapters ({names}): average one run")
+    return kinds[0]
+
+
+def check_against_model(src: Path, model: str, state: Dict[str, torch.Tensor],
+                        finetune: str = "full") -> torch.nn.Module:
+    """Load ``state`` strictly into the module built from the experiment's config.yaml (with LoRA: into its
+    adapter). Returns the module."""
 
     module = load_config(str(src / "config.yaml"), keys=[model])[model]
-    load_checkpoint_strict(module, state)
+    if finetune == "lora":
+        lora.add_adapter(module, lora.training_dir_settings(src, model), trainable=False)
+        lora.load_adapter_state_dict(module, state)
+    else:
+        load_checkpoint_strict(module, state)
+    return module
+
+
+def write_merged(src: Path, model: str, module: torch.nn.Module, dst: Path) -> None:
+    """``dst``: the run's base weights (its --checkpoint) with the adapter on ``module`` merged in."""
+
+    record = src / "train_data.json"
+    base = json.loads(record.read_text(encoding="utf-8")).get("checkpoint") if record.is_file() else None
+    if not base:
+        raise AverageError(f"--merged_model: {record} does not name the run's base weights (its --checkpoint)")
+    plain = load_config(str(src / "config.yaml"), keys=[model])[model]
+    load_checkpoint_strict(plain, base)
+    merged = lora.merge_adapter(plain, lora.adapter_state_dict(module), lora.training_dir_settings(src, model))
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    ckpt.atomic_torch_save(merged, dst)
+    logger.info("wrote %s: %s with the averaged adapter merged in", dst, base)
 
 
 def guess_model(src: Path) -> str:
@@ -148,12 +187,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     for c in chosen:
         cv = f"CV loss {c.cv_loss:.5f}" if c.cv_loss is not None else "no CV loss"
         logger.info("averaging %s (epoch %d, step %d, %s)", c.name, c.epoch, c.step, cv)
+    finetune = finetune_of(chosen)
     state = average_states(src, chosen)
-    check_against_model(src, args.model or guess_model(src), state)
+    model = args.model or guess_model(src)
+    module = check_against_model(src, model, state, finetune)
+    if args.merged_model and finetune != "lora":
+        raise AverageError(f"--merged_model: {src} holds full weights, not LoRA adapters: --dst_model is the model")
     dst.parent.mkdir(parents=True, exist_ok=True)
     ckpt.atomic_torch_save(state, dst)
+    if args.merged_model:
+        write_merged(src, model, module, Path(args.merged_model))
     record = {"src_path": str(src.resolve()), "dst_model": str(dst.resolve()), "val_best": args.val_best,
-              "select_by": args.select_by, "num": args.num,
+              "select_by": args.select_by, "num": args.num, "finetune": finetune,
+              "merged_model": str(Path(args.merged_model).resolve()) if args.merged_model else None,
               "checkpoints": [{"name": c.name, "epoch": c.epoch, "step": c.step, "cv": c.cv} for c in chosen]}
     ckpt.atomic_write_text(src / AVERAGE_RECORD, json.dumps(record, indent=2) + "\n")
     logger.info("wrote %s (average of %d checkpoints)", dst, len(chosen))

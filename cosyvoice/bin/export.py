@@ -18,6 +18,13 @@ Builds the flow from the config (default: the model dir's cosyvoice2.yaml or cos
 Each export is run on a fresh input of another length than the one it was made with and compared with the eager
 module; the largest absolute difference is logged and must stay below ``--atol``, else the file is removed and the
 command fails.
+
+``--merge true --character <exp>/characters/<spk>`` first folds the character's LoRA adapter into its base llm.pt
+and writes the result as ``<model_dir>/llm.pt``: a plain official-format file with exactly the pretrained keys,
+which the official code (and vLLM) load like any llm.pt. The merged module's hidden states are compared with the
+unmerged adapter's on a fresh input (must agree within ``--atol``). The character's flow (fine-tuned, or its
+adapter merged) becomes ``flow.pt`` and its speaker entry joins ``spk2info.pt``, so the model dir speaks as the
+character without this toolkit's character support.
 """
 from __future__ import annotations
 
@@ -31,6 +38,9 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 import torch
+from cosyvoice.cli.character import CharacterError, read_character
+from cosyvoice.utils import lora
+from cosyvoice.utils.checkpoint import atomic_torch_save, sha256_file
 from cosyvoice.utils.cli import entry_point
 from cosyvoice.utils.common import load_checkpoint_strict
 from cosyvoice.utils.config import load_config
@@ -50,7 +60,68 @@ def get_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--qwen_pretrain_path", help="CosyVoice-BlankEN dir [<model_dir>/CosyVoice-BlankEN]")
     p.add_argument("--atol", type=float, default=1e-4, help="largest allowed |export - eager|")
     p.add_argument("--seed", type=int, default=1986, help="seed of the check inputs")
+    p.add_argument("--merge", default="false", choices=["true", "false"],
+                   help="first merge --character's LoRA adapter into a plain <model_dir>/llm.pt (and its flow)")
+    p.add_argument("--character", default="", help="the character folder to merge (<exp>/characters/<spk>)")
     return p.parse_args(argv)
+
+
+def _base_weights(character, part: str, model_dir: Path) -> Path:
+    """The file the character's ``part`` adapter was trained on: ``<model_dir>/<part>.pt`` while it is still
+    the base (a link to the pretrained file), else the base model dir's (after an earlier merge)."""
+
+    want = character.manifest["base_model"][f"{part}.pt"]
+    candidates = [model_dir / f"{part}.pt", Path(character.manifest["base_model"]["dir"]) / f"{part}.pt"]
+    for path in candidates:
+        if path.is_file() and sha256_file(path) == want:
+            return path
+    raise CharacterError(f"--merge: neither {candidates[0]} nor {candidates[1]} is the {part}.pt the adapter of "
+                         f"{character.path} was trained on (sha256 {want[:12]}...): point the character's base "
+                         f"model dir back at it")
+
+
+@torch.no_grad()
+def merge_character(model_dir: Path, character_dir: str, config: Optional[str], qwen: Optional[str], atol: float,
+                    gen: torch.Generator) -> float:
+    """Write the character's merged llm.pt (and its flow.pt, spk2info entry) into ``model_dir``. Returns the
+    largest |merged - unmerged| of the llm's hidden states on the check input."""
+    import copy
+
+
+    character = read_character(character_dir)
+    if character.kind("llm") != "lora":
+        raise CharacterError(f"--merge: {character_dir} has no llm adapter to merge (its llm is the base model's)")
+    configs = load_config(config or str(model_dir / "cosyvoice2.yaml"),
+                          {"qwen_pretrain_path": qwen or str(model_dir / "CosyVoice-BlankEN")}, keys=["llm", "flow"])
+    llm = configs["llm"]
+    load_checkpoint_strict(llm, _base_weights(character, "llm", model_dir))
+    adapted = copy.deepcopy(llm)
+    lora.add_adapter(adapted, character.lora_settings("llm"), trainable=False)
+    lora.load_adapter_state_dict(adapted, character.file("llm"))
+    merged = lora.merged_state_dict(adapted)
+    plain = copy.deepcopy(llm)
+    load_checkpoint_strict(plain, merged)  # the plain module takes it strictly: the official layout
+    x = torch.randn(1, 23, llm.llm_input_size, generator=gen)
+    diff = float((plain.eval().llm.forward_one_step(x)[0] - adapted.eval().llm.forward_one_step(x)[0]).abs().max())
+    logger.info("llm.pt: max |merged - adapter| of the hidden states = %.3g (limit %.1g)", diff, atol)
+    if not diff <= atol:
+        raise RuntimeError(f"the merged llm differs from the adapter by {diff:.3g} > --atol {atol}; nothing written")
+    atomic_torch_save(merged, model_dir / "llm.pt")  # replaces the link to the base file, never writes through it
+    if character.kind("flow") == "full":
+        atomic_torch_save(torch.load(character.file("flow"), map_location="cpu", weights_only=True),
+                          model_dir / "flow.pt")
+    elif character.kind("flow") == "lora":
+        flow = configs["flow"]
+        load_checkpoint_strict(flow, _base_weights(character, "flow", model_dir))
+        atomic_torch_save(lora.merge_adapter(flow, character.file("flow"), character.lora_settings("flow")),
+                          model_dir / "flow.pt")
+    table_path = model_dir / "spk2info.pt"
+    table = torch.load(table_path, map_location="cpu", weights_only=True) if table_path.is_file() else {}
+    table[character.spk_id] = character.spk2info_entry()
+    atomic_torch_save(table, table_path)
+    logger.info("merged %s into %s/llm.pt (plain, official layout)%s; speaker %s in spk2info.pt", character_dir,
+                model_dir, "" if character.kind("flow") == "base" else " and its flow into flow.pt", character.spk_id)
+    return diff
 
 
 def load_flow(model_dir: Path, config: Optional[str], qwen: Optional[str]) -> torch.nn.Module:
@@ -196,8 +267,12 @@ def export_estimator(flow: torch.nn.Module, out: Path, atol: float, gen: torch.G
 def main(argv: Optional[List[str]] = None) -> int:
     args = get_args(argv)
     model_dir = Path(args.model_dir)
-    flow = load_flow(model_dir, args.config, args.qwen_pretrain_path)
     gen = torch.Generator().manual_seed(args.seed)
+    if args.merge == "true":
+        if not args.character:
+            raise CharacterError("--merge true needs --character <exp>/characters/<spk> (the adapter to merge)")
+        merge_character(model_dir, args.character, args.config, args.qwen_pretrain_path, args.atol, gen)
+    flow = load_flow(model_dir, args.config, args.qwen_pretrain_path)
     written = []
     if has_encoder(flow):
         export_encoder(flow, model_dir / ENCODER_FILE, args.atol, gen)

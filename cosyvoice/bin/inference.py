@@ -34,6 +34,7 @@ from cosyvoice.utils.cli import entry_point
 from cosyvoice.utils.common import set_all_random_seed
 from cosyvoice.utils.errors import UserError
 from cosyvoice.utils.fileio import atomic_write_lines, read_table_dict
+from cosyvoice.cli.character import find_characters, read_character
 
 MODES = ("sft", "zero-shot", "cross-lingual", "instruct")
 JSON_KEYS = {"sft": "sft_inference", "zero-shot": "zero-shot", "cross-lingual": "cross-lingual",
@@ -78,6 +79,9 @@ def get_args(argv=None):
     p.add_argument("--text_frontend", default="true", choices=("true", "false"), help="normalize the text first")
     p.add_argument("--fp16", default="false", choices=("true", "false"),
                    help="float16 autocast on a CUDA GPU (ignored without one: float32)")
+    p.add_argument("--characters", nargs="*", default=[],
+                   help="character folders (a LoRA run's <exp>/characters or <exp>/characters/<spk>) loaded onto "
+                        "--model_dir; --spk_id picks the one that speaks the SFT lines")
     return p.parse_args(argv)
 
 
@@ -195,8 +199,13 @@ def resolve_prompt(args, spk_id: str = "") -> Tuple[str, str]:
     return wav, args.prompt_text or text
 
 
-def default_speaker(model_dir: str) -> str:
-    """The speaker of a fine-tuned model dir whose spk2info.pt holds exactly one; else empty."""
+def default_speaker(model_dir: str, characters=()) -> str:
+    """The only character given, else the speaker of a fine-tuned model dir whose spk2info.pt holds exactly one;
+    else empty."""
+    if characters:
+
+        found = find_characters(characters)
+        return read_character(found[0], verify=False).spk_id if len(found) == 1 else ""
     path = os.path.join(model_dir, "spk2info.pt")
     if not os.path.isfile(path):
         return ""
@@ -289,7 +298,7 @@ def prepare(args):
     """Every input checked and the model loaded, before anything is synthesized: (cosyvoice, speaker, prompt, jobs)."""
     if args.speed <= 0 or (args.stream == "true" and args.speed != 1.0):
         raise InputError(f"--speed {args.speed}: must be > 0, and 1.0 when --stream true")
-    spk_id, jobs = load_text_json(args.text_json, args.spk_id or default_speaker(args.model_dir))
+    spk_id, jobs = load_text_json(args.text_json, args.spk_id or default_speaker(args.model_dir, args.characters))
     modes = requested_modes(args.mode, jobs, spk_id, args.text_json)
     prompt = ("", "")
     if set(modes) - {"sft"}:
@@ -297,7 +306,8 @@ def prepare(args):
         check_prompt_wav(prompt[0])
         if "zero-shot" in modes and not prompt[1].strip():
             raise InputError("zero-shot needs the prompt's transcript: give --prompt_text")
-    cosyvoice = AutoModel(model_dir=args.model_dir, fp16=args.fp16 == "true")  # a bad model dir: a one-line UserError
+    # a bad model dir or character: a one-line UserError
+    cosyvoice = AutoModel(model_dir=args.model_dir, fp16=args.fp16 == "true", characters=args.characters)
     todo = plan_jobs(args.mode, jobs, spk_id, cosyvoice.list_available_spks(), args.text_json)
     check_texts(cosyvoice, todo, args.text_frontend == "true")
     if prompt[0]:  # the front end's own checks (too short, silent, ...) before any synthesis

@@ -13,7 +13,10 @@ Several processes: ``torchrun --nproc_per_node N -m cosyvoice.bin.train ...`` (n
 The model dir receives: ``config.yaml`` (the yaml with this run's options: what average/export read),
 ``train.cmd`` (every command with its git commit), ``train.log``, checkpoints ``epoch_N_whole.pt`` /
 ``epoch_N_step_S.pt`` with their ``.ckpt.json`` sidecars and resume states, ``tensorboard/``, ``swanlog/`` and,
-with ``--sample_texts``, SFT samples ``samples/epoch_N/*.wav``. ``--resume`` continues from the newest intact
+with ``--sample_texts``, SFT samples ``samples/epoch_N/*.wav``. With ``--finetune lora`` the weights are frozen and
+LoRA adapters are trained instead; the checkpoints then hold the adapter only (see cosyvoice/utils/lora.py).
+``--speaker_tag true`` trains a multi-speaker SFT model: each text is read after its speaker's
+``<spk><|endofprompt|>``. ``--resume`` continues from the newest intact
 checkpoint exactly as if the run had not stopped. A run that diverges (see cosyvoice/utils/divergence.py) stops
 with one line and exit status 2 and leaves ``diverged.json``; so does any bad input (exit status 2, no traceback).
 Temp files that killed runs left in the model dir are removed at start.
@@ -71,9 +74,16 @@ def get_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--pin_memory", action="store_true")
     p.add_argument("--keep_states", type=int, default=2,
                    help="resume states kept (newest N checkpoints; weights are always kept); <= 0 keeps all")
+    p.add_argument("--finetune", default=None, choices=["full", "lora"],
+                   help="full: train every weight; lora: LoRA adapters (train_conf.<model>_lora) on the frozen "
+                        "weights, checkpoints hold the adapter only [the yaml's train_conf.finetune, else full]")
+    p.add_argument("--speaker_tag", default=None, choices=["true", "false"],
+                   help="train on '<spk><|endofprompt|>' + text (multi-speaker SFT) [the yaml's train_conf."
+                        "speaker_tag, else false]")
     for option, keys in tu.TRAIN_OVERRIDES.items():
         kind = float if option in ("lr", "grad_clip") else int
-        p.add_argument(f"--{option}", type=kind, default=None, help=f"override {'.'.join(keys)} of the yaml")
+        extra = " (with --finetune lora: train_conf.<model>_lora.lr)" if option == "lr" else ""
+        p.add_argument(f"--{option}", type=kind, default=None, help=f"override {'.'.join(keys)} of the yaml{extra}")
     p.add_argument("--tensorboard_dir", help="TensorBoard dir [<model_dir>/tensorboard]")
     p.add_argument("--swanlab", default="auto", choices=SWANLAB_MODES,
                    help="SwanLab: auto = cloud when logged in, else local/offline; off = TensorBoard only")
@@ -115,7 +125,8 @@ def setup_run(args, info: tu.DistInfo):
     args.qwen_pretrain_path = tu.resolve_qwen_path(args)
     config_path = model_dir / "config.yaml"
     # every rank checks the yaml (strictly), so a bad one fails all of them alike, before anything is written
-    text = tu.train_config_text(args.config, tu.config_overrides(args))
+    finetune = args.finetune or tu.yaml_train_conf_value(args.config, "finetune", "full")
+    text = tu.train_config_text(args.config, tu.config_overrides(args, finetune))
     if info.is_main:
         ckpt.atomic_write_text(model_dir / DATA_RECORD, json.dumps(data, indent=1) + "\n")
         before = config_path.read_text(encoding="utf-8") if existing and config_path.is_file() else None
@@ -175,9 +186,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         e.same_on_every_rank = True  # options, files and config are checked alike on every rank (see cli)
         raise
     conf = configs["train_conf"]
-    model = tu.init_model(configs[args.model], args.checkpoint).to(info.device)
+    model = tu.init_model(configs[args.model], args.checkpoint)
+    model = tu.init_finetune(model, conf, args.model, args.seed).to(info.device)
+    if info.is_main:
+        tu.record_finetune(model_dir, model, conf, args.model)
     train_set, train_loader, cv_loader = tu.init_dataloaders(args, configs)
-    optimizer = tu.init_optimizer(model, conf)
+    optimizer = tu.init_optimizer(model, conf, args.model)
     scheduler = tu.init_scheduler(optimizer, conf)
     scaler = None
     if args.train_engine == "deepspeed":
@@ -215,7 +229,11 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def report_outputs(args, model_dir: Path, log_file: Path, tracker) -> None:
     tb = Path(args.tensorboard_dir or model_dir / "tensorboard")
-    logger.info("done: checkpoints %s/epoch_*.pt, log %s", model_dir, log_file)
+    checkpoints = ckpt.list_checkpoints(model_dir)
+    size = (model_dir / checkpoints[-1].model_file).stat().st_size / 2 ** 20 if checkpoints else 0.0
+    what = "LoRA adapter only" if checkpoints and checkpoints[-1].finetune == "lora" else "all weights"
+    logger.info("done: %d checkpoint(s) %s/epoch_*.pt of %.2f MB each (%s), log %s", len(checkpoints), model_dir,
+                size, what, log_file)
     logger.info("curves: tensorboard --logdir %s%s", tb, "".join(
         f"; SwanLab {t.mode}: {t.log_dir}" for t in getattr(tracker, "trackers", []) if t.name == "swanlab"))
     if args.sample_texts:

@@ -20,6 +20,9 @@ instruction); :class:`CosyVoice3` passes such input through unchanged (the offic
 without it: the system prompt goes in front of the prompt text (zero-shot; for SFT and cross-lingual, which have
 none, it becomes the prompt text), and an instruction becomes ``'You are a helpful assistant. <instruction>'``
 ending with ``<|endofprompt|>``, the form the official instructions have.
+Additions: ``characters=[...]`` / ``add_character(path)`` load character folders (cosyvoice/cli/character.py: a
+LoRA adapter of the llm, a flow, a speaker entry) onto this one base model; ``inference_sft(text, spk_id)`` then
+speaks as that character, switching adapters per call without reloading anything.
 """
 from __future__ import annotations
 
@@ -28,19 +31,20 @@ import math
 import numbers
 import os
 import time
-from typing import Dict, Generator, Iterator, Optional
+from typing import Dict, Generator, Iterator, Optional, Sequence
 
 import torch
 
+from cosyvoice.cli.character import Character, CharacterError, find_characters, read_character
 from cosyvoice.cli.frontend import CosyVoiceFrontEnd, PathLike, v3_instruction, with_end_of_prompt
 from cosyvoice.cli.model import CosyVoice2Model, CosyVoice3Model
+from cosyvoice.flow.flow import CausalMaskedDiffWithDiT, CausalMaskedDiffWithXvec
+from cosyvoice.llm.llm import CosyVoice3LM, Qwen2LM
 from cosyvoice.text.checks import text_problem
+from cosyvoice.utils.checkpoint import atomic_torch_save, sha256_file
 from cosyvoice.utils.config import load_config
 from cosyvoice.utils.pretrained import (CAMPPLUS_FILE, COSYVOICE2, COSYVOICE3, QWEN_DIR, SPK2INFO_FILE, ModelVersion,
                                         check_pretrained_dir, model_version)
-from cosyvoice.flow.flow import CausalMaskedDiffWithDiT, CausalMaskedDiffWithXvec
-from cosyvoice.llm.llm import CosyVoice3LM, Qwen2LM
-from cosyvoice.utils.checkpoint import atomic_torch_save
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +62,11 @@ class CosyVoice2:
     MODEL = CosyVoice2Model
 
     def __init__(self, model_dir: str, load_jit: bool = False, load_trt: bool = False, load_vllm: bool = False,
-                 fp16: bool = False, trt_concurrent: int = 1):
-        self._load(model_dir, fp16, load_jit=load_jit, load_trt=load_trt, load_vllm=load_vllm)
+                 fp16: bool = False, trt_concurrent: int = 1, characters: Optional[Sequence[PathLike]] = None):
+        self._load(model_dir, fp16, characters, load_jit=load_jit, load_trt=load_trt, load_vllm=load_vllm)
 
-    def _load(self, model_dir: str, fp16: bool, **accelerations: bool) -> None:
+    def _load(self, model_dir: str, fp16: bool, characters: Optional[Sequence[PathLike]],
+              **accelerations: bool) -> None:
         name = type(self).__name__
         unsupported = [flag for flag, on in accelerations.items() if on]
         if unsupported:
@@ -86,6 +91,55 @@ class CosyVoice2:
         self.model.load(os.path.join(self.model_dir, "llm.pt"), os.path.join(self.model_dir, "flow.pt"),
                         os.path.join(self.model_dir, "hift.pt"))
         del configs
+        self.characters: Dict[str, Character] = {}
+        self._base_sha256: Dict[str, str] = {}
+        for path in find_characters(characters or []):
+            self.add_character(path)
+
+    # ------------------------------------------------------------------------------------------------ characters
+    def add_character(self, path: PathLike) -> str:
+        """Load the character folder ``path`` (cosyvoice/cli/character.py) onto this base model; returns its
+        speaker id, which ``inference_sft`` takes from then on. Its adapter stays unmerged and is used by its own
+        calls only; every file is checked against the manifest, and an adapter against the base weights it was
+        trained on (a merged or other llm.pt is refused)."""
+
+        character = read_character(os.fspath(path))
+        spk = character.spk_id
+        if spk in self.characters:
+            raise CharacterError(f"{path}: speaker '{spk}' is already loaded from {self.characters[spk].path}; "
+                                 f"each character needs its own speaker id")
+        for part in ("llm", "flow"):
+            if character.kind(part) != "lora":
+                continue
+            mine = os.path.join(self.model_dir, f"{part}.pt")
+            if mine not in self._base_sha256:
+                self._base_sha256[mine] = sha256_file(mine)
+            if self._base_sha256[mine] != character.manifest["base_model"][f"{part}.pt"]:
+                raise CharacterError(
+                    f"{path}: its {part} adapter was trained on the {part}.pt of "
+                    f"{character.manifest['base_model'].get('dir')}, not on {mine} (another or a merged model): "
+                    f"load it onto that base model dir")
+        entry = character.spk2info_entry()
+        if "embedding" not in entry:
+            raise CharacterError(f"{path}: its spk2info.pt entry for '{spk}' has no 'embedding'")
+        lora_llm = character.kind("llm") == "lora"
+        flow_kind = character.kind("flow")
+        self.model.add_character(
+            spk, llm_adapter=character.file("llm") if lora_llm else None,
+            llm_lora=character.lora_settings("llm") if lora_llm else None,
+            llm_key=character.sha256("llm") if lora_llm else "",
+            flow_weights=character.file("flow") if flow_kind != "base" else None,
+            flow_lora=character.lora_settings("flow") if flow_kind == "lora" else None,
+            flow_key=character.sha256("flow") if flow_kind != "base" else "")
+        if spk in self.frontend.spk2info:
+            logger.info("character %s replaces the entry of %s/%s for speaker %s", path, self.model_dir, SPK2INFO_FILE,
+                        spk)
+        self.frontend.spk2info[spk] = {k: v.to(self.frontend.device) if torch.is_tensor(v) else v
+                                       for k, v in entry.items()}
+        self.characters[spk] = character
+        logger.info("character %s (%s): llm %s, flow %s%s", spk, path, character.kind("llm"), flow_kind,
+                    ", speaker tag" if character.speaker_tag else "")
+        return spk
 
     # what differs between the versions' inputs (CosyVoice2: nothing to add)
     def _complete_input(self, model_input: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -110,10 +164,11 @@ class CosyVoice2:
         return True
 
     def save_spkinfo(self) -> None:
-        """Write the speaker table to ``<model_dir>/spk2info.pt`` (atomically, tensors on the CPU)."""
+        """Write the speaker table to ``<model_dir>/spk2info.pt`` (atomically, tensors on the CPU); the entries of
+        characters stay in their own folders."""
         path = os.path.join(self.model_dir, SPK2INFO_FILE)
         table = {spk: {k: v.cpu() if torch.is_tensor(v) else v for k, v in info.items()}
-                 for spk, info in self.frontend.spk2info.items()}
+                 for spk, info in self.frontend.spk2info.items() if spk not in self.characters}
 
         atomic_torch_save(table, path)  # a full disk or read-only dir: one-line WriteError, the old table kept
 
@@ -133,8 +188,8 @@ class CosyVoice2:
             raise ValueError(f"nothing to synthesize: tts_text {tts_text!r} is empty or only punctuation")
         return pieces
 
-    def _synthesize(self, model_input: Dict[str, torch.Tensor], text, stream: bool, speed: float,
-                    seed: Optional[int]) -> Generator[Dict[str, torch.Tensor], None, None]:
+    def _synthesize(self, model_input: Dict[str, torch.Tensor], text, stream: bool, speed: float, seed: Optional[int],
+                    character: Optional[str] = None) -> Generator[Dict[str, torch.Tensor], None, None]:
         start = time.time()
         logger.info("synthesis text %s", text if isinstance(text, str) else "<text generator>")
         for model_output in self.model.tts(**self._complete_input(model_input), stream=stream, speed=speed,
@@ -147,12 +202,14 @@ class CosyVoice2:
 
     def inference_sft(self, tts_text, spk_id: str, stream: bool = False, speed: float = 1.0,
                       text_frontend: bool = True, seed: Optional[int] = None):
-        """Speak ``tts_text`` as the speaker ``spk_id`` of spk2info.pt (e.g. the fine-tuned speaker)."""
+        """Speak ``tts_text`` as the speaker ``spk_id`` of spk2info.pt (e.g. the fine-tuned speaker), or as the
+        character ``spk_id`` (its own adapter and flow)."""
         _check_speed(speed)
         self.frontend._speaker(spk_id, "embedding", "sft")
+        character = spk_id if spk_id in self.characters else None
         for text in self._pieces(tts_text, text_frontend):
             model_input = self.frontend.frontend_sft(text, spk_id)
-            yield from self._synthesize(model_input, text, stream, speed, seed)
+            yield from self._synthesize(model_input, text, stream, speed, seed, character)
 
     def inference_zero_shot(self, tts_text, prompt_text: str, prompt_wav: PathLike, zero_shot_spk_id: str = "",
                             stream: bool = False, speed: float = 1.0, text_frontend: bool = True,
@@ -241,8 +298,8 @@ class CosyVoice3(CosyVoice2):
     SYSTEM_PROMPT = "You are a helpful assistant."
 
     def __init__(self, model_dir: str, load_trt: bool = False, load_vllm: bool = False, fp16: bool = False,
-                 trt_concurrent: int = 1):
-        self._load(model_dir, fp16, load_trt=load_trt, load_vllm=load_vllm)
+                 trt_concurrent: int = 1, characters: Optional[Sequence[PathLike]] = None):
+        self._load(model_dir, fp16, characters, load_trt=load_trt, load_vllm=load_vllm)
         self._end_of_prompt_id = int(self.model.llm.END_OF_PROMPT_ID)
         ids = self.frontend.tokenizer.encode(f"{self.SYSTEM_PROMPT}<|endofprompt|>",
                                              allowed_special=self.frontend.allowed_special)

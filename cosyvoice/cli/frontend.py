@@ -18,6 +18,7 @@ from typing import Callable, Dict, Iterator, Tuple, Union
 import torch
 
 from cosyvoice.audio.io import load_wav
+from cosyvoice.dataset.processor import END_OF_PROMPT, speaker_tag  # noqa: F401 - the one definition of both
 from cosyvoice.text.normalizer import TextFrontend
 from cosyvoice.utils.errors import UserError
 from cosyvoice.utils.onnx import MAX_TOKENIZER_SECONDS, EmbeddingExtractor, SpeechTokenizer
@@ -25,7 +26,6 @@ from cosyvoice.audio.level import active_loudness_db
 
 logger = logging.getLogger(__name__)
 
-END_OF_PROMPT = "<|endofprompt|>"
 PathLike = Union[str, os.PathLike]
 # A prompt must carry a voice: at least this long (12 speech tokens; 3-10 s is typical) and not silent (its active
 # loudness, cosyvoice.audio.level.active_loudness_db, at or above this many dBFS; a quiet recording is ~ -40).
@@ -184,10 +184,16 @@ class CosyVoiceFrontEnd:
         return info
 
     def frontend_sft(self, tts_text, spk_id: str) -> Dict[str, torch.Tensor]:
+        """The speaker's embedding for the LLM and the flow; a speaker of a multi-speaker SFT model (an entry with
+        ``speaker_tag``) also gets its tag as the prompt text, as it was trained."""
         text_token, text_token_len = self._extract_text_token(tts_text)
-        embedding = self._speaker(spk_id, "embedding", "sft")["embedding"]
-        return {"text": text_token, "text_len": text_token_len, "llm_embedding": embedding,
-                "flow_embedding": embedding}
+        info = self._speaker(spk_id, "embedding", "sft")
+        embedding = info["embedding"]
+        model_input = {"text": text_token, "text_len": text_token_len, "llm_embedding": embedding,
+                       "flow_embedding": embedding}
+        if info.get("speaker_tag"):
+            model_input["prompt_text"], model_input["prompt_text_len"] = self._extract_text_token(info["speaker_tag"])
+        return model_input
 
     def frontend_zero_shot(self, tts_text, prompt_text: str, prompt_wav: PathLike, resample_rate: int,
                            zero_shot_spk_id: str) -> Dict[str, torch.Tensor]:

@@ -15,6 +15,9 @@ Differences, all on purpose:
 * Each call keeps its state (tokens, vocoder and flow caches) under its own ``uuid4`` key, so concurrent calls
   never see each other's tokens.
 * ``speed`` other than 1.0 with ``stream=True`` is an error (the official code silently ignores it).
+* Characters (``add_character``, ``tts(..., character=...)``): LoRA adapters of several fine-tuned voices live on the
+  one llm (and flow) unmerged, and a call uses only its own (:class:`cosyvoice.utils.lora.AdapterSwitch`: calls of
+  one character run together, others wait their turn); a character's fully fine-tuned flow is its own module.
 * A streaming chunk runs the flow's 10 Euler steps on its new frames only, reusing the state of the earlier frames
   (``flow.inference_chunk``); the official code recomputes the whole prefix each time. Same numbers (to float
   rounding), cost linear instead of quadratic in the length; the last chunk still runs the whole utterance.
@@ -29,7 +32,8 @@ import math
 import threading
 import uuid as uuid_lib
 from contextlib import nullcontext
-from typing import Dict, Generator, Iterator, List, Optional
+from dataclasses import dataclass
+from typing import Any, Dict, Generator, Iterator, List, Optional
 
 import numpy as np
 import torch
@@ -37,6 +41,7 @@ import torch.nn.functional as F
 
 from cosyvoice.hifigan.generator import load_hift
 from cosyvoice.utils.common import fade_in_out, load_checkpoint_strict
+from cosyvoice.utils import lora
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +53,15 @@ class _LLMJob:
         self.cond = threading.Condition()
         self.cancel = threading.Event()
         self.error: Optional[BaseException] = None
+
+
+@dataclass
+class _CharacterModules:
+    """What one character's calls use instead of the base modules (None: the base one)."""
+
+    llm_adapter: Optional[str] = None              # adapter name on the shared llm
+    flow: Optional[torch.nn.Module] = None         # the character's own flow (fully fine-tuned)
+    flow_adapter: Optional[str] = None             # adapter name on the shared flow
 
 
 class CosyVoice2Model:
@@ -81,6 +95,12 @@ class CosyVoice2Model:
         self.flow_cache_max_frames = 1000
         self._jobs: Dict[str, _LLMJob] = {}
         self.silent_tokens: List[int] = []            # CosyVoice2 has none; CosyVoice3 caps runs of them
+        # characters (add_character): adapters on the shared llm/flow, switched per call, and flows of their own
+        self._characters: Dict[str, _CharacterModules] = {}
+        self._adapter_names: Dict[str, str] = {}      # "<llm|flow>:<key>" -> adapter name (one copy per file)
+        self._own_flows: Dict[str, torch.nn.Module] = {}  # key -> fully fine-tuned flow (one copy per file)
+        self._switches: Dict[str, Any] = {}           # "llm"/"flow" -> cosyvoice.utils.lora.AdapterSwitch
+        self._call_modules: Dict[str, Optional[_CharacterModules]] = {}
 
     # --------------------------------------------------------------------------------------------------- loading
     def load(self, llm_model: str, flow_model: str, hift_model: str) -> None:
@@ -90,6 +110,69 @@ class CosyVoice2Model:
         load_hift(self.hift, hift_model)
         for module in (self.llm, self.flow, self.hift):
             module.to(self.device).eval()
+
+    # ------------------------------------------------------------------------------------------------ characters
+    def add_character(self, name: str, llm_adapter=None, llm_lora=None, llm_key: str = "",
+                      flow_weights=None, flow_lora=None, flow_key: str = "") -> None:
+        """Register character ``name`` for ``tts(..., character=name)``.
+
+        ``llm_adapter`` (a path or state_dict) with its ``llm_lora`` settings (cosyvoice.utils.lora.LoraSettings):
+        a LoRA adapter put, unmerged, on the shared llm. ``flow_weights``: with ``flow_lora`` a LoRA adapter of the
+        shared flow, without it a fully fine-tuned flow held by the character. ``*_key`` (e.g. the file's sha256)
+        identifies the weights: characters with the same key share one copy. Not while a call is running.
+        """
+        import copy
+
+
+        with self.lock:
+            if self._jobs:
+                raise RuntimeError("add_character while synthesis is running: add characters first")
+            if name in self._characters:
+                raise ValueError(f"character {name!r} is already loaded")
+            modules = _CharacterModules()
+            if llm_adapter is not None:
+                modules.llm_adapter = self._put_adapter("llm", self.llm, llm_adapter, llm_lora, llm_key or name)
+            if flow_weights is not None and flow_lora is not None:
+                modules.flow_adapter = self._put_adapter("flow", self.flow, flow_weights, flow_lora, flow_key or name)
+            elif flow_weights is not None:
+                key = flow_key or name
+                if key not in self._own_flows:
+                    if self._switches.get("flow") is not None and lora.adapter_names(self.flow):
+                        raise ValueError("a fully fine-tuned character flow cannot join a flow that carries LoRA "
+                                         "adapters of other characters")
+                    flow = copy.deepcopy(self.flow)
+                    load_checkpoint_strict(flow, flow_weights)
+                    self._own_flows[key] = flow.to(self.device).eval()
+                modules.flow = self._own_flows[key]
+            self._characters[name] = modules
+
+    def _put_adapter(self, part: str, module: torch.nn.Module, weights, settings, key: str) -> str:
+
+        full_key = f"{part}:{key}"
+        if full_key not in self._adapter_names:
+            adapter = f"c{len(self._adapter_names)}"
+            lora.add_adapter(module, settings, name=adapter, trainable=False)
+            lora.load_adapter_state_dict(module, weights, adapter)
+            module.to(self.device).eval()  # the new LoRA layers, on the module's device, dropout off
+            self._adapter_names[full_key] = adapter
+            switch = self._switches.setdefault(part, lora.AdapterSwitch(module))
+            switch.refresh()
+        return self._adapter_names[full_key]
+
+    def characters(self) -> List[str]:
+        return list(self._characters)
+
+    def _use(self, part: str, uuid: str):
+        """The adapter of ``part`` (llm or flow) for the call ``uuid`` (none: the base module), held for a block."""
+        switch = self._switches.get(part)
+        if switch is None:
+            return nullcontext()
+        modules = self._call_modules.get(uuid)
+        return switch.use(getattr(modules, f"{part}_adapter") if modules is not None else None)
+
+    def _flow_for(self, uuid: str) -> torch.nn.Module:
+        modules = self._call_modules.get(uuid)
+        return modules.flow if modules is not None and modules.flow is not None else self.flow
 
     def _flow_chunks(self) -> bool:
         """Whether streaming chunks go through the flow's incremental ``inference_chunk``."""
@@ -128,15 +211,16 @@ class CosyVoice2Model:
         (None: the global RNG, as the official code).
         """
         flow_inputs = self._flow_inputs(token, prompt_token, prompt_feat, embedding)
-        with self._autocast():
+        flow = self._flow_for(uuid)
+        with self._use("flow", uuid), self._autocast():
             if stream and not finalize and self._flow_chunks():
-                tts_mel, self.flow_cache_dict[uuid] = self.flow.inference_chunk(
+                tts_mel, self.flow_cache_dict[uuid] = flow.inference_chunk(
                     **flow_inputs, token_offset=token_offset, cache=self.flow_cache_dict.get(uuid),
                     max_cache_frames=self.flow_cache_max_frames)
             else:
                 self.flow_cache_dict.pop(uuid, None)
-                tts_mel, _ = self.flow.inference(**flow_inputs, streaming=stream, finalize=finalize)
-                tts_mel = tts_mel[:, :, token_offset * self.flow.token_mel_ratio:]
+                tts_mel, _ = flow.inference(**flow_inputs, streaming=stream, finalize=finalize)
+                tts_mel = tts_mel[:, :, token_offset * flow.token_mel_ratio:]
         cache = self.hift_cache_dict[uuid]
         if cache is not None:
             tts_mel = torch.concat([cache["mel"], tts_mel], dim=2)
@@ -182,7 +266,7 @@ class CosyVoice2Model:
             embedding=llm_embedding.to(self.device))
         if seed is not None:
             prompt_kwargs["generator"] = torch.Generator(device=self.device).manual_seed(int(seed))
-        with self._autocast():
+        with self._use("llm", uuid), self._autocast():
             if isinstance(text, Iterator):
                 tokens = self.llm.inference_bistream(text=text, **prompt_kwargs)
             else:
@@ -241,7 +325,7 @@ class CosyVoice2Model:
             flow_prompt_speech_token: torch.Tensor = torch.zeros(1, 0, dtype=torch.int32),
             prompt_speech_feat: torch.Tensor = torch.zeros(1, 0, 80),
             source_speech_token: torch.Tensor = torch.zeros(1, 0, dtype=torch.int32),
-            stream: bool = False, speed: float = 1.0, seed: Optional[int] = None,
+            stream: bool = False, speed: float = 1.0, seed: Optional[int] = None, character: Optional[str] = None,
             **kwargs) -> Generator[Dict[str, torch.Tensor], None, None]:
         """Synthesize one text; yields ``{'tts_speech': float32 (1, samples)}`` on the CPU, once, or per chunk.
 
@@ -250,11 +334,16 @@ class CosyVoice2Model:
         number of hops, each later chunk ``stream_scale_factor`` times the previous one, at most
         ``token_max_hop_len``; a chunk is made once ``pre_lookahead_len`` more tokens exist, as look-ahead.
         What is left when the LLM ends (at least the look-ahead) is the last chunk.
+        ``character`` (an addition): a character of :meth:`add_character` whose adapters and flow this call uses
+        (None: the base modules); other calls are never affected by it.
         """
         if stream and speed != 1.0:
             raise ValueError(f"speed {speed} needs stream=False: speed change works only without streaming")
+        if character is not None and character not in self._characters:
+            raise ValueError(f"unknown character {character!r} (loaded: {', '.join(self._characters) or 'none'})")
         this_uuid = str(uuid_lib.uuid4())  # uuid1 may draw from python's global random
         with self.lock:
+            self._call_modules[this_uuid] = self._characters.get(character) if character is not None else None
             self._jobs[this_uuid] = _LLMJob()
             self.tts_speech_token_dict[this_uuid], self.llm_end_dict[this_uuid] = [], False
             self.hift_cache_dict[this_uuid] = None
@@ -305,7 +394,7 @@ class CosyVoice2Model:
             worker.join()
             with self.lock:
                 for table in (self.tts_speech_token_dict, self.llm_end_dict, self.hift_cache_dict,
-                              self.flow_cache_dict, self._jobs):
+                              self.flow_cache_dict, self._jobs, self._call_modules):
                     table.pop(this_uuid, None)
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
@@ -344,9 +433,10 @@ class CosyVoice3Model(CosyVoice2Model):
         eval mode the causal HiFT draws nothing).
         """
         flow_inputs = self._flow_inputs(token, prompt_token, prompt_feat, embedding)
-        with self._autocast():
-            tts_mel, _ = self.flow.inference(**flow_inputs, streaming=stream, finalize=finalize)
-        tts_mel = tts_mel[:, :, token_offset * self.flow.token_mel_ratio:].float()
+        flow = self._flow_for(uuid)
+        with self._use("flow", uuid), self._autocast():
+            tts_mel, _ = flow.inference(**flow_inputs, streaming=stream, finalize=finalize)
+        tts_mel = tts_mel[:, :, token_offset * flow.token_mel_ratio:].float()
         cache = self.hift_cache_dict[uuid]
         if cache is not None:
             tts_mel = torch.concat([cache["mel"], tts_mel], dim=2)

@@ -111,6 +111,25 @@ def unreadable_shard(src: str, error: BaseException) -> DataError:
                      f"damaged or truncated; rerun stage 3 (tools/make_parquet_list.py) for its data dir")
 
 
+END_OF_PROMPT = "<|endofprompt|>"
+
+
+def speaker_tag(spk: str) -> str:
+    """The text a multi-speaker SFT model is trained with before each of ``spk``'s texts (the CosyVoice2 paper's
+    speaker prompt, ``<speaker><|endofprompt|>``, in the place of an instruction)."""
+    return f"{spk}{END_OF_PROMPT}"
+
+
+def add_speaker_tag(data: Iterable[Sample], mode: str = "train"):
+    """Put :func:`speaker_tag` of the row's ``spk`` in front of its ``text`` (before ``tokenize``; the trainer
+    inserts this stage when ``train_conf.speaker_tag`` is true). At synthesis the same tag is the prompt text of
+    the speaker's SFT calls, so the LLM reads ``[sos, tag + text, task_id]`` in both."""
+    for sample in data:
+        _require(sample, ["text", "spk"], "add_speaker_tag", "the parquet rows need 'text' and 'spk' columns")
+        sample["text"] = speaker_tag(str(sample["spk"])) + sample["text"]
+        yield sample
+
+
 def tokenize(data: Iterable[Sample], get_tokenizer: Callable, allowed_special, mode: str = "train",
              default_instruct: Optional[str] = None):
     """Add ``text_token`` (and ``instruct_token`` when the row has ``instruct``) from ``get_tokenizer()``.

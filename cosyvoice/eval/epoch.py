@@ -96,9 +96,14 @@ class EpochEvaluator:
 
         check_pretrained_dir(cosyvoice_dir)
         self.cosyvoice_dir = cosyvoice_dir
-        self.spk, items = runner.read_items(test_data_dir, spk_id)
+        speakers = runner.read_speakers(test_data_dir, spk_id)
+        self.spk, items = next(iter(speakers.items()))
+        if len(speakers) > 1:
+            logger.info("per-epoch evaluation: %s has %d speakers; evaluating the first, %s", test_data_dir,
+                        len(speakers), self.spk)
         self.items = runner.spread(items, num_utts)
-        self.embedding = self._speaker_embedding(cosyvoice_dir, train_data_dir, self.spk)  # (1, 192)
+        self.entry = self._speaker_entry(cosyvoice_dir, train_data_dir, self.spk)
+        self.embedding = self.entry["embedding"]  # (1, 192)
         self.seed = seed
         self.max_token_text_ratio = max_token_text_ratio
         self.wav_dir = wav_dir
@@ -112,8 +117,9 @@ class EpochEvaluator:
                     "on" if self.asr is not None else f"skipped ({self.asr_status['reason']})")
 
     @staticmethod
-    def _speaker_embedding(cosyvoice_dir: str, train_data_dir: Optional[str], spk: str) -> torch.Tensor:
-        """(1, 192): from ``train_data_dir``'s spk2embedding.pt when given, else from the model dir's spk2info.pt."""
+    def _speaker_entry(cosyvoice_dir: str, train_data_dir: Optional[str], spk: str) -> Dict:
+        """The SFT entry {'embedding': (1, 192)}: from ``train_data_dir``'s spk2embedding.pt when given, else the
+        model dir's spk2info.pt entry (with its speaker tag, for a multi-speaker run)."""
 
         if train_data_dir:
             path = os.path.join(train_data_dir, "spk2embedding.pt")
@@ -127,15 +133,17 @@ class EpochEvaluator:
         table = torch.load(path, map_location="cpu", weights_only=True)
         if spk not in table:
             raise runner.EvalInputError(f"speaker '{spk}' is not in {path} (it has: {', '.join(sorted(table))})")
-        value = table[spk]["embedding"] if isinstance(table[spk], dict) else table[spk]
-        return torch.as_tensor(value, dtype=torch.float32).reshape(1, -1)
+        entry = dict(table[spk]) if isinstance(table[spk], dict) else {"embedding": table[spk]}
+        entry["embedding"] = torch.as_tensor(entry["embedding"], dtype=torch.float32).reshape(1, -1)
+        return entry
 
     @property
     def cosyvoice(self):
         """The CosyVoice2 / CosyVoice3 of ``cosyvoice_dir`` with the speaker registered (built on first use)."""
         if self._cosyvoice is None:
             cv = AutoModel(model_dir=self.cosyvoice_dir)
-            cv.frontend.spk2info[self.spk] = {"embedding": self.embedding.to(cv.frontend.device)}
+            cv.frontend.spk2info[self.spk] = {k: v.to(cv.frontend.device) if torch.is_tensor(v) else v
+                                              for k, v in self.entry.items()}
             self._cosyvoice = cv
         return self._cosyvoice
 

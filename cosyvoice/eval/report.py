@@ -75,6 +75,31 @@ def collect_training(train_dir) -> Optional[Dict]:
     return {"name": d.name, "dir": str(d), "scalars": scalars, "records": records}
 
 
+def training_facts(found: Dict) -> Dict:
+    """How a training dir fine-tuned its model: mode and trainable parameters (finetune.json), the size of one
+    checkpoint, the median seconds per update and the peak memory of the run (TensorBoard ``speed/*``)."""
+    from statistics import median
+
+    from cosyvoice.utils import checkpoint as ckpt
+
+    d = Path(found["dir"])
+    facts: Dict = {"finetune": None, "trainable_parameters": None, "parameters": None, "checkpoint_mb": None,
+                   "step_s": None, "peak_memory_mb": None}
+    record = d / "finetune.json"
+    if record.is_file():
+        info = json.loads(record.read_text(encoding="utf-8"))
+        facts.update({k: info.get(k) for k in ("finetune", "trainable_parameters", "parameters")})
+    checkpoints = ckpt.list_checkpoints(d)
+    if checkpoints and (d / checkpoints[-1].model_file).is_file():
+        facts["checkpoint_mb"] = (d / checkpoints[-1].model_file).stat().st_size / 2 ** 20
+        facts["finetune"] = facts["finetune"] or checkpoints[-1].finetune
+    steps = [v for _, v in found["scalars"].get("speed/step_s", [])]
+    memory = [v for _, v in found["scalars"].get("speed/peak_memory_mb", [])]
+    facts["step_s"] = median(steps) if steps else None
+    facts["peak_memory_mb"] = max(memory) if memory else None
+    return facts
+
+
 def _series(points: Sequence[Tuple[float, Optional[float]]]) -> Tuple[List[float], List[float]]:
     kept = [(x, y) for x, y in points if y is not None]
     return [x for x, _ in kept], [y for _, y in kept]
@@ -252,6 +277,68 @@ def utterance_table(metrics: Dict, exp_dir: Path, embed_audio: bool) -> str:
     return f"<table class='utts'><tr><th>Text</th>{head}</tr>{''.join(rows)}</table>"
 
 
+def speakers_section(metrics: Dict) -> str:
+    """Per-speaker metric tables and the speaker separation check (a run of several speakers), else ''."""
+    speakers = metrics.get("speakers") or {}
+    if len(speakers) < 2:
+        return ""
+    e = html.escape
+    parts = ["<h2>Per speaker</h2>"]
+    for spk, info in speakers.items():
+        prompt = info.get("prompt") or {}
+        parts.append(f"<h3>Speaker {e(spk)}</h3><p class='note'>{len(info.get('utts', []))} test text(s); the base "
+                     f"model's zero-shot prompt: {e(prompt.get('utt', ''))} (\u201c{e(prompt.get('text', ''))}"
+                     f"\u201d)</p>")
+        parts.append(metrics_table({"summary": info["summary"], "asr": metrics.get("asr", {})}))
+    separation = metrics.get("separation") or {}
+    if separation:
+        names = list(speakers)
+        parts.append("<h3>Speaker separation</h3><p class='note'>Mean speaker similarity (CAM++ cosine) of each "
+                     "speaker's synthesized clips to the centroid of every speaker's real test clips. Each row "
+                     "should be highest in its own column: A's outputs closer to A's real clips than to B's.</p>")
+        for system in ("sft", "base"):
+            if system not in separation:
+                continue
+            head = "".join(f"<th>to {e(n)}'s real clips</th>" for n in names)
+            rows = []
+            for spk in names:
+                row = separation[system]["speakers"].get(spk, {})
+                cells = []
+                for other in names:
+                    value = (row.get("sim") or {}).get(other)
+                    cls = " class='best'" if other == row.get("closest") else ""
+                    cells.append(f"<td{cls}>{_fmt(value)}</td>")
+                verdict = "yes" if row.get("ok") else f"no: closest to {e(str(row.get('closest')))}"
+                rows.append(f"<tr><th class='label'>{e(spk)}'s clips</th>{''.join(cells)}<td>{verdict}</td></tr>")
+            label = SYSTEM_LABELS.get(system, system)
+            ok = "every speaker is closest to itself" if separation[system]["ok"] else "<b>not separated</b>"
+            parts.append(f"<p class='note'>{e(label)}: {ok}</p><table class='metrics'><tr><th>Clips</th>{head}"
+                         f"<th>Closest to its own?</th></tr>{''.join(rows)}</table>")
+    return "".join(parts)
+
+
+def finetune_section(training: Dict) -> str:
+    """The fine-tuning facts of each trained model (full vs LoRA: parameters, checkpoint size, speed, memory)."""
+    rows = []
+    for name, info in training.items():
+        f = info.get("facts") or {}
+        if not any(v is not None for v in f.values()):
+            continue
+        params = ("n/a" if f.get("trainable_parameters") is None else
+                  f"{f['trainable_parameters'] / 1e6:.2f}M of {f['parameters'] / 1e6:.2f}M")
+        size = "n/a" if f.get("checkpoint_mb") is None else f"{f['checkpoint_mb']:.2f} MB"
+        step = "n/a" if f.get("step_s") is None else f"{f['step_s']:.3g} s"
+        memory = "n/a" if f.get("peak_memory_mb") is None else f"{f['peak_memory_mb']:.0f} MB"
+        rows.append(f"<tr><th class='label'>{html.escape(name)}</th><td>{html.escape(str(f.get('finetune')))}</td>"
+                    f"<td>{params}</td><td>{size}</td><td>{step}</td><td>{memory}</td></tr>")
+    if not rows:
+        return ""
+    return ("<h2>Fine-tuning</h2><table class='metrics'><tr><th>Model</th><th>Fine-tuning</th><th>Trainable "
+            "parameters</th><th>One checkpoint</th><th>Seconds per update (median)</th><th>Peak memory</th></tr>"
+            + "".join(rows) + "</table><p class='note'>Full fine-tuning trains every weight; LoRA trains small "
+            "adapters on the frozen model (README: Which fine-tuning to choose).</p>")
+
+
 STYLE = """
 body { font-family: -apple-system, 'Segoe UI', Roboto, 'Noto Sans', 'Noto Sans CJK SC', sans-serif; margin: 24px;
        color: #222; max-width: 1240px; }
@@ -281,7 +368,9 @@ def render_html(metrics: Dict, exp_dir: Path, summary_plot: Optional[Path], plot
             f"text(s) from {e(metrics.get('test_data_dir', ''))}",
             f"Base model: {e(metrics.get('pretrained_model_dir', ''))}, zero-shot from the training clip "
             f"{e(prompt.get('utt', ''))} (\u201c{e(prompt.get('text', ''))}\u201d)",
-            f"Fine-tuned model: {e(metrics.get('model_dir', ''))}, SFT speaker {e(metrics.get('speaker', ''))}",
+            f"Fine-tuned model: {e(metrics.get('model_dir', ''))}"
+            + (f" with the character(s) {e(', '.join(metrics['characters']))}" if metrics.get("characters") else "")
+            + f", SFT speaker {e(metrics.get('speaker', ''))}",
             asr_line,
             f"Generated {e(metrics.get('created', ''))}"]
     version = get_version(metrics.get("model_version") or "cosyvoice2")  # metrics written before v3 lack it
@@ -313,8 +402,10 @@ def render_html(metrics: Dict, exp_dir: Path, summary_plot: Optional[Path], plot
 <p class="note">Bold: the better of base and fine-tuned. SIM of the real recordings is to the centroid of the other
 real test clips; their CER/WER is the ASR model's own error, the floor for the others. CER scores texts holding
 Chinese by characters; WER scores the others by words; both ignore case and punctuation.</p>
+{speakers_section(metrics)}
 <h2>Listen: real / base / fine-tuned</h2>
 {utterance_table(metrics, exp_dir, embed_audio)}
+{finetune_section(metrics.get('training') or {})}
 <h2>Training curves</h2>
 {plot_html or '<p class="note">No training logs found.</p>'}
 </body></html>
@@ -351,7 +442,7 @@ def write_report(exp_dir, metrics: Dict, train_dirs: Sequence = (), embed_audio:
         if found is None:
             missing.append(str(d))
             continue
-        training[found["name"]] = {"dir": found["dir"], "epochs": found["records"]}
+        training[found["name"]] = {"dir": found["dir"], "epochs": found["records"], "facts": training_facts(found)}
         png = exp_dir / PLOTS_DIR / f"{found['name']}_curves.png"
         if plot_training(found, png):
             plots.append((f"Training: {found['name']}", png))

@@ -83,6 +83,15 @@ def read_items(data_dir: str, spk_id: str = "") -> Tuple[str, List[TestItem]]:
     return spk_id, items
 
 
+def read_speakers(data_dir: str, spk_id: str = "") -> Dict[str, List[TestItem]]:
+    """{speaker: its utterances} of a data dir: every speaker (sorted), or only ``spk_id`` when it is given."""
+    if spk_id:
+        spk, items = read_items(data_dir, spk_id)
+        return {spk: items}
+    utt2spk = read_kaldi_table(os.path.join(data_dir, "utt2spk"))
+    return {spk: read_items(data_dir, spk)[1] for spk in sorted(set(utt2spk.values()))}
+
+
 def spread(items: List, n: int) -> List:
     """``n`` items evenly spread over the list (all of them when ``n`` <= 0 or >= its length)."""
     if n <= 0 or n >= len(items):
@@ -212,6 +221,40 @@ def score(items: List[TestItem], audio: Dict[str, Dict[str, Dict[str, float]]], 
             row[system] = entry
         rows.append(row)
     return summarize(rows, list(audio), asr is not None), rows
+
+
+def speaker_separation(speakers: Dict[str, List[TestItem]], audio: Dict[str, Dict[str, Dict]],
+                       embedder: M.SpeakerEmbedder, systems=("base", "sft")) -> Dict[str, Dict]:
+    """Whether each speaker's synthesized clips sound like that speaker rather than another one of the run.
+
+    For every system and speaker A: the mean CAM++ cosine of A's synthesized clips to the centroid of each
+    speaker's real test clips (``sim``: {B: value}); ``closest``: the speaker with the highest one; ``ok``:
+    ``closest`` is A; ``margin``: A's value minus the best other one. Per system, ``ok`` when every speaker's is.
+    """
+    from cosyvoice.audio.io import load_wav
+
+    def embed(path):
+        wav = load_wav(path, 16000).reshape(-1).numpy()
+        return embedder.embed(wav, 16000) if wav.size >= 400 else None
+
+    centroids = {spk: M.centroid([embed(audio["real"][it.utt]["wav"]) for it in items])
+                 for spk, items in speakers.items()}
+    out = {}
+    for system in systems:
+        if system not in audio:
+            continue
+        table = {}
+        for spk, items in speakers.items():
+            embs = [e for e in (embed(audio[system][it.utt]["wav"]) for it in items if it.utt in audio[system])
+                    if e is not None]
+            sims = {other: M.mean(M.cosine(e, c) for e in embs) for other, c in centroids.items()}
+            known = {k: v for k, v in sims.items() if v is not None}
+            closest = max(known, key=known.get) if known else None
+            rivals = [v for k, v in known.items() if k != spk]
+            table[spk] = {"sim": sims, "closest": closest, "ok": closest == spk,
+                          "margin": (known[spk] - max(rivals)) if spk in known and rivals else None}
+        out[system] = {"speakers": table, "ok": all(t["ok"] for t in table.values())}
+    return out
 
 
 def summarize(rows: List[Dict], systems: List[str], with_asr: bool) -> Dict[str, Dict]:

@@ -53,6 +53,12 @@ def _generator_kwargs(sampling: Callable, generator: Optional[torch.Generator]) 
     return {"generator": generator}
 
 
+def _embed_id(table: nn.Module, index: int) -> torch.Tensor:
+    """(1, 1, D): row ``index`` of an embedding table, through the module (so that a LoRA adapter on the table
+    applies; for a plain table this is exactly ``table.weight[index]``)."""
+    return table(torch.tensor([[int(index)]], device=table.weight.device))
+
+
 def _as_int(x) -> int:
     """A python int from an int, a 0-d tensor or a one-element length tensor."""
     if isinstance(x, torch.Tensor):
@@ -210,9 +216,7 @@ class Qwen2LM(nn.Module):
 
     # ----------------------------------------------------------------------------------------------- helpers
     def _sos_task_emb(self):
-        sos_emb = self.llm_embedding.weight[self.sos].reshape(1, 1, -1)
-        task_id_emb = self.llm_embedding.weight[self.task_id].reshape(1, 1, -1)
-        return sos_emb, task_id_emb
+        return _embed_id(self.llm_embedding, self.sos), _embed_id(self.llm_embedding, self.task_id)
 
     def _embed_text(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.llm.model.model.embed_tokens(tokens)
@@ -381,7 +385,7 @@ class Qwen2LM(nn.Module):
                 break
             yield top_id
             out_tokens.append(top_id)
-            lm_input = self.speech_embedding.weight[top_id].reshape(1, 1, -1)
+            lm_input = _embed_id(self.speech_embedding, top_id)
 
     def _bistream_prefix(self, prompt_text: torch.Tensor):
         """(embeddings fed right after sos before any block, the prompt text left for the blocks)."""
@@ -459,7 +463,7 @@ class Qwen2LM(nn.Module):
                     raise ValueError(self._unexpected_streaming_token(top_id))
                 yield top_id
                 n_speech_out += 1
-                lm_input = self.speech_embedding.weight[top_id].reshape(1, 1, -1)
+                lm_input = _embed_id(self.speech_embedding, top_id)
 
         lm_input = torch.concat([lm_input, text_cache, task_id_emb], dim=1)
         logger.debug("bi-stream: text ended, %d text tokens left; decoding until a stop id", text_cache.size(1))
@@ -472,7 +476,7 @@ class Qwen2LM(nn.Module):
                 break
             yield top_id
             n_speech_out += 1
-            lm_input = self.speech_embedding.weight[top_id].reshape(1, 1, -1)
+            lm_input = _embed_id(self.speech_embedding, top_id)
 
     def _unexpected_streaming_token(self, token: int) -> str:
         return (f"inference_bistream: the model produced stop id {token} while text was still streaming (only "
@@ -526,9 +530,7 @@ class CosyVoice3LM(Qwen2LM):
         self.speech_embedding = nn.Embedding(speech_token_size + 200, llm_input_size)
 
     def _sos_task_emb(self):
-        sos_emb = self.speech_embedding.weight[self.sos].reshape(1, 1, -1)
-        task_id_emb = self.speech_embedding.weight[self.task_id].reshape(1, 1, -1)
-        return sos_emb, task_id_emb
+        return _embed_id(self.speech_embedding, self.sos), _embed_id(self.speech_embedding, self.task_id)
 
     def _instruct_tokens(self, batch: dict, device: torch.device):
         """Instruct ids of the batch, embedded with the text table (ignored in the loss).

@@ -3,7 +3,8 @@
 A checkpoint named ``NAME`` (``epoch_3_whole``, ``epoch_4_step_1200``, ...) in a model dir is:
 
 * ``NAME.pt``: the model's ``state_dict`` only, with exactly the keys of the pretrained ``llm.pt``/``flow.pt``
-  (so it loads strictly anywhere a pretrained file does, and ``average_model.py`` averages these);
+  (so it loads strictly anywhere a pretrained file does, and ``average_model.py`` averages these); with LoRA
+  (sidecar ``finetune: lora``) the adapter's tensors only (see cosyvoice/utils/lora.py), a few MB;
 * the resume state: ``NAME.state.pt`` (optimizer, scheduler, grad scaler, position, RNG states of every rank), or
   for DeepSpeed the engine's checkpoint folder ``NAME.ds/`` (which holds the same things in its own format);
 * ``NAME.ckpt.json``: the sidecar: epoch, step, data position, CV loss/acc, and the sha256 of every file above.
@@ -138,6 +139,7 @@ class CheckpointInfo:
     state: Optional[str] = None        # the resume state (a file or DeepSpeed folder), None once pruned
     saved_at: str = ""
     diverged: Optional[str] = None     # set when the run was stopped by the divergence guard: why
+    finetune: str = "full"             # full: NAME.pt holds every weight; lora: the LoRA adapter only
     version: int = SIDECAR_VERSION
 
     @property

@@ -192,7 +192,12 @@ def read_state_dict(path, map_location="cpu"):
 
 def check_state_dict(module: torch.nn.Module, state: Mapping, name: str) -> None:
     """Raise CheckpointError naming the first missing, unexpected or wrongly shaped keys of ``state``."""
-    expected = module.state_dict()
+    check_state_keys(module.state_dict(), state, name, type(module).__name__)
+
+
+def check_state_keys(expected: Mapping, state: Mapping, name: str, what: str,
+                     hint: str = "is this the checkpoint for this module and config?") -> None:
+    """:func:`check_state_dict` against the tensors ``expected`` (``what`` names them in the message)."""
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     wrong = [
@@ -211,8 +216,5 @@ def check_state_dict(module: torch.nn.Module, state: Mapping, name: str) -> None
     if not_tensor:
         problems.append(f"not tensors: {_first(not_tensor)}")
     if problems:
-        raise CheckpointError(
-            f"{name}: does not fit {type(module).__name__}: " + "; ".join(problems)
-            + " (is this the checkpoint for this module and config?)"
-        )
+        raise CheckpointError(f"{name}: does not fit {what}: " + "; ".join(problems) + f" ({hint})")
 

@@ -52,10 +52,14 @@ _REF = re.compile(r"<([A-Za-z_][\w]*)(?:\[[^>]*\])?>")
 _COMMENT = re.compile(r"#.*$", re.MULTILINE)
 
 
-def train_conf_keys() -> tuple:
-    """Every key the trainer reads of train_conf: :data:`TRAIN_CONF_KEYS` and the divergence guard's."""
+# How the trainer fine-tunes (cosyvoice.utils.lora): optional, a yaml without them trains every weight of one speaker.
+FINETUNE_KEYS = ("finetune", "llm_lora", "flow_lora", "speaker_tag")
 
-    return TRAIN_CONF_KEYS + tuple(GUARD_DEFAULTS)
+
+def train_conf_keys() -> tuple:
+    """Every key the trainer reads of train_conf: :data:`TRAIN_CONF_KEYS`, the fine-tuning mode's
+    (:data:`FINETUNE_KEYS`) and the divergence guard's."""
+    return TRAIN_CONF_KEYS + FINETUNE_KEYS + tuple(GUARD_DEFAULTS)
 
 
 def suggest(key: str, valid: Iterable[str]) -> str:
@@ -173,6 +177,13 @@ def _check_train_conf(path: str, name: str, conf: Mapping, valid: Iterable[str])
                 if key not in args:
                     raise _unknown(path, key, f"in {name}.{optim_conf} (not an argument of torch.optim."
                                    f"{OPTIMIZERS[kind]})", args)
+    for block in ("llm_lora", "flow_lora"):
+        if isinstance(conf.get(block), Mapping):
+            from cosyvoice.utils.lora import SETTING_KEYS
+
+            for key in conf[block]:
+                if key not in SETTING_KEYS:
+                    raise _unknown(path, key, f"in {name}.{block} (not a LoRA setting)", SETTING_KEYS)
     kind = conf.get("scheduler")
     if isinstance(kind, str) and isinstance(conf.get("scheduler_conf"), Mapping):
         if kind not in SCHEDULERS:

@@ -33,11 +33,10 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 import torch
 from tqdm import tqdm
 
-from cosyvoice.utils import checkpoint as ckpt
-from cosyvoice.utils.divergence import DivergenceGuard, TrainingDiverged, mark_run_diverged
+from cosyvoice.utils import checkpoint as ckpt, lora
+from cosyvoice.utils.divergence import DivergenceGuard, mark_run_diverged, TrainingDiverged
 from cosyvoice.utils.train_utils import (DistInfo, TrainSetupError, all_gather_object, all_reduce_mean,
                                          all_reduce_min, autocast, barrier, unwrap)
-from cosyvoice.utils.common import load_checkpoint_strict
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +109,18 @@ class Throughput:
                           ("mel_frames_per_s", "mel frames/s")):
             if key in speed:
                 parts.append(f"{speed[key]:.1f} {unit}")
+        if "peak_memory_mb" in speed:
+            parts.append(f"peak memory {speed['peak_memory_mb']:.0f} MB")
         return ", ".join(parts)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """The most memory this process has used so far: CUDA tensors on a GPU, else the resident set size (MB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
 class Executor:
@@ -263,6 +273,8 @@ class Executor:
                                 **{f"count/{k}": v for k, v in counts.items()}}, self.info)
         losses = {k[5:]: v for k, v in both.items() if k.startswith("loss/")}
         speed = Throughput.rates({k[6:]: v for k, v in both.items() if k.startswith("count/")}, self.info.world_size)
+        if speed:
+            speed["peak_memory_mb"] = peak_memory_mb(self.info.device)
         lr = self.optimizer.param_groups[0]["lr"]
         text = " ".join(f"{k} {v:.4f}" for k, v in sorted(losses.items()))
         logger.info("epoch %d step %d: %s lr %.3g grad_norm %.3f | %s", self.epoch, self.step, text, lr, grad_norm,
@@ -302,11 +314,17 @@ class Executor:
         return cv
 
     # ------------------------------------------------------------------------------------------ checkpoints
+    @property
+    def finetune(self) -> str:
+        """'lora' when the module carries the LoRA adapter being trained, else 'full'."""
+        return "lora" if lora.is_lora(unwrap(self.model)) else "full"
+
     def weights(self) -> Dict[str, torch.Tensor]:
         """The module's state_dict as the pretrained files hold it: CPU, float32 (a DeepSpeed bf16/fp16 module is
-        widened; its exact fp32 master weights stay in the DeepSpeed folder)."""
+        widened; its exact fp32 master weights stay in the DeepSpeed folder). With LoRA: the adapter's tensors
+        only (cosyvoice.utils.lora's adapter file)."""
         return {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype)
-                for k, v in unwrap(self.model).state_dict().items()}
+                for k, v in lora.trained_state_dict(unwrap(self.model)).items()}
 
     def train_state(self) -> Dict[str, Any]:
         return {
@@ -320,7 +338,7 @@ class Executor:
         info = ckpt.CheckpointInfo(
             name=name, epoch=self.epoch if epoch is None else epoch, step=self.step,
             resume_epoch=self.epoch, resume_batch=self.batch_in_epoch, world_size=self.info.world_size,
-            train_engine=self.engine, cv={k: float(v) for k, v in cv.items()})
+            train_engine=self.engine, cv={k: float(v) for k, v in cv.items()}, finetune=self.finetune)
         position = {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step,
                     "world_size": self.info.world_size, "rng": all_gather_object(ckpt.get_rng_state(), self.info),
                     "guard": self.guard.state_dict()}
@@ -330,7 +348,7 @@ class Executor:
                 _remove_stale(self.model_dir / info.state)
             barrier(self.info)
             self.model.save_checkpoint(str(self.model_dir), tag=info.state, client_state={"position": position},
-                                       save_latest=False)
+                                       save_latest=False, exclude_frozen_parameters=self.finetune == "lora")
             barrier(self.info)
             if self.info.is_main:
                 ckpt.save_checkpoint(self.model_dir, info, self.weights(), None)
@@ -338,7 +356,10 @@ class Executor:
             ckpt.save_checkpoint(self.model_dir, info, self.weights(), {**self.train_state(), "position": position})
         if self.info.is_main:
             cv_text = f", CV loss {cv['loss']:.4f}" if "loss" in cv else ""
-            logger.info("saved checkpoint %s (step %d%s)", self.model_dir / f"{name}.pt", self.step, cv_text)
+            size = (self.model_dir / f"{name}.pt").stat().st_size / 2 ** 20
+            what = "LoRA adapter only" if self.finetune == "lora" else "all weights"
+            logger.info("saved checkpoint %s (%.2f MB, %s; step %d%s)", self.model_dir / f"{name}.pt", size, what,
+                        self.step, cv_text)
             pruned = ckpt.prune_train_states(self.model_dir, self.keep_states)
             if pruned:
                 logger.info("dropped the resume state of %s (weights kept)", ", ".join(pruned))
@@ -346,7 +367,6 @@ class Executor:
 
     def resume(self, info: ckpt.CheckpointInfo) -> None:
         """Restore everything saved by :meth:`save` from checkpoint ``info`` (already verified)."""
-
         if info.world_size != self.info.world_size:
             raise TrainSetupError(
                 f"checkpoint {info.name} was written by {info.world_size} process(es), this run has "
@@ -355,15 +375,19 @@ class Executor:
         if info.train_engine != self.engine:
             raise TrainSetupError(f"checkpoint {info.name} was written with --train_engine {info.train_engine}, "
                                f"this run uses {self.engine}; resume with the same engine")
+        if info.finetune != self.finetune:
+            raise TrainSetupError(f"checkpoint {info.name} was written with --finetune {info.finetune}, this run "
+                                  f"uses {self.finetune}; resume with the same --finetune")
         if self.engine == "deepspeed":
             _, client = self.model.load_checkpoint(str(self.model_dir), tag=info.state, load_optimizer_states=True,
-                                                   load_lr_scheduler_states=True)
+                                                   load_lr_scheduler_states=True,
+                                                   load_module_strict=self.finetune != "lora")
             if client is None:
                 raise ckpt.CheckpointCorrupt(f"DeepSpeed could not load {self.model_dir / info.state}")
             position = client["position"]
         else:
-            load_checkpoint_strict(unwrap(self.model), self.model_dir / info.model_file,
-                                   map_location=self.info.device)
+            lora.load_trained_state(unwrap(self.model), self.model_dir / info.model_file,
+                                    map_location=self.info.device)
             state = ckpt.load_train_state(self.model_dir, info)
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])

@@ -247,7 +247,12 @@ class SampleRenderer:
         self.base_llm_state = {k: v.detach().clone() for k, v in model.llm.state_dict().items()}
         self.tuned_llm_state = None
         if self.kind == "flow" and self.base_llm:
+            from cosyvoice.utils import lora
+
             self.tuned_llm_state = torch_load(self.base_llm)
+            if lora.is_adapter_state(self.tuned_llm_state):  # a LoRA llm run: its adapter on the base llm
+                settings = lora.training_dir_settings(Path(self.base_llm).parent, "llm")
+                self.tuned_llm_state = lora.merge_adapter(model.llm, self.tuned_llm_state, settings)
         return cosyvoice
 
     def __call__(self, module, epoch: int, step: int, tracker: Optional[Tracker]) -> List[Path]:
@@ -262,7 +267,9 @@ class SampleRenderer:
         if self.cosyvoice is None:
             self.cosyvoice = self._load()
         model = self.cosyvoice.model
-        getattr(model, self.kind).load_state_dict(module.state_dict())
+        from cosyvoice.utils import lora
+
+        getattr(model, self.kind).load_state_dict(lora.plain_copy(module))  # a LoRA module: its adapter merged
         passes = [(self.kind, None)]
         if self.tuned_llm_state is not None:
             passes.append(("llm_flow", self.tuned_llm_state))

@@ -188,18 +188,46 @@ TRAIN_OVERRIDES = {
 }
 
 
-def config_overrides(args) -> Dict[str, Any]:
-    """Nested hyperpyyaml overrides from ``qwen_pretrain_path`` and the options of :data:`TRAIN_OVERRIDES`."""
+# train_conf keys a yaml may lack (an official cosyvoice2.yaml does): they then take their defaults, and an option
+# may add them (finetune: full; llm_lora / flow_lora: cosyvoice/utils/lora.py's defaults; speaker_tag: false)
+OPTIONAL_TRAIN_KEYS = ("finetune", "llm_lora", "flow_lora", "speaker_tag")
+
+
+def config_overrides(args, finetune: str = "full") -> Dict[str, Any]:
+    """Nested hyperpyyaml overrides from ``qwen_pretrain_path``, the options of :data:`TRAIN_OVERRIDES` and
+    ``--finetune`` / ``--speaker_tag``. With LoRA (``finetune``: the mode this run trains in) ``--lr`` is the
+    adapters' learning rate, ``train_conf.<model>_lora.lr``."""
     out: Dict[str, Any] = {"qwen_pretrain_path": str(Path(args.qwen_pretrain_path).resolve())}
-    for option, keys in TRAIN_OVERRIDES.items():
-        value = getattr(args, option, None)
-        if value is None:
-            continue
+
+    def put(keys, value):
         node = out
         for k in keys[:-1]:
             node = node.setdefault(k, {})
         node[keys[-1]] = value
+
+    for option, keys in TRAIN_OVERRIDES.items():
+        value = getattr(args, option, None)
+        if value is None:
+            continue
+        if option == "lr" and finetune == "lora":
+            keys = ("train_conf", f"{args.model}_lora", "lr")
+        put(keys, value)
+    if getattr(args, "finetune", None):
+        put(("train_conf", "finetune"), args.finetune)
+    if getattr(args, "speaker_tag", None) is not None:
+        put(("train_conf", "speaker_tag"), str(args.speaker_tag).lower() == "true")
     return out
+
+
+def yaml_train_conf_value(src: str, key: str, default: Any = None) -> Any:
+    """``train_conf.<key>`` of the yaml ``src`` as written (nothing built), or ``default``."""
+    from ruamel.yaml import YAML
+
+    from cosyvoice.utils.config import _read, translate_config_text
+
+    tree = YAML(typ="rt").load(translate_config_text(_read(src)))
+    conf = (tree or {}).get("train_conf") or {}
+    return conf.get(key, default)
 
 
 def resolve_qwen_path(args) -> str:
@@ -259,7 +287,11 @@ def write_train_config(src: str, overrides: Dict[str, Any], out: Path) -> str:
 def _check_override_paths(src: str, tree, overrides, prefix: str = "") -> None:
     for key, value in overrides.items():
         if key not in tree:
+            if prefix == "train_conf." and key in OPTIONAL_TRAIN_KEYS:
+                continue  # an optional train_conf key this yaml lacks: the override adds it
             raise TrainSetupError(f"{src}: has no '{prefix}{key}' to override (is it a cosyvoice2.yaml?)")
+        if prefix.startswith(("train_conf.llm_lora", "train_conf.flow_lora")):
+            continue  # the LoRA settings are checked when they are used (cosyvoice.utils.lora)
         if isinstance(value, dict):
             _check_override_paths(src, tree[key], value, f"{prefix}{key}.")
 
@@ -281,6 +313,11 @@ def check_train_conf(conf: Dict[str, Any], path) -> None:
     for key in ("max_epoch", "accum_grad", "log_interval"):
         if int(conf[key]) < 1:
             raise TrainSetupError(f"{path}: train_conf.{key} must be >= 1, got {conf[key]}")
+    from cosyvoice.utils import lora
+
+    if lora.finetune_mode(conf, f"{path}: train_conf") == "lora":
+        for model in MODELS:
+            lora.lora_settings(conf, model, f"{path}: train_conf")
 
 
 def git_commit(root: Path) -> str:
@@ -323,8 +360,37 @@ def init_model(model: torch.nn.Module, checkpoint: Optional[str]) -> torch.nn.Mo
     return model
 
 
-def init_optimizer(model: torch.nn.Module, conf: Dict[str, Any]) -> torch.optim.Optimizer:
-    """Adam or AdamW over the model's parameters with ``train_conf.optim_conf``.
+def init_finetune(model: torch.nn.Module, conf: Dict[str, Any], name: str, seed: int) -> torch.nn.Module:
+    """``train_conf.finetune``: full: train every weight (nothing to do); lora: freeze the (loaded) weights and add
+    the LoRA adapter of ``train_conf.<name>_lora``, its initial weights drawn from ``seed`` (the same on every
+    process). Returns ``model``."""
+    from cosyvoice.utils import lora
+
+    if lora.finetune_mode(conf) == "full":
+        return model
+    settings = lora.lora_settings(conf, name)
+    lora.add_adapter(model, settings, seed=seed)
+    logger.info("finetune lora: %s", lora.describe(settings, model))
+    return model
+
+
+FINETUNE_RECORD = "finetune.json"  # in the training dir: how the model was fine-tuned (read by the report)
+
+
+def record_finetune(model_dir: Path, model: torch.nn.Module, conf: Dict[str, Any], name: str) -> None:
+    """Write ``<model_dir>/finetune.json``: the mode, the trainable and total parameter counts, the LoRA settings."""
+    from cosyvoice.utils import lora
+
+    mode = lora.finetune_mode(conf)
+    trainable, total = lora.count_parameters(model)
+    record = {"model": name, "finetune": mode, "trainable_parameters": trainable, "parameters": total,
+              "lora": lora.lora_settings(conf, name).to_dict() if mode == "lora" else None}
+    atomic_write_text(Path(model_dir) / FINETUNE_RECORD, json.dumps(record, indent=1) + "\n")
+
+
+def init_optimizer(model: torch.nn.Module, conf: Dict[str, Any], name: Optional[str] = None) -> torch.optim.Optimizer:
+    """Adam or AdamW over the model's trainable parameters with ``train_conf.optim_conf`` (with LoRA, i.e.
+    ``finetune: lora``, its ``lr`` is ``<name>_lora.lr`` when that is set).
 
     Unless ``optim_conf`` names ``fused`` or ``foreach`` itself, the fused implementation (one kernel over all
     parameters) is used where torch has it for the parameters' device and dtype (CPU and CUDA floats): the same
@@ -336,14 +402,21 @@ def init_optimizer(model: torch.nn.Module, conf: Dict[str, Any]) -> torch.optim.
     if conf["optim"] not in kinds:
         raise TrainSetupError(f"unknown train_conf.optim '{conf['optim']}' (use adam or adamw)")
     optim_conf = dict(conf["optim_conf"])
-    params = list(model.parameters())
+    if name is not None and conf.get("finetune", "full") == "lora":
+        from cosyvoice.utils import lora
+
+        settings = lora.lora_settings(conf, name)
+        if settings.lr is not None:
+            optim_conf["lr"] = settings.lr
+    params = [p for p in model.parameters() if p.requires_grad]  # all of them, except with LoRA
     if "fused" not in optim_conf and "foreach" not in optim_conf and fused_supported(params):
         optim_conf["fused"] = True
     try:
         optimizer = kinds[conf["optim"]](params, **optim_conf)
     except (TypeError, ValueError, RuntimeError) as e:
         raise TrainSetupError(f"train_conf.optim_conf {dict(conf['optim_conf'])}: {str(e).splitlines()[0]}") from None
-    logger.info("optimizer %s (%s implementation), %s", conf["optim"], optimizer_impl(optimizer),
+    logger.info("optimizer %s (%s implementation) over %.2fM parameters, %s", conf["optim"],
+                optimizer_impl(optimizer), sum(p.numel() for p in params) / 1e6,
                 {k: v for k, v in optim_conf.items() if k not in ("fused", "foreach")})
     return optimizer
 
@@ -391,7 +464,8 @@ def wrap_ddp(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
     if not info.distributed:
         return model
     device_ids = [info.local_rank] if info.device.type == "cuda" else None
-    # every parameter of Qwen2LM and CausalMaskedDiffWithXvec gets a gradient on every batch
+    # every trainable parameter of Qwen2LM and CausalMaskedDiffWithXvec (or of their LoRA adapters) gets a gradient
+    # on every batch
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=False)
 
 
@@ -429,7 +503,26 @@ def init_deepspeed(model, optimizer, scheduler, ds_config: Dict[str, Any]):
 
     engine, optimizer, _, scheduler = deepspeed.initialize(model=model, optimizer=optimizer,
                                                            lr_scheduler=scheduler, config=ds_config)
+    _drop_every_frozen_name(engine)
     return engine, optimizer, scheduler
+
+
+def _drop_every_frozen_name(engine) -> None:
+    """With ``exclude_frozen_parameters`` (LoRA checkpoints) DeepSpeed drops the frozen weights it finds in
+    ``named_parameters()``, which names a tied weight once: Qwen2's ``lm_head.weight`` (the embedding table, half a
+    GB at full size) would stay in every checkpoint. Drop every name of a frozen weight."""
+    original = engine.module_state_dict
+
+    def module_state_dict(destination=None, prefix="", keep_vars=False, exclude_frozen_parameters=False):
+        state = original(destination=destination, prefix=prefix, keep_vars=keep_vars,
+                         exclude_frozen_parameters=exclude_frozen_parameters)
+        if exclude_frozen_parameters:
+            for name, param in engine.module.named_parameters(remove_duplicate=False):
+                if not param.requires_grad:
+                    state.pop(prefix + name, None)
+        return state
+
+    engine.module_state_dict = module_state_dict
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -440,6 +533,8 @@ def init_dataloaders(args, configs: Dict[str, Any]):
 
 
     pipeline = configs["data_pipeline"]
+    if configs["train_conf"].get("speaker_tag", False):
+        pipeline = with_speaker_tags(pipeline)
     train_set = Dataset(args.train_data, pipeline, mode="train", shuffle=True, partition=True, seed=args.seed)
     cv_set = Dataset(args.cv_data, pipeline, mode="dev", shuffle=False, partition=False, seed=args.seed)
 
@@ -450,3 +545,16 @@ def init_dataloaders(args, configs: Dict[str, Any]):
                           generator=torch.Generator().manual_seed(args.seed), **extra)
 
     return train_set, loader(train_set), loader(cv_set)
+
+
+def with_speaker_tags(pipeline):
+    """The pipeline with :func:`cosyvoice.dataset.processor.add_speaker_tag` right before ``tokenize`` (multi-speaker
+    SFT, ``train_conf.speaker_tag: true``)."""
+    from cosyvoice.dataset import processor
+    from cosyvoice.dataset.dataset import _stage_name
+
+    names = [_stage_name(stage) for stage in pipeline]
+    if "tokenize" not in names:
+        raise TrainSetupError("train_conf.speaker_tag needs a tokenize stage in data_pipeline to put the tag before")
+    at = names.index("tokenize")
+    return list(pipeline[:at]) + [processor.add_speaker_tag] + list(pipeline[at:])

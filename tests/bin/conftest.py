@@ -9,4 +9,4 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
 
-from train_fixtures import flow_run, llm_run, lists, one_thread, stand_in  # noqa: E402,F401 (fixtures)
+from train_fixtures import flow_run, llm_run, lists, lora_llm_run, one_thread, stand_in  # noqa: E402,F401 (fixtures)

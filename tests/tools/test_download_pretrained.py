@@ -43,9 +43,9 @@ def test_check_passes_on_complete_dir_and_cli_status(tmp_path, capsys):
     assert check_pretrained_dir(str(tmp_path)) == str(tmp_path)
     assert check_main([str(tmp_path)]) == 0
     (tmp_path / "hift.pt").unlink()
-    assert check_main([str(tmp_path)]) == 1
+    assert check_main([str(tmp_path)]) == 2
     assert "missing 1 file(s): hift.pt;" in capsys.readouterr().err
-    assert check_main([str(tmp_path / "nope")]) == 1
+    assert check_main([str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
 
 

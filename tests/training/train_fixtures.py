@@ -34,3 +34,8 @@ def one_thread():
     (The session-wide runs of train_helpers set it themselves: they are built before any function fixture.)"""
     with th.one_thread():
         yield
+
+
+@pytest.fixture(scope="session")
+def lora_llm_run(tmp_path_factory):
+    return th.get_lora_llm_run(tmp_path_factory)

@@ -220,3 +220,14 @@ def get_flow_run(tmp_path_factory) -> Path:
         with one_thread():
             assert run_train(args) == 0
     return model_dir
+
+
+def get_lora_llm_run(tmp_path_factory) -> Path:
+    """An llm run with LoRA (--finetune lora; otherwise as get_llm_run, without samples)."""
+    stand_in, lists = get_stand_in(tmp_path_factory), get_lists(tmp_path_factory)
+    model_dir = _shared(tmp_path_factory, "lora_llm_run")
+    if not (model_dir / "epoch_1_whole.ckpt.json").is_file():
+        args = train_args("llm", stand_in, lists["train"], lists["cv"], model_dir, *LLM_TRAIN, "--finetune", "lora")
+        with one_thread():
+            assert run_train(args) == 0
+    return model_dir

@@ -213,5 +213,5 @@ def test_every_conf_yaml_builds(name, full_qwen_dir):
         cfg = load_config(str(path), {"qwen_pretrain_path": str(full_qwen_dir)})
     for key in ("llm", "flow", "hift", "get_tokenizer", "feat_extractor", "data_pipeline", "train_conf"):
         assert key in cfg, key
-    assert len(cfg["data_pipeline"]) == 11 and all(callable(stage) for stage in cfg["data_pipeline"])
+    assert len(cfg["data_pipeline"]) == 10 and all(callable(stage) for stage in cfg["data_pipeline"])
     assert cfg["train_conf"]["optim_conf"]["lr"] == 1e-5 and cfg["sample_rate"] == 24000

@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Stage 0 with several datasets: join the data dirs prepare_data.py wrote for each into one.
+
+    python local/merge_data_dirs.py --out_dir data/x/train part0/train part1/train [--labels D0 D1]
+
+Each input holds wav.scp, text, utt2spk, utt2dur (and rejected.tsv); the output holds them all, byte-sorted, with
+spk2utt rebuilt from utt2spk and the rejected utterances of every input. An utterance id in two inputs is an error
+naming both (each dataset's ids must differ: e.g. give each its own speaker id, which prefixes its file names).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from prepare_data import read_rejected, write_rejected  # noqa: E402
+from validate_data_dir import byte_key, read_table, validate_data_dir, write_table  # noqa: E402
+
+TABLES = ("wav.scp", "text", "utt2spk", "utt2dur")
+
+
+def get_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out_dir", required=True, help="data dir to write")
+    p.add_argument("--labels", nargs="*", default=None, help="names of the inputs in messages [their paths]")
+    p.add_argument("inputs", nargs="+", help="data dirs to join")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = get_args(argv)
+    prog = "merge_data_dirs.py"
+    labels = args.labels if args.labels and len(args.labels) == len(args.inputs) else args.inputs
+    tables = {name: {} for name in TABLES}
+    owner, rejected = {}, {}
+    for d, label in zip(map(Path, args.inputs), labels):
+        part = {name: dict(read_table(d / name)) for name in TABLES}
+        for utt in part["wav.scp"]:
+            if utt in owner:
+                print(f"{prog}: error: utterance {utt!r} is in both {owner[utt]} and {label}: the datasets need "
+                      f"distinct utterance ids (rename the files, or give each dataset its own --spk_id)",
+                      file=sys.stderr)
+                return 1
+            owner[utt] = label
+        for name in TABLES:
+            tables[name].update(part[name])
+        rejected.update(read_rejected(d / "rejected.tsv"))
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in TABLES:
+        write_table(out / name, tables[name])
+    spk2utt = {}
+    for utt in sorted(tables["utt2spk"], key=byte_key):
+        spk2utt.setdefault(tables["utt2spk"][utt], []).append(utt)
+    write_table(out / "spk2utt", {spk: " ".join(us) for spk, us in spk2utt.items()})
+    write_rejected(out / "rejected.tsv", rejected)
+    info = validate_data_dir(out)
+    counts = ", ".join(f"{spk} {len(us)}" for spk, us in sorted(spk2utt.items()))
+    print(f"{prog}: wrote {out} ({info['utterances']} utterances of {info['speakers']} speaker(s): {counts})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

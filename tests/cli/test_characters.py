@@ -1,0 +1,164 @@
+"""Characters on one base model (cosyvoice/cli/character.py, CosyVoice2(..., characters=...)): each loaded once,
+switched per call, bit for bit the same audio as the character alone, never hearing another one's adapter."""
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+
+import pytest
+import torch
+
+from cosyvoice.cli.character import CharacterError, read_character, write_character
+from cosyvoice.cli.cosyvoice import CosyVoice2
+from cosyvoice.utils import lora
+from cosyvoice.utils.common import load_checkpoint_strict
+from cosyvoice.utils.config import load_config
+
+SEED = 1986
+TEXT = "你好，今天天气很好。"
+
+
+def _random_adapter(stand_in_dir, settings, seed):
+    """An llm adapter of ``settings`` with random (non-zero) A and B, as a state_dict."""
+    cfg = load_config(str(stand_in_dir / "cosyvoice2.yaml"),
+                      {"qwen_pretrain_path": str(stand_in_dir / "CosyVoice-BlankEN")}, keys=["llm"])
+    llm = cfg["llm"]
+    load_checkpoint_strict(llm, stand_in_dir / "llm.pt")
+    lora.add_adapter(llm, settings, trainable=False)
+    g = torch.Generator().manual_seed(seed)
+    state = lora.adapter_state_dict(llm)
+    return {k: 0.3 * torch.randn(v.shape, generator=g) for k, v in state.items()}
+
+
+@pytest.fixture(scope="module")
+def characters(tmp_path_factory, stand_in_dir, model_dir):
+    """characters/alice (llm adapter, base flow) and characters/bob (another adapter, its own flow, a speaker tag),
+    both made for the stand-in base model."""
+    root = tmp_path_factory.mktemp("characters")
+    files = root / "files"
+    files.mkdir()
+    a_set = lora.LoraSettings(("q_proj", "v_proj", "llm_decoder"), r=4, alpha=8.0, dropout=0.0)
+    b_set = lora.LoraSettings(("k_proj", "o_proj", "up_proj", "speech_embedding"), r=2, alpha=4.0, dropout=0.0)
+    torch.save(_random_adapter(stand_in_dir, a_set, 1), files / "a.pt")
+    torch.save(_random_adapter(stand_in_dir, b_set, 2), files / "b.pt")
+    flow = torch.load(stand_in_dir / "flow.pt", weights_only=True)
+    g = torch.Generator().manual_seed(3)
+    torch.save({k: v + 0.05 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
+                for k, v in flow.items()}, files / "flow.pt")
+    g = torch.Generator().manual_seed(4)
+    out = root / "characters"
+    write_character(str(out / "alice"), "alice", str(stand_in_dir), {"embedding": torch.randn(1, 192, generator=g)},
+                    llm_adapter=str(files / "a.pt"), llm_lora=a_set.to_dict())
+    write_character(str(out / "bob"), "bob", str(stand_in_dir),
+                    {"embedding": torch.randn(1, 192, generator=g), "speaker_tag": "bob<|endofprompt|>"},
+                    llm_adapter=str(files / "b.pt"), llm_lora=b_set.to_dict(), flow_file=str(files / "flow.pt"),
+                    flow_kind="full")
+    return out
+
+
+def _sft(cv, spk, stream=False):
+    return torch.cat([o["tts_speech"] for o in cv.inference_sft(TEXT, spk, stream=stream, seed=SEED)], dim=1)
+
+
+@pytest.fixture(scope="module")
+def both(model_dir, characters):
+    return CosyVoice2(str(model_dir), characters=[str(characters)])
+
+
+def test_manifest_records_the_base_model_the_adapter_and_the_flow(characters, stand_in_dir):
+    from cosyvoice.utils.checkpoint import sha256_file
+
+    bob = read_character(str(characters / "bob"))
+    assert bob.spk_id == "bob" and bob.kind("llm") == "lora" and bob.kind("flow") == "full"
+    assert bob.manifest["base_model"]["llm.pt"] == sha256_file(stand_in_dir / "llm.pt")
+    assert bob.lora_settings("llm").target_modules == ("k_proj", "o_proj", "up_proj", "speech_embedding")
+    assert bob.speaker_tag == "bob<|endofprompt|>" and bob.manifest["metrics"] is None
+    assert sorted(p.name for p in (characters / "alice").iterdir()) == ["character.json", "llm.adapter.pt",
+                                                                         "spk2info.pt"]
+
+
+def test_one_object_serves_both_and_interleaved_calls_equal_each_character_alone(model_dir, characters, both):
+    assert sorted(both.list_available_spks()) == ["alice", "bob", "demo"]
+    interleaved = {}
+    for spk in ("alice", "bob", "demo", "alice", "bob"):
+        out = _sft(both, spk)
+        if spk in interleaved:
+            assert torch.equal(out, interleaved[spk]), f"{spk}: a later call differs from the first one"
+        interleaved[spk] = out
+    for spk in ("alice", "bob"):
+        alone = CosyVoice2(str(model_dir), characters=[str(characters / spk)])
+        assert torch.equal(_sft(alone, spk), interleaved[spk]), f"{spk} with the other character loaded differs"
+        assert torch.equal(_sft(alone, "demo"), interleaved["demo"])  # the base speaker hears no adapter
+    plain = CosyVoice2(str(model_dir))
+    assert torch.equal(_sft(plain, "demo"), interleaved["demo"])
+    assert not torch.equal(interleaved["alice"], interleaved["bob"])
+    assert not torch.equal(interleaved["alice"], interleaved["demo"])
+
+
+def test_concurrent_calls_of_two_characters_equal_the_sequential_ones(both):
+    sequential = {spk: _sft(both, spk, stream=True) for spk in ("alice", "bob")}
+    results, errors = {}, []
+    start = threading.Barrier(4)
+
+    def call(i, spk):
+        try:
+            start.wait()
+            results[i] = _sft(both, spk, stream=True)
+        except BaseException as e:  # noqa: BLE001 - re-raised below
+            errors.append(e)
+
+    threads = [threading.Thread(target=call, args=(i, spk), daemon=True)
+               for i, spk in enumerate(("alice", "bob", "bob", "alice"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert not errors and not any(t.is_alive() for t in threads)
+    for i, spk in enumerate(("alice", "bob", "bob", "alice")):
+        assert torch.equal(results[i], sequential[spk])
+
+
+def test_a_tagged_character_reads_its_tag_before_the_text(both):
+    tokenizer = both.frontend.tokenizer
+    model_input = both.frontend.frontend_sft("你好", "bob")
+    tag = tokenizer.encode("bob<|endofprompt|>", allowed_special="all")
+    assert model_input["prompt_text"].reshape(-1).tolist() == tag
+    # what training reads (the tag + the text, tokenized together) is the prompt followed by the text
+    joined = tokenizer.encode("bob<|endofprompt|>你好", allowed_special="all")
+    assert joined == tag + model_input["text"].reshape(-1).tolist()
+    assert "prompt_text" not in both.frontend.frontend_sft("你好", "alice")
+
+
+def test_save_spkinfo_keeps_the_characters_out_of_the_model_dir(tmp_path, model_dir, characters):
+    from cli_helpers import link_model_dir
+
+    own = link_model_dir(model_dir, tmp_path / "model")
+    shutil.copy(model_dir / "spk2info.pt", own / "spk2info.pt")
+    cv = CosyVoice2(str(own), characters=[str(characters / "alice")])
+    cv.save_spkinfo()
+    assert sorted(torch.load(own / "spk2info.pt", weights_only=True)) == ["demo"]
+
+
+def test_bad_characters_are_one_line_errors(tmp_path, model_dir, characters, stand_in_dir, make_tiny_pretrained):
+    with pytest.raises(CharacterError, match=r"character folder .*nowhere not found"):
+        CosyVoice2(str(model_dir), characters=[str(tmp_path / "nowhere")])
+    broken = tmp_path / "broken"
+    shutil.copytree(characters / "alice", broken)
+    with open(broken / "llm.adapter.pt", "ab") as f:
+        f.write(b"x")
+    with pytest.raises(CharacterError, match=r"llm.adapter.pt is damaged or was replaced"):
+        CosyVoice2(str(model_dir), characters=[str(broken)])
+    twin = tmp_path / "twin"
+    shutil.copytree(characters / "alice", twin)
+    with pytest.raises(CharacterError, match=r"speaker 'alice' is already loaded"):
+        CosyVoice2(str(model_dir), characters=[str(characters / "alice"), str(twin)])
+    other = tmp_path / "other_base"
+    make_tiny_pretrained.make_stand_in(other, 7)  # another llm.pt: the adapter does not fit it
+    with pytest.raises(CharacterError, match=r"its llm adapter was trained on the llm.pt of .*not on .*other_base"):
+        CosyVoice2(str(other), characters=[str(characters / "alice")])
+    manifest = json.loads((twin / "character.json").read_text())
+    manifest["llm"]["finetune"] = "full"
+    (twin / "character.json").write_text(json.dumps(manifest))
+    with pytest.raises(CharacterError, match=r"llm.finetune 'full' is not one of lora, base"):
+        read_character(str(twin))
