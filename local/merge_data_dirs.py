@@ -13,10 +13,10 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from prepare_data import read_rejected, write_rejected  # noqa: E402
-from validate_data_dir import byte_key, read_table, validate_data_dir, write_table  # noqa: E402
+from cosyvoice.dataset.datadir import byte_key, read_table, validate_data_dir, write_table
+from cosyvoice.utils.cli import entry_point
+from cosyvoice.utils.errors import UserError
+from prepare_data import read_rejected, write_rejected  # local/, beside this script
 
 TABLES = ("wav.scp", "text", "utt2spk", "utt2dur")
 
@@ -29,9 +29,9 @@ def get_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@entry_point("merge_data_dirs.py")
 def main(argv=None) -> int:
     args = get_args(argv)
-    prog = "merge_data_dirs.py"
     labels = args.labels if args.labels and len(args.labels) == len(args.inputs) else args.inputs
     tables = {name: {} for name in TABLES}
     owner, rejected = {}, {}
@@ -39,10 +39,8 @@ def main(argv=None) -> int:
         part = {name: dict(read_table(d / name)) for name in TABLES}
         for utt in part["wav.scp"]:
             if utt in owner:
-                print(f"{prog}: error: utterance {utt!r} is in both {owner[utt]} and {label}: the datasets need "
-                      f"distinct utterance ids (rename the files, or give each dataset its own --spk_id)",
-                      file=sys.stderr)
-                return 1
+                raise UserError(f"utterance {utt!r} is in both {owner[utt]} and {label}: the datasets need "
+                                "distinct utterance ids (rename the files, or give each dataset its own --spk_id)")
             owner[utt] = label
         for name in TABLES:
             tables[name].update(part[name])
@@ -58,7 +56,7 @@ def main(argv=None) -> int:
     write_rejected(out / "rejected.tsv", rejected)
     info = validate_data_dir(out)
     counts = ", ".join(f"{spk} {len(us)}" for spk, us in sorted(spk2utt.items()))
-    print(f"{prog}: wrote {out} ({info['utterances']} utterances of {info['speakers']} speaker(s): {counts})")
+    print(f"merge_data_dirs.py: wrote {out} ({info['utterances']} utterances of {info['speakers']} speaker(s): {counts})")
     return 0
 
 

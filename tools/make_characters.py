@@ -18,18 +18,12 @@ import json
 import logging
 import os
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-for p in (str(ROOT), str(Path(__file__).resolve().parent)):
-    if p not in sys.path:
-        sys.path.insert(0, p)
-
-from cosyvoice.utils.errors import UserError  # noqa: E402
-from stage_common import StageInputError, load_pt_table, report_error, require_writable_dir  # noqa: E402
 from cosyvoice.cli.character import write_character
 from cosyvoice.utils import lora
+from cosyvoice.utils.cli import entry_point
 from cosyvoice.utils.pretrained import SPK2INFO_FILE
+from cosyvoice.utils.stage import StageInputError, load_pt_table, require_writable_dir
 
 TOOL = "make_characters"
 
@@ -87,13 +81,9 @@ def run(args) -> int:
     return 0
 
 
+@entry_point(TOOL)
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s")
-    args = get_args(argv)
-    try:
-        return run(args)
-    except UserError as e:
-        return report_error(e)
+    return run(get_args(argv))
 
 
 if __name__ == "__main__":
