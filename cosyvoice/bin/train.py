@@ -13,7 +13,8 @@ Several processes: ``torchrun --nproc_per_node N -m cosyvoice.bin.train ...`` (n
 The model dir receives: ``config.yaml`` (the yaml with this run's options: what average/export read),
 ``train.cmd`` (every command with its git commit), ``train.log``, checkpoints ``epoch_N_whole.pt`` /
 ``epoch_N_step_S.pt`` with their ``.ckpt.json`` sidecars and resume states, ``tensorboard/``, ``swanlog/`` and,
-with ``--sample_texts``, SFT samples ``samples/epoch_N/*.wav``. With ``--finetune lora`` the weights are frozen and
+with ``--sample_texts``, SFT samples ``samples/epoch_N/*.wav`` (the samples and ``--eval_every_epoch`` synthesize
+with one shared model: cosyvoice/eval/epoch.py). With ``--finetune lora`` the weights are frozen and
 LoRA adapters are trained instead; the checkpoints then hold the adapter only (see cosyvoice/utils/lora.py).
 ``--speaker_tag true`` trains a multi-speaker SFT model: each text is read after its speaker's
 ``<spk><|endofprompt|>``. ``--resume`` continues from the newest intact
@@ -34,7 +35,7 @@ from typing import List, Optional
 import torch
 
 from cosyvoice.dataset.dataset import check_parquet_lists
-from cosyvoice.eval.epoch import EpochEvaluator, tracker_scalars
+from cosyvoice.eval.epoch import EpochEvaluator, EpochModel, read_sample_texts, SampleRenderer, tracker_scalars
 from cosyvoice.utils import checkpoint as ckpt, train_utils as tu
 from cosyvoice.utils.cli import entry_point
 from cosyvoice.utils.common import set_all_random_seed
@@ -43,7 +44,7 @@ from cosyvoice.utils.errors import one_line
 from cosyvoice.utils.executor import Executor
 from cosyvoice.utils.fingerprint import list_content_digest
 from cosyvoice.utils.lifeline import die_with_torchrun_agent
-from cosyvoice.utils.trackers import init_tracker, read_sample_texts, SampleRenderer, SWANLAB_MODES
+from cosyvoice.utils.trackers import init_tracker, SWANLAB_MODES
 
 logger = logging.getLogger("cosyvoice.bin.train")
 DS_CONFIG = Path(__file__).resolve().parents[2] / "conf" / "ds_stage2.json"
@@ -204,8 +205,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     tracker = init_tracker(model_dir, Path(args.tensorboard_dir or model_dir / "tensorboard"), args.swanlab,
                            args.swanlab_project, model_dir.name, {"args": vars(args), "train_conf": conf},
                            is_main=info.is_main)
-    renderer = make_renderer(args, model, tracker, model_dir, info)
-    evaluator = make_epoch_evaluator(args, model, tracker, model_dir, info)
+    epoch_models = EpochModels()
+    renderer = make_renderer(args, model, tracker, model_dir, info, epoch_models)
+    evaluator = make_epoch_evaluator(args, model, tracker, model_dir, info, epoch_models)
     hooks = [h for h in (renderer, evaluator) if h is not None]
     executor = Executor(model, optimizer, scheduler, conf, info, model_dir, train_engine=args.train_engine,
                         amp_dtype=args.use_amp, scaler=scaler, tracker=tracker, keep_states=args.keep_states,
@@ -240,7 +242,20 @@ def report_outputs(args, model_dir: Path, log_file: Path, tracker) -> None:
         logger.info("SFT samples of each epoch: %s/samples/epoch_*/", model_dir)
 
 
-def make_renderer(args, model, tracker, model_dir: Path, info: tu.DistInfo):
+class EpochModels:
+    """One :class:`EpochModel` per model dir, shared by the sample and evaluation hooks (one extra model, not two)."""
+
+    def __init__(self):
+        self.models = {}
+
+    def __call__(self, model_dir: str, seed: int) -> EpochModel:
+        key = os.path.realpath(model_dir)
+        if key not in self.models:
+            self.models[key] = EpochModel(model_dir, seed)
+        return self.models[key]
+
+
+def make_renderer(args, model, tracker, model_dir: Path, info: tu.DistInfo, epoch_models: EpochModels):
     """The per-epoch SFT sample hook (rank 0 only), or None without ``--sample_texts``."""
     if not args.sample_texts:
         return None
@@ -253,11 +268,12 @@ def make_renderer(args, model, tracker, model_dir: Path, info: tu.DistInfo):
     if not info.is_main:
         return None
     renderer = SampleRenderer(args.model, sample_dir, args.sample_texts, model_dir / "samples",
-                              spk_id=args.sample_spk, base_llm=tuned_llm, seed=args.seed)
+                              spk_id=args.sample_spk, base_llm=tuned_llm, seed=args.seed,
+                              epoch_model=epoch_models(sample_dir, args.seed))
     return lambda epoch, step: renderer(tu.unwrap(model), epoch, step, tracker)
 
 
-def make_epoch_evaluator(args, model, tracker, model_dir: Path, info: tu.DistInfo):
+def make_epoch_evaluator(args, model, tracker, model_dir: Path, info: tu.DistInfo, epoch_models: EpochModels):
     """The per-epoch SIM/CER hook (rank 0 only), or None without ``--eval_every_epoch true``."""
     if args.eval_every_epoch != "true":
         return None
@@ -270,7 +286,8 @@ def make_epoch_evaluator(args, model, tracker, model_dir: Path, info: tu.DistInf
 
     evaluator = EpochEvaluator(eval_model_dir, args.eval_data_dir, args.eval_spk_data_dir,
                                num_utts=args.eval_num_utts, asr_model_dir=args.asr_model_dir,
-                               max_token_text_ratio=args.eval_max_token_text_ratio)
+                               max_token_text_ratio=args.eval_max_token_text_ratio,
+                               epoch_model=epoch_models(eval_model_dir, args.seed))
 
     def hook(epoch: int, step: int) -> None:
         metrics = evaluator(tu.unwrap(model), args.model, epoch, model_dir=str(model_dir))

@@ -264,12 +264,6 @@ def count_parameters(module: torch.nn.Module) -> Tuple[int, int]:
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
-def plain_copy(module: torch.nn.Module) -> Dict[str, torch.Tensor]:
-    """The weights of ``module`` as the plain module holds them: the trained adapter merged in for a LoRA module
-    (what the per-epoch samples load into a plain copy), else its state_dict."""
-    return merged_state_dict(module, TRAIN_ADAPTER) if is_lora(module) else module.state_dict()
-
-
 def merge_adapter(plain: torch.nn.Module, adapter, settings: LoraSettings) -> Dict[str, torch.Tensor]:
     """The weights of ``plain`` (a module without adapters, left unchanged) with the adapter file ``adapter`` (a
     path or a state_dict) of ``settings`` folded in: a state_dict in the plain module's layout."""
@@ -374,5 +368,5 @@ def state_bytes(state: Mapping[str, torch.Tensor]) -> int:
 __all__ = ["FINETUNE_MODES", "TRAIN_ADAPTER", "DEFAULT_TARGETS", "LoraError", "LoraSettings", "finetune_mode",
            "lora_settings", "is_lora", "adapter_names", "add_adapter", "adapter_state_dict",
            "load_adapter_state_dict", "merged_state_dict", "trained_state_dict", "load_trained_state",
-           "is_adapter_state", "count_parameters", "plain_copy", "merge_adapter", "training_dir_settings",
+           "is_adapter_state", "count_parameters", "merge_adapter", "training_dir_settings",
            "AdapterSwitch", "describe", "state_bytes"]

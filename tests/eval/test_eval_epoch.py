@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from cosyvoice.eval.epoch import EpochEvaluator, clear_inference_tensors, swapped_module, tracker_scalars
+from cosyvoice.eval.epoch import clear_inference_tensors, EpochEvaluator, EpochModel, tracker_scalars
 from cosyvoice.eval.select import load_epoch_records, select_best
 from cosyvoice.utils import checkpoint as ckpt
 from eval_helpers import TEST_UTTS
@@ -57,9 +57,24 @@ def test_epoch_evaluation_scores_and_restores(stand_in_dir, eval_data, tiny_whis
 
 
 def test_swap_rejects_other_modules(stand_in_dir):
-    with pytest.raises(ValueError, match="can evaluate the llm or the flow, not 'hift'"):
-        with swapped_module(object(), "hift", torch.nn.Linear(1, 1)):
+    with pytest.raises(ValueError, match="can synthesize with a trained llm or flow, not 'hift'"):
+        with EpochModel(str(stand_in_dir)).using(hift=torch.nn.Linear(1, 1)):
             pass
+
+
+def test_swap_puts_the_modules_and_speakers_back(stand_in_dir):
+    em = EpochModel(str(stand_in_dir))
+    cv = em.cosyvoice
+    own_llm, own_flow = cv.model.llm, cv.model.flow
+    llm, flow = torch.nn.Linear(1, 1).train(), torch.nn.Linear(1, 1).eval()
+    cv.frontend.spk2info["old"] = {"embedding": torch.zeros(1, 192)}
+    entry = {"embedding": torch.ones(1, 192)}
+    with em.using(speakers={"new": entry, "old": entry}, llm=llm, flow=flow) as inside:
+        assert inside is cv and cv.model.llm is llm and cv.model.flow is flow and not llm.training
+        assert torch.equal(cv.frontend.spk2info["new"]["embedding"], entry["embedding"])
+        assert torch.equal(cv.frontend.spk2info["old"]["embedding"], entry["embedding"])
+    assert cv.model.llm is own_llm and cv.model.flow is own_flow and llm.training and not flow.training
+    assert "new" not in cv.frontend.spk2info and not cv.frontend.spk2info["old"]["embedding"].any()
 
 
 def test_inference_tensors_cached_on_modules_are_replaced():
