@@ -20,16 +20,17 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional
 
 import numpy as np
 from cosyvoice.tokenizer.tiny import QWEN2_REGULAR_TOKENS, build_tiny_qwen_tokenizer
 from cosyvoice.tokenizer.tokenizer import get_qwen_tokenizer
-from cosyvoice.utils.config import _TOP_KEY, load_config
+from cosyvoice.utils.config import load_config
 from cosyvoice.utils.cli import entry_point, setup_logging
 from cosyvoice.utils.errors import UserError
 from cosyvoice.utils.pretrained import check_pretrained_dir, get_version
@@ -152,222 +153,76 @@ def write_onnx(model, path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# cosyvoice2.yaml: conf/cosyvoice2.yaml (the full data pipeline and train_conf) with these blocks at tiny sizes.
-TINY_BLOCKS = {
-    "llm_input_size": "llm_input_size: 64             # tiny Qwen2 width (CosyVoice-BlankEN/config.json)\n",
-    "llm_output_size": "llm_output_size: 64\n",
-    "flow": """\
-flow: !new:cosyvoice.flow.flow.CausalMaskedDiffWithXvec
-    input_size: 512            # the official encoder hard-codes 512 channels, so the official code loads this dir
-    output_size: 80
-    spk_embed_dim: !ref <spk_embed_dim>
-    output_type: 'mel'
-    vocab_size: 6561
-    input_frame_rate: !ref <token_frame_rate>
-    only_mask_loss: True
-    token_mel_ratio: !ref <token_mel_ratio>
-    pre_lookahead_len: 3
-    encoder: !new:cosyvoice.transformer.upsample_encoder.UpsampleConformerEncoder
-        output_size: 512
-        attention_heads: 8
-        linear_units: 64
-        num_blocks: 1
-        dropout_rate: 0.1
-        positional_dropout_rate: 0.1
-        attention_dropout_rate: 0.1
-        normalize_before: True
-        input_layer: 'linear'
-        pos_enc_layer_type: 'rel_pos_espnet'
-        selfattention_layer_type: 'rel_selfattn'
-        input_size: 512
-        use_cnn_module: False
-        macaron_style: False
-        static_chunk_size: !ref <chunk_size>
-    decoder: !new:cosyvoice.flow.flow_matching.CausalConditionalCFM
-        in_channels: 240
-        n_spks: 1
-        spk_emb_dim: 80
-        cfm_params: !new:omegaconf.DictConfig
-            content:
-                sigma_min: 1e-06
-                solver: 'euler'
-                t_scheduler: 'cosine'
-                training_cfg_rate: 0.2
-                inference_cfg_rate: 0.7
-                reg_loss_type: 'l1'
-        estimator: !new:cosyvoice.flow.decoder.CausalConditionalDecoder
-            in_channels: 320
-            out_channels: 80
-            channels: [64]
-            dropout: 0.0
-            attention_head_dim: 16
-            n_blocks: 1
-            num_mid_blocks: 2
-            num_heads: 4
-            act_fn: 'gelu'
-            static_chunk_size: !ref <chunk_size> * <token_mel_ratio>
-            num_decoding_left_chunks: !ref <num_decoding_left_chunks>
-
-""",
-    "hift": """\
-hift: !new:cosyvoice.hifigan.generator.HiFTGenerator
-    in_channels: 80
-    base_channels: 64
-    nb_harmonics: 8
-    sampling_rate: !ref <sample_rate>
-    nsf_alpha: 0.1
-    nsf_sigma: 0.003
-    nsf_voiced_threshold: 10
-    upsample_rates: [8, 5, 3]
-    upsample_kernel_sizes: [16, 11, 7]
-    istft_params:
-        n_fft: 16
-        hop_len: 4
-    resblock_kernel_sizes: [3, 7, 11]
-    resblock_dilation_sizes: [[1, 3, 5], [1, 3, 5], [1, 3, 5]]
-    source_resblock_kernel_sizes: [7, 7, 11]
-    source_resblock_dilation_sizes: [[1, 3, 5], [1, 3, 5], [1, 3, 5]]
-    lrelu_slope: 0.1
-    audio_limit: 0.99
-    f0_predictor: !new:cosyvoice.hifigan.f0_predictor.ConvRNNF0Predictor
-        num_class: 1
-        in_channels: 80
-        cond_channels: 64
-
-""",
+# The stand-in yaml: conf/<version>.yaml (the full data pipeline and train_conf) with these widths overridden, each
+# named by its dotted path of keys. Nothing else differs from the full-size yaml.
+TINY_WIDTHS = {
+    "cosyvoice2": {
+        "llm_input_size": "64", "llm_output_size": "64",  # tiny Qwen2 width (CosyVoice-BlankEN/config.json)
+        # the encoder keeps 512 channels (the official encoder hard-codes them, so the official code loads this dir)
+        "flow.encoder.linear_units": "64", "flow.encoder.num_blocks": "1",
+        "flow.decoder.estimator.channels": "[64]", "flow.decoder.estimator.attention_head_dim": "16",
+        "flow.decoder.estimator.n_blocks": "1", "flow.decoder.estimator.num_mid_blocks": "2",
+        "flow.decoder.estimator.num_heads": "4",
+        "hift.base_channels": "64", "hift.f0_predictor.cond_channels": "64",
+    },
+    "cosyvoice3": {  # the sizes of the golden tiny3 set
+        "llm_input_size": "16", "llm_output_size": "16",
+        "flow.pre_lookahead_layer.channels": "64",
+        "flow.decoder.estimator.dim": "64", "flow.decoder.estimator.depth": "2",
+        "flow.decoder.estimator.heads": "4", "flow.decoder.estimator.dim_head": "16",
+        "hift.base_channels": "64", "hift.f0_predictor.cond_channels": "64",
+    },
 }
-YAML_HEADER = """\
+YAML_HEADER = {
+    "cosyvoice2": """\
 # Tiny STAND-IN for CosyVoice2-0.5B's cosyvoice2.yaml, written by tools/make_tiny_pretrained.py (seed {seed}).
-# Same classes and sub-structure as the official file, tiny widths (LLM 64, flow encoder 512 as the official code
-# requires with 1 + 4 narrow blocks, flow decoder 64, HiFT 64), random weights.
-# Everything else (data pipeline, train_conf) is conf/cosyvoice2.yaml. It only exercises the code: it cannot speak.
-
-"""
-
-# cosyvoice3.yaml: conf/cosyvoice3.yaml with these blocks at tiny sizes (the sizes of the golden tiny3 set).
-TINY_BLOCKS_V3 = {
-    "llm_input_size": "llm_input_size: 16             # tiny Qwen2 width (CosyVoice-BlankEN/config.json)\n",
-    "llm_output_size": "llm_output_size: 16\n",
-    "flow": """\
-flow: !new:cosyvoice.flow.flow.CausalMaskedDiffWithDiT
-    input_size: 80
-    output_size: 80
-    spk_embed_dim: !ref <spk_embed_dim>
-    output_type: 'mel'
-    vocab_size: 6561
-    input_frame_rate: !ref <token_frame_rate>
-    only_mask_loss: True
-    token_mel_ratio: !ref <token_mel_ratio>
-    pre_lookahead_len: 3
-    pre_lookahead_layer: !new:cosyvoice.transformer.upsample_encoder.PreLookaheadLayer
-        in_channels: 80
-        channels: 64
-        pre_lookahead_len: 3
-    decoder: !new:cosyvoice.flow.flow_matching.CausalConditionalCFM
-        in_channels: 240
-        n_spks: 1
-        spk_emb_dim: 80
-        cfm_params: !new:omegaconf.DictConfig
-            content:
-                sigma_min: 1e-06
-                solver: 'euler'
-                t_scheduler: 'cosine'
-                training_cfg_rate: 0.2
-                inference_cfg_rate: 0.7
-                reg_loss_type: 'l1'
-        estimator: !new:cosyvoice.flow.DiT.dit.DiT
-            dim: 64
-            depth: 2
-            heads: 4
-            dim_head: 16
-            ff_mult: 2
-            mel_dim: 80
-            mu_dim: 80
-            spk_dim: 80
-            out_channels: 80
-            static_chunk_size: !ref <chunk_size> * <token_mel_ratio>
-            num_decoding_left_chunks: !ref <num_decoding_left_chunks>
+# conf/cosyvoice2.yaml with tiny widths (LLM 64, flow encoder 512 as the official code requires with 1 + 4 narrow
+# blocks, flow decoder 64, HiFT 64; the keys marked "tiny"), random weights. It only exercises the code: it cannot speak.
 
 """,
-    "hift": """\
-hift: !new:cosyvoice.hifigan.generator.CausalHiFTGenerator
-    in_channels: 80
-    base_channels: 64
-    nb_harmonics: 8
-    sampling_rate: !ref <sample_rate>
-    nsf_alpha: 0.1
-    nsf_sigma: 0.003
-    nsf_voiced_threshold: 10
-    upsample_rates: [8, 5, 3]
-    upsample_kernel_sizes: [16, 11, 7]
-    istft_params:
-        n_fft: 16
-        hop_len: 4
-    resblock_kernel_sizes: [3, 7, 11]
-    resblock_dilation_sizes: [[1, 3, 5], [1, 3, 5], [1, 3, 5]]
-    source_resblock_kernel_sizes: [7, 7, 11]
-    source_resblock_dilation_sizes: [[1, 3, 5], [1, 3, 5], [1, 3, 5]]
-    lrelu_slope: 0.1
-    audio_limit: 0.99
-    conv_pre_look_right: 4     # mel frames of look-ahead of the first conv
-    f0_predictor: !new:cosyvoice.hifigan.f0_predictor.CausalConvRNNF0Predictor
-        num_class: 1
-        in_channels: 80
-        cond_channels: 64
+    "cosyvoice3": """\
+# Tiny STAND-IN for Fun-CosyVoice3-0.5B's cosyvoice3.yaml, written by tools/make_tiny_pretrained.py (seed {seed}).
+# conf/cosyvoice3.yaml with tiny widths (LLM 16, DiT 64, HiFT 64; the keys marked "tiny"), random weights.
+# It only exercises the code: it cannot speak.
 
 """,
 }
-YAML_HEADER_V3 = """\
-# Tiny STAND-IN for Fun-CosyVoice3-0.5B's cosyvoice3.yaml, written by tools/make_tiny_pretrained.py (seed {seed}).
-# Same classes and sub-structure as the official file, tiny widths (LLM 16, DiT 64, HiFT 64), random weights.
-# Everything else (data pipeline, train_conf) is conf/cosyvoice3.yaml. It only exercises the code: it cannot speak.
-
-"""
+_KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_][A-Za-z0-9_]*):(?P<rest>.*)$")
 
 
-def _top_level_blocks(text: str):
-    """[(key or None, block text)], each block running to the next top-level key (comments go with the block above)."""
-
-    blocks, key, lines = [], None, []
+def override_widths(text: str, widths: Dict[str, str], source: str = "yaml") -> str:
+    """``text`` (a yaml) with the value of each dotted key path of ``widths`` replaced (the line's comment becomes
+    ``# tiny``). Raises ValueError naming the paths that ``text`` does not have."""
+    out, stack, done = [], [], set()
     for line in text.splitlines(keepends=True):
-        m = _TOP_KEY.match(line)
-        if m and lines:
-            blocks.append((key, "".join(lines)))
-            lines = []
-        if m:
-            key = m.group(1)
-        lines.append(line)
-    if lines:
-        blocks.append((key, "".join(lines)))
-    return blocks
+        m = _KEY_LINE.match(line.rstrip("\n"))
+        if m is None:
+            out.append(line)
+            continue
+        depth = len(m.group("indent"))
+        while stack and stack[-1][0] >= depth:
+            stack.pop()
+        stack.append((depth, m.group("key")))
+        path = ".".join(k for _, k in stack)
+        if path in widths:
+            line = f"{m.group('indent')}{m.group('key')}: {widths[path]}  # tiny\n"
+            done.add(path)
+        out.append(line)
+    missing = sorted(set(widths) - done)
+    if missing:
+        raise ValueError(f"{source} has no {', '.join(missing)}; cannot derive the stand-in yaml")
+    return "".join(out)
 
 
 def tiny_yaml_text(seed: int, full_yaml: Optional[Path] = None, version: str = "cosyvoice2") -> str:
-    """The stand-in yaml of ``version``: conf/<its yaml> (or ``full_yaml``) with the tiny blocks put in."""
-    tiny_blocks, header = (TINY_BLOCKS, YAML_HEADER) if version == "cosyvoice2" else (TINY_BLOCKS_V3, YAML_HEADER_V3)
+    """The stand-in yaml of ``version``: conf/<its yaml> (or ``full_yaml``) with the tiny widths."""
     full_yaml = full_yaml or ROOT / "conf" / _version(version).config_file
-    blocks = _top_level_blocks(full_yaml.read_text(encoding="utf-8"))
-    keys = [k for k, _ in blocks]
-    missing = sorted(set(tiny_blocks) - set(keys))
-    if missing:
-        raise ValueError(f"{full_yaml} has no top-level {', '.join(missing)}; cannot derive the stand-in yaml")
-    body = "".join(_replace_block(text, tiny_blocks[k]) if k in tiny_blocks else text
-                   for k, text in blocks if k is not None)
-    return header.format(seed=seed) + body
+    body = override_widths(full_yaml.read_text(encoding="utf-8"), TINY_WIDTHS[version], str(full_yaml))
+    return YAML_HEADER[version].format(seed=seed) + body
 
 
 def _version(name: str):
     return get_version(name)
-
-
-def _replace_block(old: str, new: str) -> str:
-    """``new``, followed by the comment lines that close ``old`` (they introduce the next block)."""
-    lines = old.splitlines(keepends=True)
-    tail = []
-    while lines and (not lines[-1].strip() or lines[-1].lstrip().startswith("#")) and not lines[-1].startswith(" "):
-        tail.insert(0, lines.pop())
-    comments = [line for line in tail if line.strip()]
-    return new.rstrip("\n") + "\n" + ("\n" + "".join(comments) if comments else ("\n" if tail else ""))
 
 
 # ---------------------------------------------------------------------------------------------------------------------

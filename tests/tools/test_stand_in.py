@@ -108,6 +108,14 @@ def test_yaml_is_conf_with_tiny_numbers(stand_in_dir):
     assert tiny != full and "base_channels: 64" in tiny and "llm_input_size: 64" in tiny
 
 
+def test_widths_override_keys_by_path_and_name_what_is_missing(make_tiny_pretrained, tmp_path):
+    text = "a: 1\nb: !new:x.Y\n    c: 2   # note\n    d:\n        c: 3\n"
+    got = make_tiny_pretrained.override_widths(text, {"b.c": "20", "b.d.c": "[30]"})
+    assert got == "a: 1\nb: !new:x.Y\n    c: 20  # tiny\n    d:\n        c: [30]  # tiny\n"
+    with pytest.raises(ValueError, match="^y.yaml has no b.e, c; cannot derive the stand-in yaml$"):
+        make_tiny_pretrained.override_widths(text, {"b.c": "20", "b.e": "1", "c": "1"}, "y.yaml")
+
+
 def test_same_seed_same_files_and_force(stand_in_dir, tmp_path):
     out = tmp_path / "again"
     assert call_tool("make_tiny_pretrained", "--out_dir", out, "--seed", 1986)[0] == 0
