@@ -20,6 +20,20 @@ def model_dir(stand_in, flow_run, tmp_path_factory):
     return d
 
 
+def check_onnx_estimator(model_dir, estimator, inputs):
+    """The exported ONNX estimator of ``model_dir`` takes the official inputs and computes what ``estimator`` does on
+    ``inputs``; returns its session."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(model_dir / export.ESTIMATOR_FILE), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    assert names == ["x", "mask", "mu", "t", "spks", "cond"]
+    got = torch.from_numpy(session.run(None, {k: v.numpy() for k, v in zip(names, inputs)})[0])
+    with torch.no_grad():
+        assert (got - estimator(*inputs)).abs().max() < 1e-4
+    return session
+
+
 def test_export_writes_checked_files(model_dir, caplog):
     with caplog.at_level(logging.INFO):
         assert export.main(["--model_dir", str(model_dir)]) == 0
@@ -27,18 +41,11 @@ def test_export_writes_checked_files(model_dir, caplog):
     assert set(diffs) == {export.ENCODER_FILE, export.ESTIMATOR_FILE}
     assert all(float(v) <= 1e-4 for v in diffs.values())
 
-    import onnxruntime
-
     flow = export.load_flow(model_dir, None, None)
     gen = torch.Generator().manual_seed(0)
     # the ONNX estimator on a length it was not exported with
     inputs = export.estimator_inputs(flow.decoder.estimator, 2, 91, gen)
-    session = onnxruntime.InferenceSession(str(model_dir / export.ESTIMATOR_FILE), providers=["CPUExecutionProvider"])
-    names = [i.name for i in session.get_inputs()]
-    assert names == ["x", "mask", "mu", "t", "spks", "cond"]
-    got = torch.from_numpy(session.run(None, {k: v.numpy() for k, v in zip(names, inputs)})[0])
-    with torch.no_grad():
-        assert (got - flow.decoder.estimator(*inputs)).abs().max() < 1e-4
+    session = check_onnx_estimator(model_dir, flow.decoder.estimator, inputs)
     # as the official file: batch 2 for every input, only the time axis dynamic (what the official load_trt's
     # TensorRT profiles expect: shapes for x, mask, mu and cond only)
     shapes = {i.name: i.shape for i in session.get_inputs()}
@@ -74,8 +81,6 @@ def test_a_failed_check_removes_the_file(model_dir):
 def test_cosyvoice3_exports_the_dit_estimator_only(stand_in3_dir, tmp_path, caplog):
     """CosyVoice3's flow has no token encoder: only the DiT estimator is exported (as the official export_onnx does;
     its export_jit refuses CosyVoice3), checked with onnxruntime on a length it was not exported with."""
-    import onnxruntime
-
     model_dir = tmp_path / "model3"
     shutil.copytree(stand_in3_dir, model_dir)
     with caplog.at_level(logging.INFO):
@@ -89,9 +94,4 @@ def test_cosyvoice3_exports_the_dit_estimator_only(stand_in3_dir, tmp_path, capl
     flow = export.load_flow(model_dir, None, None)
     assert type(flow).__name__ == "CausalMaskedDiffWithDiT"
     inputs = export.estimator_inputs(flow.decoder.estimator, 2, 67, torch.Generator().manual_seed(3))
-    session = onnxruntime.InferenceSession(str(model_dir / export.ESTIMATOR_FILE), providers=["CPUExecutionProvider"])
-    names = [i.name for i in session.get_inputs()]
-    assert names == ["x", "mask", "mu", "t", "spks", "cond"]
-    got = torch.from_numpy(session.run(None, {k: v.numpy() for k, v in zip(names, inputs)})[0])
-    with torch.no_grad():
-        assert (got - flow.decoder.estimator(*inputs)).abs().max() < 1e-4
+    check_onnx_estimator(model_dir, flow.decoder.estimator, inputs)

@@ -82,13 +82,8 @@ def test_two_gloo_processes_train_the_adapter_of_one_process(ddp_lora, tmp_path)
 
 
 def test_deepspeed_zero2_trains_the_adapter_and_saves_no_frozen_weights(ddp_lora, tmp_path):
-    ddp_dir, argv = ddp_lora
     model_dir = tmp_path / "ds"
-    argv = list(argv)
-    argv[argv.index("--model_dir") + 1] = str(model_dir)
-    argv += ["--train_engine", "deepspeed", "--deepspeed_config", str(th.ROOT / "conf" / "ds_stage2.json")]
-    r = th.torchrun(2, argv, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
+    ddp_dir, argv = ddp_lora[0], th.deepspeed_run(ddp_lora, model_dir)
     info = {c.name: c for c in ckpt.list_checkpoints(model_dir)}["epoch_1_whole"]
     assert info.finetune == "lora" and info.state == "epoch_1_whole.ds"
     module_states = [p for p in (model_dir / "epoch_1_whole.ds").rglob("*model_states.pt")]

@@ -281,13 +281,8 @@ def test_deepspeed_is_installed():
 
 
 def test_deepspeed_zero2_through_the_same_entry_point(ddp_two, tmp_path):
-    ddp_dir, argv = ddp_two
     model_dir = tmp_path / "ds"
-    argv = list(argv)
-    argv[argv.index("--model_dir") + 1] = str(model_dir)
-    argv += ["--train_engine", "deepspeed", "--deepspeed_config", str(th.ROOT / "conf" / "ds_stage2.json")]
-    r = th.torchrun(2, argv, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
+    th.deepspeed_run(ddp_two, model_dir)
     info = {c.name: c for c in ckpt.list_checkpoints(model_dir)}["epoch_1_whole"]
     assert info.train_engine == "deepspeed" and info.state == "epoch_1_whole.ds"
     assert any(k.startswith("epoch_1_whole.ds/") and "optim_states" in k for k in info.files)
@@ -295,7 +290,7 @@ def test_deepspeed_zero2_through_the_same_entry_point(ddp_two, tmp_path):
     assert ds_cfg["zero_optimization"]["stage"] == 2 and ds_cfg["gradient_accumulation_steps"] == 1
     # ZeRO-2 with the same data and optimizer gives the DDP weights
     assert th.max_abs_diff(th.load_state(model_dir / "epoch_1_whole.pt"),
-                           th.load_state(ddp_dir / "epoch_1_whole.pt")) < 1e-5
+                           th.load_state(ddp_two[0] / "epoch_1_whole.pt")) < 1e-5
 
 
 def test_resume_refuses_checkpoints_of_other_data(llm_run, stand_in, lists, tmp_path):

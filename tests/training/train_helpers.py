@@ -133,6 +133,18 @@ def torchrun(nproc: int, argv: List[str], timeout: int = 240, **kw) -> subproces
     return subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=timeout, **kw)
 
 
+def deepspeed_run(ddp_run, model_dir: Path) -> List[str]:
+    """Run the argv of the two-process fixture ``ddp_run`` ((dir, argv)) again with DeepSpeed ZeRO-2 into
+    ``model_dir``; asserts that it exits 0. Returns the DeepSpeed run's argv."""
+    _, argv = ddp_run
+    argv = list(argv)
+    argv[argv.index("--model_dir") + 1] = str(model_dir)
+    argv += ["--train_engine", "deepspeed", "--deepspeed_config", str(ROOT / "conf" / "ds_stage2.json")]
+    r = torchrun(2, argv, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return argv
+
+
 def load_state(path: Path) -> Dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
