@@ -60,7 +60,9 @@ from cosyvoice.flow.decoder import add_optional_chunk_mask, mask_to_bias
 from cosyvoice.utils import lora
 from cosyvoice.utils.config import load_config
 from cosyvoice.utils.mask import make_pad_mask
-from cosyvoice.utils.pretrained import get_version, model_version, PretrainedDirError, version_from_name
+from cosyvoice.utils.cli import entry_point
+from cosyvoice.utils.errors import UserError
+from cosyvoice.utils.pretrained import get_version, model_version, version_from_name
 from cosyvoice.utils.train_utils import init_optimizer, optimizer_impl
 
 logger = logging.getLogger("benchmark")
@@ -100,6 +102,9 @@ def get_args(argv=None):
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--dtype", default="fp32", choices=sorted(DTYPES),
                    help="fp32, or bf16/fp16 autocast (CUDA only; HiFT stays fp32 as in inference)")
+    p.add_argument("--tf32", action="store_true", help="CUDA fp32: let matmuls and convolutions use TF32")
+    p.add_argument("--rows", nargs="+", metavar="JSON", default=None,
+                   help="print the BENCHMARKS.md table rows of these result files and exit (no benchmark is run)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma list of {', '.join(STAGES)}")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs before the timed ones")
@@ -780,47 +785,76 @@ def print_report(res: Dict[str, object]) -> None:
                   f"max |diff| vs soxr {m['max_abs_diff_vs_soxr']:.2e}")
 
 
+ROW_HEADER = ("| device | dtype | LLM decode ms/token (floor) | prefill ms | token2wav offline RTF | streaming RTF | "
+              "first chunk p50 ms | llm train step s (utt/s) | flow train step s (utt/s) |\n"
+              "|---|---|---|---|---|---|---|---|---|")
+
+
+def table_rows(paths: List[str]) -> str:
+    """The BENCHMARKS.md rows of result files (a figure a file lacks is '-')."""
+    def get(res, *keys, fmt="{}"):
+        for k in keys:
+            if not isinstance(res, dict) or k not in res:
+                return "-"
+            res = res[k]
+        return fmt.format(res)
+
+    lines = [ROW_HEADER]
+    for path in paths:
+        try:
+            res = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise UserError(f"--rows {path}: cannot read a benchmark result ({e}); run tools/benchmark.py --out "
+                            f"{path} first") from None
+        env, settings = res.get("env", {}), res.get("settings", {})
+        dtype = settings.get("dtype", "-") + (" +TF32" if settings.get("tf32") else "")
+        train = {m: f"{get(res, f'train_{m}', 'step_s')} ({get(res, f'train_{m}', 'utts_per_s')})"
+                 for m in ("llm", "flow")}
+        lines.append(f"| {env.get('device_name', '-')} | {dtype} | {get(res, 'llm', 'decode_ms_per_token')} "
+                     f"({get(res, 'llm', 'bandwidth_floor_ms_per_token')}) | {get(res, 'llm', 'prefill_ms')} | "
+                     f"{get(res, 'token2wav', 'offline', 'total_rtf')} | {get(res, 'token2wav', 'stream', 'total_rtf')} "
+                     f"| {get(res, 'token2wav', 'stream', 'first_chunk_ms_p50')} | {train['llm']} | {train['flow']} |")
+    return "\n".join(lines)
+
+
+@entry_point("benchmark.py")
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s")
     args = get_args(argv)
+    if args.rows:
+        print(table_rows(args.rows))
+        return 0
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
-        print(f"ERROR: unknown --stages {', '.join(unknown)} (known: {', '.join(STAGES)})", file=sys.stderr)
-        return 2
+        raise UserError(f"unknown --stages {', '.join(unknown)} (known: {', '.join(STAGES)})")
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        print("ERROR: --device cuda but torch sees no CUDA device; use --device cpu", file=sys.stderr)
-        return 2
+        raise UserError("--device cuda but torch sees no CUDA device; use --device cpu")
     if device.type == "cpu" and args.dtype != "fp32":
-        print(f"ERROR: --dtype {args.dtype} is for CUDA; the CPU path runs fp32", file=sys.stderr)
-        return 2
+        raise UserError(f"--dtype {args.dtype} is for CUDA; the CPU path runs fp32")
+    if args.tf32:
+        if device.type != "cuda" or args.dtype != "fp32":
+            raise UserError("--tf32 is for --device cuda --dtype fp32 (TF32 matmuls on an NVIDIA GPU)")
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
 
     if args.model_dir and not args.stand_in:
-        try:
-            found = model_version(args.model_dir)
-        except PretrainedDirError as e:
-            print(f"ERROR: {e}", file=sys.stderr)
-            return 2
+        found = model_version(args.model_dir)
         if not (Path(args.model_dir) / found.config_file).is_file():
-            print(f"ERROR: {args.model_dir}/{found.config_file} not found: --model_dir must be a CosyVoice2 or "
-                  f"CosyVoice3 model dir", file=sys.stderr)
-            return 2
+            raise UserError(f"{args.model_dir}/{found.config_file} not found: --model_dir must be a CosyVoice2 or "
+                            "CosyVoice3 model dir")
     try:
         resolve_version(args)
     except ValueError as e:
-        print(f"ERROR: {e}", file=sys.stderr)
-        return 2
+        raise UserError(str(e)) from e
     args.undo_list = [u.strip() for u in args.undo.split(",") if u.strip()]
     bad = sorted(set(args.undo_list) - set(UNDO))
     if bad:
-        print(f"ERROR: unknown --undo {', '.join(bad)} (known: {', '.join(UNDO)})", file=sys.stderr)
-        return 2
+        raise UserError(f"unknown --undo {', '.join(bad)} (known: {', '.join(UNDO)})")
     v2_only = sorted(set(args.undo_list) & {"stream_cache", "attn_bias"})
     if v2_only and args.version == "cosyvoice3":
-        print(f"ERROR: --undo {', '.join(v2_only)} changes CosyVoice2's flow; CosyVoice3's DiT flow has no such "
-              f"speed change", file=sys.stderr)
-        return 2
+        raise UserError(f"--undo {', '.join(v2_only)} changes CosyVoice2's flow; CosyVoice3's DiT flow has no such "
+                        "speed change")
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = DTYPES[args.dtype]
@@ -833,7 +867,7 @@ def main(argv=None) -> int:
             model, source = build_models(args, Path(tmp))
             undo_speedups(model, args.undo_list)
         res: Dict[str, object] = {"model": source, "env": environment(args, device),
-                                  "settings": {k: v for k, v in vars(args).items() if k not in ("out", "undo_list")},
+                                  "settings": {k: v for k, v in vars(args).items() if k not in ("out", "undo_list", "rows")},
                                   "build_s": round(time.perf_counter() - t0, 2)}
         res["bandwidth"] = memory_bandwidth(device, args.bandwidth_mib)
         if "llm" in stages:
@@ -877,7 +911,7 @@ def main(argv=None) -> int:
         name = "stand_in3"
     if model is None:
         name = "resample"
-    undone = "".join(f"_undo-{u}" for u in args.undo_list)
+    undone = "".join(f"_undo-{u}" for u in args.undo_list) + ("_tf32" if args.tf32 else "")
     out = Path(args.out or ROOT / "exp" / "benchmark" / f"{name}_{device.type}_{args.dtype}{undone}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
