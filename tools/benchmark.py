@@ -18,6 +18,12 @@ Figures:
 * token2wav: ``CosyVoice2Model.token2wav`` (``CosyVoice3Model``'s for CosyVoice3) on ``--audio_seconds`` of random
   speech tokens, offline (one call) and streaming (``tts`` with the tokens given, the official chunk schedule):
   total RTF, time to the first chunk (p50/p90 over runs), and the flow and HiFT shares.
+* ttfa: time to first audio of streaming synthesis, SFT and zero-shot (``--ttfa_prompt_tokens`` of prompt speech),
+  through ``tts(stream=True)`` with the LLM in its worker thread, in parts: the text front end (text normalization
+  and tokenization; for zero-shot also the prompt's speech tokens, CAM++ embedding and mel; measured when there is
+  a model dir, ``--stand_in`` or ``--model_dir``, whose ONNX models it runs), LLM prefill (to the first token), the
+  rest of the first chunk's tokens (``token_hop_len`` + look-ahead, + the prompt's padding to a whole hop), and the
+  first chunk's token2wav (while the LLM goes on decoding beside it, as in real use).
 * train_llm / train_flow: forward + backward + grad clip + Adam on a synthetic batch made by
   ``cosyvoice.dataset.processor.padding``: step time, utterances/s, speech tokens/s (llm) or mel frames/s (flow),
   peak memory, and the Adam step alone with the for-loop, foreach and fused implementations.
@@ -34,6 +40,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import platform
 import random
@@ -52,8 +59,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 from cosyvoice.audio.resample import resample, resample_filters
+from cosyvoice.cli.frontend import CosyVoiceFrontEnd
 from cosyvoice.cli.model import CosyVoice2Model, CosyVoice3Model
 from cosyvoice.dataset.processor import padding
 from cosyvoice.flow.decoder import add_optional_chunk_mask, mask_to_bias
@@ -62,13 +71,13 @@ from cosyvoice.utils.config import load_config
 from cosyvoice.utils.mask import make_pad_mask
 from cosyvoice.utils.cli import entry_point
 from cosyvoice.utils.errors import UserError
-from cosyvoice.utils.pretrained import get_version, model_version, version_from_name
+from cosyvoice.utils.pretrained import CAMPPLUS_FILE, get_version, model_version, QWEN_DIR, version_from_name
 from cosyvoice.utils.train_utils import init_optimizer, optimizer_impl
 
 logger = logging.getLogger("benchmark")
 
-STAGES = ("llm", "token2wav", "train_llm", "train_llm_lora", "train_flow", "train_flow_lora", "resample")
-MODEL_STAGES = ("llm", "token2wav", "train_llm", "train_llm_lora", "train_flow", "train_flow_lora")
+STAGES = ("llm", "token2wav", "ttfa", "train_llm", "train_llm_lora", "train_flow", "train_flow_lora", "resample")
+MODEL_STAGES = ("llm", "token2wav", "ttfa", "train_llm", "train_llm_lora", "train_flow", "train_flow_lora")
 RESAMPLE_PAIRS = ((48000, 16000), (48000, 24000), (44100, 16000))
 # --undo: each speed change this toolkit makes over the official code, put back the official way, so that one
 # commit measures the figure with and without it (BENCHMARKS.md).
@@ -78,6 +87,7 @@ UNDO = {
     "stream_cache": "each streaming chunk re-runs the flow on the whole prefix (official token2wav)",
     "attn_bias": "the flow estimator adds an all-zero attention bias when nothing is masked (offline)",
     "fused_adam": "training uses torch's default Adam implementation instead of the fused one",
+    "first_chunk_alone": "the LLM keeps decoding while the first streaming chunk is made on a CPU",
 }
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TOKEN_RATE = 25            # speech tokens per second of audio
@@ -114,6 +124,10 @@ def get_args(argv=None):
     p.add_argument("--audio_seconds", type=float, default=5.0, help="token2wav length (25 tokens per second)")
     p.add_argument("--prompt_tokens", type=int, default=0,
                    help="flow prompt tokens (0: SFT, no prompt; zero-shot uses a few seconds)")
+    p.add_argument("--ttfa_text_tokens", type=int, default=20,
+                   help="text tokens of the ttfa stage (the LLM then makes at least twice as many speech tokens)")
+    p.add_argument("--ttfa_prompt_tokens", type=int, default=75,
+                   help="zero-shot prompt speech tokens of the ttfa stage (75: a 3 s prompt)")
     p.add_argument("--train_batch", type=int, default=4, help="utterances per training batch")
     p.add_argument("--train_text_tokens", type=int, default=18, help="text tokens per training utterance")
     p.add_argument("--train_speech_tokens", type=int, default=125, help="speech tokens per training utterance")
@@ -335,6 +349,8 @@ def undo_speedups(model, undo: List[str]) -> None:
         encoder.forward = forward_with_head
     if "stream_cache" in undo:
         model.flow_cache_max_frames = 0
+    if "first_chunk_alone" in undo:
+        model.first_chunk_alone = False
     if "attn_bias" in undo:
         estimator = model.flow.decoder.estimator
 
@@ -497,6 +513,121 @@ class StageTimer:
         if self._hook is not None:
             self._hook.remove()
             self.model.flow.decoder.estimator.__dict__.pop("forward_chunk", None)
+
+
+class TokenClock:
+    """Timestamps the speech tokens a ``CosyVoice2Model`` receives from its LLM worker (``_append``)."""
+
+    def __init__(self, model):
+        self.model, self.times = model, []
+
+    def __enter__(self):
+        real = self.model._append
+
+        def stamped(uuid, token):
+            real(uuid, token)
+            self.times.append(time.perf_counter())
+        self.model._append = stamped
+        return self
+
+    def __exit__(self, *exc):
+        self.model.__dict__.pop("_append", None)
+
+
+def build_frontend(args):
+    """The model dir's text and prompt front end (CosyVoiceFrontEnd), or None without a model dir."""
+    if not args.model_dir:
+        return None
+    model_dir = Path(args.model_dir)
+    version = get_version(args.version)
+    configs = load_config(str(model_dir / version.config_file), {"qwen_pretrain_path": str(model_dir / QWEN_DIR)},
+                          keys=["get_tokenizer", "feat_extractor", "allowed_special"])
+    return CosyVoiceFrontEnd(configs["get_tokenizer"], configs["feat_extractor"], str(model_dir / CAMPPLUS_FILE),
+                             str(model_dir / version.speech_tokenizer_file), "", configs["allowed_special"])
+
+
+TTFA_TEXT = "The first chunk of audio should come as soon as it can, before the whole sentence is ready."
+TTFA_PROMPT_TEXT = "A short prompt."
+
+
+def _prompt_wav(seconds: float, path: Path) -> Path:
+    """A voiced-looking test prompt (a 150 Hz tone with harmonics) of ``seconds`` at 16 kHz."""
+    t = np.arange(int(seconds * 16000)) / 16000
+    wav = sum(0.2 / k * np.sin(2 * np.pi * 150 * k * t) for k in range(1, 6))
+    sf.write(str(path), wav.astype(np.float32), 16000)
+    return path
+
+
+def bench_ttfa(model, frontend, args, device, dtype, workdir: Path) -> Dict[str, object]:
+    llm = model.llm
+    g = torch.Generator().manual_seed(args.seed + 2)
+    vocab = llm.llm.model.config.vocab_size
+    p = args.ttfa_prompt_tokens
+    text = torch.randint(0, vocab, (1, args.ttfa_text_tokens), generator=g, dtype=torch.int32)
+    embedding = torch.randn(1, 192, generator=g)
+    modes = {
+        "sft": dict(text=text, flow_embedding=embedding, llm_embedding=embedding),
+        "zero_shot": dict(text=text, flow_embedding=embedding, llm_embedding=embedding,
+                          prompt_text=torch.randint(0, vocab, (1, 6), generator=g, dtype=torch.int32),
+                          llm_prompt_speech_token=torch.randint(0, SPEECH_TOKEN_SIZE, (1, p), generator=g,
+                                                                dtype=torch.int32),
+                          flow_prompt_speech_token=torch.randint(0, SPEECH_TOKEN_SIZE, (1, p), generator=g,
+                                                                 dtype=torch.int32),
+                          prompt_speech_feat=torch.randn(1, 2 * p, 80, generator=g) - 5.0),
+    }
+    hop, lookahead = model.token_hop_len, model.flow.pre_lookahead_len
+    result: Dict[str, object] = {"text_tokens": args.ttfa_text_tokens, "prompt_tokens": p}
+    prompt_wav = _prompt_wav(p / TOKEN_RATE, workdir / "ttfa_prompt.wav") if frontend is not None else None
+    banned = llm.min_len_banned_ids
+    if len(getattr(llm, "stop_token_ids", [])) > len(banned):
+        llm.min_len_banned_ids = list(llm.stop_token_ids)  # CosyVoice3: no early stop while timed (see bench_llm)
+    try:
+        for mode, kwargs in modes.items():
+            n_prompt = kwargs.get("flow_prompt_speech_token", torch.zeros(1, 0)).shape[1]
+            need = hop + (math.ceil(n_prompt / hop) * hop - n_prompt) + lookahead
+            if int(args.ttfa_text_tokens * 2) < need:  # the LLM's min_token_text_ratio: 2 speech tokens per text token
+                raise UserError(f"--ttfa_text_tokens {args.ttfa_text_tokens} is too few: the first {mode} chunk needs "
+                                f"{need} speech tokens, which the LLM is sure to make from {math.ceil(need / 2)} "
+                                f"text tokens")
+            parts = {"frontend": [], "prefill": [], "first_chunk_tokens": [], "token2wav": [], "total": []}
+
+            def run(i, kwargs=kwargs, need=need, parts=parts, mode=mode):
+                front = None
+                if frontend is not None:
+                    t0 = time.perf_counter()
+                    pieces = frontend.text_normalize(TTFA_TEXT, split=True)
+                    if mode == "sft":
+                        frontend._extract_text_token(pieces[0])
+                    else:
+                        frontend.frontend_zero_shot(pieces[0], TTFA_PROMPT_TEXT, str(prompt_wav), 24000, "")
+                    front = time.perf_counter() - t0
+                with TokenClock(model) as clock, autocast(device, dtype):
+                    t0 = time.perf_counter()
+                    stream = model.tts(stream=True, seed=i, **kwargs)
+                    next(stream)
+                    sync(device)
+                    t_audio = time.perf_counter()
+                    stream.close()  # stops the LLM
+                if len(clock.times) < need:
+                    raise RuntimeError(f"ttfa ({mode}): the LLM stopped after {len(clock.times)} tokens, before the "
+                                       f"first chunk's {need}; use more --ttfa_text_tokens")
+                if i >= args.warmup:
+                    if front is not None:
+                        parts["frontend"].append(front)
+                    parts["prefill"].append(clock.times[0] - t0)
+                    parts["first_chunk_tokens"].append(clock.times[need - 1] - clock.times[0])
+                    parts["token2wav"].append(t_audio - clock.times[need - 1])
+                    parts["total"].append(t_audio - t0 + (front or 0.0))
+
+            timed_runs(run, args.warmup, args.runs, device)
+            figs = {f"{k}_ms": round(median(v) * 1e3, 1) if v else None for k, v in parts.items()}
+            figs["first_chunk_tokens"] = need
+            if frontend is None:
+                figs["frontend"] = "not measured: no model dir (give --model_dir or --stand_in)"
+            result[mode] = figs
+    finally:
+        llm.min_len_banned_ids = banned
+    return result
 
 
 def token2wav_inputs(model, args, device):
@@ -755,6 +886,13 @@ def print_report(res: Dict[str, object]) -> None:
             print(f"token2wav  {mode:8s} {r['audio_s']:.2f} s audio: {m['total_s']} s (RTF {m['total_rtf']}) | "
                   f"flow {m['flow_s']} s (RTF {m['flow_rtf']}, estimator {m['estimator_frames']} frames x steps) | "
                   f"hift {m['hift_s']} s (RTF {m['hift_rtf']}){extra}")
+    if "ttfa" in res:
+        for mode in ("sft", "zero_shot"):
+            m = res["ttfa"][mode]
+            front = f"{m['frontend_ms']} ms" if m["frontend_ms"] is not None else "not measured"
+            print(f"ttfa       {mode:9s} first audio {m['total_ms']} ms = front end {front} + LLM prefill "
+                  f"{m['prefill_ms']} ms + {m['first_chunk_tokens'] - 1} more tokens {m['first_chunk_tokens_ms']} ms "
+                  f"+ first chunk token2wav {m['token2wav_ms']} ms")
     for name in ("llm", "flow", "llm_lora", "flow_lora"):
         key = f"train_{name}"
         if key in res:
@@ -876,6 +1014,9 @@ def main(argv=None) -> int:
         if "token2wav" in stages:
             logger.info("token2wav offline and streaming")
             res["token2wav"] = bench_token2wav(model, args, device, dtype)
+        if "ttfa" in stages:
+            logger.info("time to first audio, SFT and zero-shot")
+            res["ttfa"] = bench_ttfa(model, build_frontend(args), args, device, dtype, Path(tmp))
         if "llm" in res and "token2wav" in res:
             res["tts_rtf_estimate"] = {mode: round(res["llm"]["rtf"] + res["token2wav"][mode]["total_rtf"], 4)
                                        for mode in ("offline", "stream")}

@@ -52,6 +52,8 @@ class _LLMJob:
     def __init__(self):
         self.cond = threading.Condition()
         self.cancel = threading.Event()
+        self.go = threading.Event()  # cleared: the worker waits before its next token (see CosyVoice2Model.tts)
+        self.go.set()
         self.error: Optional[BaseException] = None
 
 
@@ -78,6 +80,9 @@ class CosyVoice2Model:
         self.amp_dtype: Optional[torch.dtype] = torch.float16 if self.fp16 else None
         self.token_hop_len = 25                       # first streaming hop; the flow's training chunk size
         self.token_max_hop_len = 4 * self.token_hop_len
+        # on a CPU, the LLM worker waits while the first streaming chunk is made: both at once share the cores
+        # and the first audio comes later (tools/benchmark.py --stages ttfa; BENCHMARKS.md)
+        self.first_chunk_alone = True
         self.stream_scale_factor = 2                  # each hop is this times the previous one, up to the max
         self.mel_cache_len = 8                        # mel frames handed to the next chunk's vocoder call
         self.source_cache_len = self.mel_cache_len * 480
@@ -285,6 +290,7 @@ class CosyVoice2Model:
                 else:
                     silent_run = 0
                 self._append(uuid, int(token))
+                job.go.wait()
 
     def vc_job(self, source_speech_token: torch.Tensor, uuid: str) -> None:
         """Voice conversion: the source speech tokens stand in for the LLM's output."""
@@ -374,8 +380,14 @@ class CosyVoice2Model:
                     if self._wait_for_tokens(this_uuid, need) < need:
                         break
                     chunk = torch.tensor(self.tts_speech_token_dict[this_uuid][:need]).unsqueeze(0)
-                    speech = self.token2wav(token=chunk, token_offset=token_offset, stream=True, finalize=False,
-                                            **flow_kwargs)
+                    alone = token_offset == 0 and self.first_chunk_alone and self.device.type == "cpu"
+                    if alone:
+                        self._jobs[this_uuid].go.clear()
+                    try:
+                        speech = self.token2wav(token=chunk, token_offset=token_offset, stream=True,
+                                                finalize=False, **flow_kwargs)
+                    finally:
+                        self._jobs[this_uuid].go.set()
                     token_offset += this_hop
                     hop = min(self.token_max_hop_len, hop * self.stream_scale_factor)
                     yield {"tts_speech": speech.cpu()}
@@ -391,6 +403,7 @@ class CosyVoice2Model:
                 yield {"tts_speech": speech.cpu()}
         finally:
             self._jobs[this_uuid].cancel.set()
+            self._jobs[this_uuid].go.set()
             worker.join()
             with self.lock:
                 for table in (self.tts_speech_token_dict, self.llm_end_dict, self.hift_cache_dict,

@@ -25,4 +25,9 @@ class Snake(nn.Module):
         alpha = self.alpha[None, :, None]
         if self.alpha_logscale:
             alpha = torch.exp(alpha)
-        return x + (1.0 / (alpha + self.eps)) * torch.sin(x * alpha).pow(2)
+        inv = 1.0 / (alpha + self.eps)
+        if torch.is_grad_enabled() and (x.requires_grad or alpha.requires_grad):
+            return x + inv * torch.sin(x * alpha).pow(2)
+        # no autograd: the same operations on one temporary, in place (bit-identical, a third fewer passes)
+        s = (x * alpha).sin_()
+        return s.mul_(s).mul_(inv).add_(x)

@@ -63,6 +63,16 @@ def test_stand_in_writes_every_figure(bench_tool, tmp_path, capsys):
     assert 0 < stream["first_chunk_ms_p50"] <= stream["first_chunk_ms_p90"]
     assert set(res["tts_rtf_estimate"]) == {"offline", "stream"}
 
+    ttfa = res["ttfa"]
+    for mode in ("sft", "zero_shot"):
+        m = ttfa[mode]
+        assert m["first_chunk_tokens"] == 28                      # 25 + 3 look-ahead (the 75-token prompt: no pad)
+        for key in ("frontend_ms", "prefill_ms", "first_chunk_tokens_ms", "token2wav_ms", "total_ms"):
+            assert _positive(m[key]), (mode, key)
+        parts = m["frontend_ms"] + m["prefill_ms"] + m["first_chunk_tokens_ms"] + m["token2wav_ms"]
+        assert math.isclose(parts, m["total_ms"], rel_tol=0.1)    # medians of parts: about the median total
+    assert "ttfa       zero_shot first audio" in printed
+
     for name, rate in (("train_llm", "speech_tokens_per_s"), ("train_flow", "mel_frames_per_s")):
         r = res[name]
         assert r["batch"] == 2 and r["speech_tokens_per_utt"] == 8
@@ -171,6 +181,8 @@ def test_each_undo_changes_the_work_not_the_numbers(bench_tool, tmp_path):
     (["--dtype", "bf16"], "--dtype bf16 is for CUDA; the CPU path runs fp32"),
     (["--stages", "llm,vocoder"], "unknown --stages vocoder"),
     (["--model_dir", "/nonexistent/model"], "/nonexistent/model/cosyvoice2.yaml not found"),
+    (["--stand_in", "--stages", "ttfa", "--ttfa_text_tokens", "5"],
+     "--ttfa_text_tokens 5 is too few: the first sft chunk needs 28 speech tokens"),
 ])
 def test_bad_arguments(bench_tool, capsys, argv, message):
     assert bench_tool.main(argv) == 2

@@ -186,3 +186,32 @@ def test_vc_uses_source_tokens(make_model):
     out = run_with_timeout(lambda: list(model.tts(source_speech_token=source, flow_embedding=_embedding())))
     assert spy.calls == [(33, 0, True, False)] and len(out) == 1
     assert model.llm.calls == []  # no LLM call for voice conversion
+
+
+@pytest.mark.parametrize("alone", [True, False])
+def test_on_a_cpu_the_llm_waits_while_the_first_chunk_is_made(make_model, alone):
+    """The first streaming chunk has the cores to itself (first_chunk_alone): the LLM makes at most the token it
+    was on meanwhile; later chunks overlap with it. The audio is the same either way."""
+    import time
+
+    llm = StubLLM(random_tokens(400), delay=0.002)
+    model = make_model(llm)
+    model.first_chunk_alone = alone
+    spy = Token2wavSpy(model, fake=True)
+    counts = []
+
+    def slow_token2wav(**kw):
+        before = len(model.tts_speech_token_dict[kw["uuid"]])
+        time.sleep(0.3)
+        counts.append((before, len(model.tts_speech_token_dict[kw["uuid"]])))
+        return spy(**kw)
+
+    model.token2wav = slow_token2wav
+    _tts(model, stream=True)
+    before, after = counts[0]
+    if alone:
+        assert after - before <= 1
+        assert counts[1][1] - counts[1][0] > 1  # the second chunk runs beside the LLM
+    else:
+        assert after - before > 1
+    assert spy.schedule == official_schedule(0, 400)
