@@ -15,6 +15,9 @@ Differences, all on purpose:
 * Each call keeps its state (tokens, vocoder and flow caches) under its own ``uuid4`` key, so concurrent calls
   never see each other's tokens.
 * ``speed`` other than 1.0 with ``stream=True`` is an error (the official code silently ignores it).
+* On a CPU the LLM worker waits (after the token it is on) while the first streaming chunk is made, so that chunk
+  has the cores to itself and the first audio comes sooner; later chunks run beside the LLM
+  (``first_chunk_alone``; same numbers).
 * Characters (``add_character``, ``tts(..., character=...)``): LoRA adapters of several fine-tuned voices live on the
   one llm (and flow) unmerged, and a call uses only its own (:class:`cosyvoice.utils.lora.AdapterSwitch`: calls of
   one character run together, others wait their turn); a character's fully fine-tuned flow is its own module.
