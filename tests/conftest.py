@@ -51,15 +51,26 @@ def full_qwen_dir(tmp_path_factory) -> Path:
     return d
 
 
-@pytest.fixture(scope="session")
-def make_tiny_pretrained():
-    """tools/make_tiny_pretrained.py as a module."""
+def load_tool(name: str):
+    """tools/<name>.py as a module (the tools are scripts, not a package)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("make_tiny_pretrained", ROOT / "tools" / "make_tiny_pretrained.py")
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def make_tiny_pretrained():
+    """tools/make_tiny_pretrained.py as a module."""
+    return load_tool("make_tiny_pretrained")
+
+
+@pytest.fixture(scope="session")
+def bench_tool():
+    """tools/benchmark.py as a module."""
+    return load_tool("benchmark")
 
 
 @pytest.fixture(scope="session")

@@ -46,11 +46,23 @@ class _TokenMelFlow(nn.Module):
         mask = (~make_pad_mask(token_len, token.size(1))).unsqueeze(-1).to(dtype)
         return self.input_embedding(torch.clamp(token, min=0)) * mask
 
-    @staticmethod
-    def _check_batch(batch: Dict[str, torch.Tensor], name: str) -> None:
+    def _batch(self, batch: Dict[str, torch.Tensor], device: torch.device):
+        """(speech_token, speech_token_len, speech_feat, speech_feat_len, embedding) of a training batch, on
+        ``device``."""
         if "speech_token" not in batch:
-            raise KeyError(f"{name}.forward: the batch has no 'speech_token'; extract speech tokens in data "
-                           f"preparation (online token extraction is not supported)")
+            raise KeyError(f"{type(self).__name__}.forward: the batch has no 'speech_token'; extract speech tokens "
+                           f"in data preparation (online token extraction is not supported)")
+        return tuple(batch[k].to(device) for k in ("speech_token", "speech_token_len", "speech_feat",
+                                                    "speech_feat_len", "embedding"))
+
+    def _loss(self, feat: torch.Tensor, mask: torch.Tensor, h: torch.Tensor, embedding: torch.Tensor,
+              conds: torch.Tensor, streaming: bool) -> Dict[str, torch.Tensor]:
+        """{'loss': the flow-matching loss} of target mel ``feat`` (B, T, D) given token features ``h`` (B, T, D)
+        on the frames of ``mask`` (B, T)."""
+        loss, _ = self.decoder.compute_loss(feat.transpose(1, 2).contiguous(), mask.unsqueeze(1),
+                                            h.transpose(1, 2).contiguous(), embedding, cond=conds,
+                                            streaming=streaming)
+        return {"loss": loss}
 
     @staticmethod
     def _draw_conds(feat: torch.Tensor, feat_len: torch.Tensor) -> torch.Tensor:
@@ -122,12 +134,7 @@ class CausalMaskedDiffWithXvec(_TokenMelFlow):
         and when it is >= 0.5 randint(0, int(0.3 * feat_len)) prompt frames become ``cond``.
         Torch draws happen in the encoder (dropout, training only) and in ``decoder.compute_loss``.
         """
-        self._check_batch(batch, "CausalMaskedDiffWithXvec")
-        token = batch["speech_token"].to(device)
-        token_len = batch["speech_token_len"].to(device)
-        feat = batch["speech_feat"].to(device)
-        feat_len = batch["speech_feat_len"].to(device)
-        embedding = batch["embedding"].to(device)
+        token, token_len, feat, feat_len, embedding = self._batch(batch, device)
 
         streaming = random.random() < 0.5
         embedding = self._speaker(embedding)
@@ -142,15 +149,7 @@ class CausalMaskedDiffWithXvec(_TokenMelFlow):
 
         h_len = h_mask.sum(dim=-1).squeeze(dim=1)
         mask = (~make_pad_mask(h_len, h.size(1))).to(h)
-        loss, _ = self.decoder.compute_loss(
-            feat.transpose(1, 2).contiguous(),
-            mask.unsqueeze(1),
-            h.transpose(1, 2).contiguous(),
-            embedding,
-            cond=conds,
-            streaming=streaming,
-        )
-        return {"loss": loss}
+        return self._loss(feat, mask, h, embedding, conds, streaming)
 
     def _encode(self, token, token_len, prompt_token, prompt_token_len, embedding, streaming: bool,
                 finalize: bool):
@@ -317,12 +316,7 @@ class CausalMaskedDiffWithDiT(_TokenMelFlow):
         (:func:`align_feat_to_tokens`), then the official computation runs. Batches the official code accepts are
         left as they are.
         """
-        self._check_batch(batch, "CausalMaskedDiffWithDiT")
-        token = batch["speech_token"].to(device)
-        token_len = batch["speech_token_len"].to(device)
-        feat = batch["speech_feat"].to(device)
-        feat_len = batch["speech_feat_len"].to(device)
-        embedding = batch["embedding"].to(device)
+        token, token_len, feat, feat_len, embedding = self._batch(batch, device)
         ratio = self.token_mel_ratio
         if feat.size(1) != ratio * token.size(1):
             if not self._warned_alignment:
@@ -339,15 +333,7 @@ class CausalMaskedDiffWithDiT(_TokenMelFlow):
         h = h.repeat_interleave(ratio, dim=1)
         mask = mask.repeat_interleave(ratio, dim=1).squeeze(-1)
         conds = self._draw_conds(feat, feat_len)
-        loss, _ = self.decoder.compute_loss(
-            feat.transpose(1, 2).contiguous(),
-            mask.unsqueeze(1),
-            h.transpose(1, 2).contiguous(),
-            embedding,
-            cond=conds,
-            streaming=streaming,
-        )
-        return {"loss": loss}
+        return self._loss(feat, mask, h, embedding, conds, streaming)
 
     @torch.inference_mode()
     def inference(self, token: torch.Tensor, token_len: torch.Tensor, prompt_token: torch.Tensor,

@@ -1,7 +1,6 @@
 """tools/benchmark.py runs on the stand-in with tiny settings and writes every figure (a smoke test, not a timing)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -12,14 +11,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 TINY = ["--bandwidth_mib", "32", "--warmup", "0", "--runs", "2", "--text_tokens", "4", "--decode_tokens", "4",
         "--audio_seconds", "2", "--train_batch", "2", "--train_text_tokens", "3", "--train_speech_tokens", "8"]
-
-
-@pytest.fixture(scope="module")
-def bench_tool():
-    spec = importlib.util.spec_from_file_location("benchmark_tool", ROOT / "tools" / "benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _positive(x) -> bool:

@@ -2,7 +2,6 @@
 stops at once with one line and exit status 2; the rows are read from tools/benchmark.py's own result files."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,14 +14,6 @@ ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--bandwidth_mib", "32", "--warmup", "0", "--runs", "1", "--text_tokens", "4", "--decode_tokens", "3",
         "--audio_seconds", "1", "--train_batch", "2", "--train_text_tokens", "3", "--train_speech_tokens", "8",
         "--no_optimizer_variants"]
-
-
-@pytest.fixture(scope="module")
-def bench_tool():
-    spec = importlib.util.spec_from_file_location("benchmark_tool_gpu", ROOT / "tools" / "benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: the script would run the benchmark")

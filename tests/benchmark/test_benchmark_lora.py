@@ -2,20 +2,15 @@
 and checkpoint size of the llm and the flow (a smoke test on the stand-in, not a timing)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--bandwidth_mib", "32", "--warmup", "0", "--runs", "2", "--train_batch", "2", "--train_text_tokens", "3",
         "--train_speech_tokens", "8", "--no_optimizer_variants"]
 
 
-def test_full_vs_lora_figures(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("benchmark_tool_lora", ROOT / "tools" / "benchmark.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+def test_full_vs_lora_figures(bench_tool, tmp_path, capsys):
+    tool = bench_tool
     out = tmp_path / "bench.json"
     stages = "train_llm,train_llm_lora,train_flow,train_flow_lora"
     assert tool.main(["--stand_in", "--stages", stages, "--out", str(out)] + TINY) == 0

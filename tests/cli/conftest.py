@@ -2,7 +2,6 @@
 with an SFT speaker, a loaded CosyVoice2 and CosyVoice3, and a short prompt clip."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -25,16 +24,21 @@ def prompt_wav(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory, stand_in_dir, prompt_wav) -> Path:
-    """A fine-tuned-style model dir: links to the stand-in plus spk2info.pt with the SFT speaker 'demo'."""
+def _sft_model_dir(stand_in: Path, out: Path) -> Path:
+    """Links to the stand-in ``stand_in`` plus spk2info.pt with the SFT speaker 'demo' (a demo clip's CAM++)."""
     from cosyvoice.audio.io import load_wav
     from cosyvoice.utils.onnx import EmbeddingExtractor
 
-    out = link_model_dir(stand_in_dir, tmp_path_factory.mktemp("exp") / "model")
-    embedding = EmbeddingExtractor(str(stand_in_dir / "campplus.onnx")).extract(load_wav(DEMO_WAV, 16000))
+    out = link_model_dir(stand_in, out)
+    embedding = EmbeddingExtractor(str(stand_in / "campplus.onnx")).extract(load_wav(DEMO_WAV, 16000))
     torch.save({"demo": {"embedding": embedding}}, out / "spk2info.pt")
     return out
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory, stand_in_dir, prompt_wav) -> Path:
+    """A fine-tuned-style model dir: links to the stand-in plus spk2info.pt with the SFT speaker 'demo'."""
+    return _sft_model_dir(stand_in_dir, tmp_path_factory.mktemp("exp") / "model")
 
 
 @pytest.fixture(scope="session")
@@ -47,13 +51,7 @@ def cosyvoice(model_dir):
 @pytest.fixture(scope="session")
 def model3_dir(tmp_path_factory, stand_in3_dir) -> Path:
     """A fine-tuned-style CosyVoice3 model dir: links to the v3 stand-in plus spk2info.pt with the SFT speaker."""
-    from cosyvoice.audio.io import load_wav
-    from cosyvoice.utils.onnx import EmbeddingExtractor
-
-    out = link_model_dir(stand_in3_dir, tmp_path_factory.mktemp("exp3") / "model")
-    embedding = EmbeddingExtractor(str(stand_in3_dir / "campplus.onnx")).extract(load_wav(DEMO_WAV, 16000))
-    torch.save({"demo": {"embedding": embedding}}, out / "spk2info.pt")
-    return out
+    return _sft_model_dir(stand_in3_dir, tmp_path_factory.mktemp("exp3") / "model")
 
 
 @pytest.fixture(scope="session")
