@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 
 from cosyvoice.server.loadtest import format_summary, run_load, summarize
-from cosyvoice.utils.cli import setup_logging
+from cosyvoice.utils.cli import entry_point
+from cosyvoice.utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -118,13 +119,13 @@ def environment(model_dir: Path, args) -> dict:
             "loadavg_start": os.getloadavg()}
 
 
+@entry_point("benchmark_server.py")
 def main(argv=None) -> int:
-    setup_logging()
     args = get_args(argv)
     concurrencies = [int(c) for c in args.concurrency.split(",") if c]
     modes = [m for m in args.modes.split(",") if m]
     if set(modes) - {"stream", "whole"} or not concurrencies or min(concurrencies) < 1:
-        raise SystemExit("--modes takes stream and/or whole; --concurrency positive integers")
+        raise UserError("--modes takes stream and/or whole; --concurrency positive integers")
     with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
         model_dir = Path(args.model_dir) if args.model_dir else stand_in_model_dir(Path(tmp))
         env = environment(model_dir, args)

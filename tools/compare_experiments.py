@@ -18,6 +18,9 @@ import os
 import sys
 from typing import Dict, List, Optional
 
+from cosyvoice.utils.cli import entry_point
+from cosyvoice.utils.errors import UserError
+
 
 def get_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -80,13 +83,13 @@ def table(rows: List[Dict]) -> str:
     return "\n".join(lines)
 
 
+@entry_point("compare_experiments.py")
 def main(argv: Optional[List[str]] = None) -> int:
     args = get_args(argv)
     try:
         rows = [read_experiment(d) for d in args.exp_dirs]
     except (OSError, ValueError, KeyError) as e:
-        print(f"compare_experiments.py: error: {e}", file=sys.stderr)
-        return 2
+        raise UserError(str(e)) from e
     print(json.dumps(rows, indent=2) if args.json else table(rows))
     return 0
 

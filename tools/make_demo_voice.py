@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import soxr
+from cosyvoice.utils.cli import entry_point
+from cosyvoice.utils.errors import UserError
 
 SPEAKER = "demo"
 SAMPLE_RATE = 16000
@@ -143,6 +145,7 @@ def synthesize(espeak: str, segments: list[tuple[str, str, str]]) -> np.ndarray:
     return np.concatenate(parts)
 
 
+@entry_point("make_demo_voice.py")
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out_dir", default="local/demo_voice", help="gets train/ and test/ (their old files are removed)")
@@ -150,9 +153,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     espeak = shutil.which("espeak-ng")
     if espeak is None:
-        print("make_demo_voice.py: error: espeak-ng not found (apt-get install espeak-ng); it is only needed to "
-              "regenerate the bundled demo voice", file=sys.stderr)
-        return 1
+        raise UserError("espeak-ng not found (apt-get install espeak-ng); it is only needed to regenerate the "
+                        "bundled demo voice")
     out = Path(args.out_dir)
     for name in ("train", "test"):
         shutil.rmtree(out / name, ignore_errors=True)
