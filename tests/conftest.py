@@ -61,6 +61,32 @@ def load_tool(name: str):
     return module
 
 
+def state_layout(module) -> list:
+    """[(name, shape list, dtype name)] of a module's state_dict, in order (the manifests' layout)."""
+    return [(k, list(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in module.state_dict().items()]
+
+
+@pytest.fixture(scope="session")
+def full_size_module():
+    """build(conf, key, manifest_path) -> (module, manifest entry): ``key`` of the full-size yaml ``conf`` built
+    on the meta device, checked to draw no random numbers and to have exactly the manifest's state_dict layout."""
+    import random
+
+    import torch
+
+    from cosyvoice.utils.config import load_config
+
+    def build(conf, key: str, manifest_path):
+        torch_state, py_state = torch.random.get_rng_state(), random.getstate()
+        with torch.device("meta"):
+            module = load_config(str(conf), keys=[key])[key]
+        assert torch.equal(torch.random.get_rng_state(), torch_state) and random.getstate() == py_state
+        manifest = json.loads(Path(manifest_path).read_text())["modules"][key]
+        assert state_layout(module) == [(e["name"], e["shape"], e["dtype"]) for e in manifest["state_dict"]]
+        return module, manifest
+    return build
+
+
 @pytest.fixture(scope="session")
 def make_tiny_pretrained():
     """tools/make_tiny_pretrained.py as a module."""

@@ -2,7 +2,6 @@
 full-size key manifest and strict loading."""
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from cosyvoice.flow.flow import CausalMaskedDiffWithXvec
 from cosyvoice.flow.flow_matching import CausalConditionalCFM
 from cosyvoice.transformer.upsample_encoder import UpsampleConformerEncoder
 from cosyvoice.utils.common import CheckpointError, load_checkpoint_strict
-from cosyvoice.utils.config import DictConfig, load_config
+from cosyvoice.utils.config import DictConfig
 from flow_helpers import BATCH_KEYS, TRAIN, check_inference, check_torch_draws, seeded_training_loss
 
 MODES = {"nonstream_final": (False, True), "stream_final": (True, True), "stream_chunk": (True, False)}
@@ -76,17 +75,11 @@ def test_feature_length_mismatch_is_reported(tiny_flow, load_io):
         tiny_flow(batch, torch.device("cpu"))
 
 
-def test_full_size_flow_matches_manifest(fixtures_dir, load_io):
+def test_full_size_flow_matches_manifest(fixtures_dir, load_io, full_size_module):
     """conf/cosyvoice2.yaml's flow, built on the meta device, has exactly the official state_dict
     (names in order, shapes, dtypes); the meta build draws no random numbers and still gets real noise."""
     conf = Path(__file__).resolve().parents[2] / "conf" / "cosyvoice2.yaml"
-    torch_state, py_state = torch.random.get_rng_state(), random.getstate()
-    with torch.device("meta"):
-        flow = load_config(str(conf), keys=["flow"])["flow"]
-    assert torch.equal(torch.random.get_rng_state(), torch_state) and random.getstate() == py_state
-    manifest = json.loads((fixtures_dir / "manifest_full.json").read_text())["modules"]["flow"]
-    ours = [(k, list(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in flow.state_dict().items()]
-    assert ours == [(e["name"], e["shape"], e["dtype"]) for e in manifest["state_dict"]]
+    flow, manifest = full_size_module(conf, "flow", fixtures_dir / "manifest_full.json")
     for attr in manifest["plain_tensor_attributes_not_in_state_dict"]:
         obj = flow
         for part in attr["name"].split("."):

@@ -13,7 +13,6 @@ import torch
 from cosyvoice.flow.DiT.dit import DiT
 from cosyvoice.flow.flow import CausalMaskedDiffWithDiT, align_feat_to_tokens
 from cosyvoice.utils.common import CheckpointError, load_checkpoint_strict
-from cosyvoice.utils.config import load_config
 from flow_helpers import ATOL, BATCH_KEYS, TRAIN, check_inference, check_torch_draws, seeded_training_loss
 
 CONF3 = Path(__file__).resolve().parents[2] / "conf" / "cosyvoice3.yaml"
@@ -44,17 +43,11 @@ def test_strict_load_names_the_bad_key(tiny3_flow, fixtures3_dir):
         load_checkpoint_strict(tiny3_flow, bad)
 
 
-def test_full_size_flow_matches_manifest(fixtures3_dir, load_io3):
+def test_full_size_flow_matches_manifest(fixtures3_dir, load_io3, full_size_module):
     """conf/cosyvoice3.yaml's flow, built on the meta device, has exactly the official state_dict (names in order,
     shapes, dtypes, counts); the build draws no random numbers and still gets the real fixed noise."""
-    torch_state, py_state = torch.random.get_rng_state(), random.getstate()
-    with torch.device("meta"):
-        flow = load_config(str(CONF3), keys=["flow"])["flow"]
-    assert torch.equal(torch.random.get_rng_state(), torch_state) and random.getstate() == py_state
-    manifest = json.loads((fixtures3_dir / "manifest_full.json").read_text())["modules"]["flow"]
-    ours = [(k, list(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in flow.state_dict().items()]
-    assert ours == [(e["name"], e["shape"], e["dtype"]) for e in manifest["state_dict"]]
-    assert len(ours) == manifest["num_state_dict_entries"] == 330
+    flow, manifest = full_size_module(CONF3, "flow", fixtures3_dir / "manifest_full.json")
+    assert len(flow.state_dict()) == manifest["num_state_dict_entries"] == 330
     assert sum(p.numel() for p in flow.parameters()) == manifest["num_parameters_unique"]
     persistent = [k for k, _ in flow.named_buffers() if k in flow.state_dict()]
     assert persistent == manifest["persistent_buffers_in_state_dict"]

@@ -3,7 +3,6 @@ inference (final and streaming chunks), and the official behaviours of behaviour
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
@@ -63,17 +62,11 @@ def test_generator_prefixed_checkpoint_loads(fixtures3_dir, hift3_state, ref, tm
     assert _maxdiff(speech, ref["a_final_speech"]) < ATOL
 
 
-def test_full_size_hift_matches_manifest_and_fixed_noise(fixtures3_dir, load_io3):
+def test_full_size_hift_matches_manifest_and_fixed_noise(fixtures3_dir, load_io3, full_size_module):
     """conf/cosyvoice3.yaml's HiFT on the meta device: the official keys/shapes/dtypes, no global draws, and the
     official model's fixed noise (which does not live in hift.pt) computed on the CPU."""
-    torch_state, py_state = torch.random.get_rng_state(), random.getstate()
-    with torch.device("meta"):
-        hift = load_config(str(CONF3), keys=["hift"])["hift"]
-    assert torch.equal(torch.random.get_rng_state(), torch_state) and random.getstate() == py_state
-    manifest = json.loads((fixtures3_dir / "manifest_full.json").read_text())["modules"]["hift"]
-    ours = [(k, list(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in hift.state_dict().items()]
-    assert ours == [(e["name"], e["shape"], e["dtype"]) for e in manifest["state_dict"]]
-    assert len(ours) == manifest["num_state_dict_entries"] == 328
+    hift, manifest = full_size_module(CONF3, "hift", fixtures3_dir / "manifest_full.json")
+    assert len(hift.state_dict()) == manifest["num_state_dict_entries"] == 328
     assert sum(v.numel() for v in hift.state_dict().values()) == manifest["num_parameters_unique"]
     for attr in manifest["plain_tensor_attributes_not_in_state_dict"]:
         obj = hift
