@@ -23,6 +23,22 @@ def seeded_training_loss(flow, io, kind: str, record_calls):
     return rec, py_after, torch_after
 
 
+def check_python_draws(seed: int, feat_len, kinds, values, py_after=None) -> None:
+    """The loss drew, from python's RNG seeded with ``seed``, exactly the recorded ``values`` (``kinds``: 1 for an
+    int) in the documented order: random() for streaming, then per utterance random() and (when >= 0.5)
+    randint(0, int(0.3 * feat_len)); with ``py_after``, nothing else."""
+    random.seed(seed)
+    drawn = [random.random()]
+    for n in feat_len:
+        r = random.random()
+        drawn.append(r)
+        if r >= 0.5:
+            drawn.append(random.randint(0, int(0.3 * n)))
+    assert [float(d) for d in drawn] == [float(v) for v in values]
+    assert [1 if isinstance(d, int) else 0 for d in drawn] == [int(k) for k in kinds]
+    assert py_after is None or random.getstate() == py_after
+
+
 def check_torch_draws(kind: str, io, torch_after) -> None:
     """The loss drew t, z and the condition-drop randoms, exactly the recorded ones and nothing else."""
     torch.manual_seed(TRAIN[kind][1])

@@ -2,7 +2,6 @@
 full-size key manifest and strict loading."""
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,8 @@ from cosyvoice.flow.flow_matching import CausalConditionalCFM
 from cosyvoice.transformer.upsample_encoder import UpsampleConformerEncoder
 from cosyvoice.utils.common import CheckpointError, load_checkpoint_strict
 from cosyvoice.utils.config import DictConfig
-from flow_helpers import BATCH_KEYS, TRAIN, check_inference, check_torch_draws, seeded_training_loss
+from flow_helpers import (BATCH_KEYS, TRAIN, check_inference, check_python_draws, check_torch_draws,
+                          seeded_training_loss)
 
 MODES = {"nonstream_final": (False, True), "stream_final": (True, True), "stream_chunk": (True, False)}
 
@@ -30,29 +30,13 @@ def test_inference_matches_official(tiny_flow, load_io, record_calls, mode):
     check_inference(io, mode, feat, extra, rec, streaming)
 
 
-def _replay_python_draws(seed: int, kinds, values, feat_len) -> object:
-    """The python RNG state after the documented draws: streaming, then per utterance random() and
-    (when >= 0.5) randint(0, int(0.3 * feat_len))."""
-    random.seed(seed)
-    drawn = [random.random()]
-    for n in feat_len.tolist():
-        r = random.random()
-        drawn.append(r)
-        if r >= 0.5:
-            drawn.append(random.randint(0, int(0.3 * torch.tensor(n, dtype=torch.int32))))
-    assert [float(v) for v in values] == [float(d) for d in drawn]
-    assert [int(k) for k in kinds] == [1 if isinstance(d, int) else 0 for d in drawn]
-    return random.getstate()
-
-
 @pytest.mark.parametrize("kind", list(TRAIN))
 def test_training_loss_matches_official(tiny_flow, load_io, record_calls, kind):
     io = load_io(f"flow_train_loss_{kind}")
     rec, py_after, torch_after = seeded_training_loss(tiny_flow, io, kind, record_calls)
 
     # Every random draw, in the documented order and number.
-    assert py_after == _replay_python_draws(TRAIN[kind][0], io["py_draw_kinds"], io["py_draw_values"],
-                                            io["speech_feat_len"])
+    check_python_draws(TRAIN[kind][0], io["speech_feat_len"], io["py_draw_kinds"], io["py_draw_values"], py_after)
     check_torch_draws(kind, io, torch_after)
 
     (args, kwargs), = rec.calls

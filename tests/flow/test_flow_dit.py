@@ -13,7 +13,8 @@ import torch
 from cosyvoice.flow.DiT.dit import DiT
 from cosyvoice.flow.flow import CausalMaskedDiffWithDiT, align_feat_to_tokens
 from cosyvoice.utils.common import CheckpointError, load_checkpoint_strict
-from flow_helpers import ATOL, BATCH_KEYS, TRAIN, check_inference, check_torch_draws, seeded_training_loss
+from flow_helpers import (ATOL, BATCH_KEYS, TRAIN, check_inference, check_python_draws, check_torch_draws,
+                          seeded_training_loss)
 
 CONF3 = Path(__file__).resolve().parents[2] / "conf" / "cosyvoice3.yaml"
 
@@ -145,31 +146,13 @@ def test_inference_takes_one_utterance(tiny3_flow, load_io3):
 
 
 # --- training ------------------------------------------------------------------------------------------------------
-def _replay_python_draws(seed: int, feat_len) -> list:
-    random.seed(seed)
-    drawn = [random.random()]
-    for n in feat_len.tolist():
-        r = random.random()
-        drawn.append(r)
-        if r >= 0.5:
-            drawn.append(random.randint(0, int(0.3 * n)))
-    return drawn
-
-
-def _check_draws(drawn, kinds, values):
-    assert [float(d) for d in drawn] == [float(v) for v in values]
-    assert [1 if isinstance(d, int) else 0 for d in drawn] == [int(k) for k in kinds]
-
-
 @pytest.mark.parametrize("kind", list(TRAIN))
 def test_training_loss_matches_official(tiny3_flow, load_io3, record_calls, kind):
     io = load_io3(f"flow_train_loss_{kind}")
     rec, py_after, torch_after = seeded_training_loss(tiny3_flow, io, kind, record_calls)
 
     # every random draw, in the documented order and number
-    drawn = _replay_python_draws(TRAIN[kind][0], io["speech_feat_len"])
-    _check_draws(drawn, io["py_draw_kinds"], io["py_draw_values"])
-    assert random.getstate() == py_after
+    check_python_draws(TRAIN[kind][0], io["speech_feat_len"], io["py_draw_kinds"], io["py_draw_values"], py_after)
     check_torch_draws(kind, io, torch_after)
 
     # the estimator's inputs: loss mask from the token lengths, dropped rows without conditions
@@ -205,8 +188,8 @@ def test_mel_one_frame_off_gets_the_defined_loss(tiny3_flow, load_io3, fixture3_
     (args, _), = rec.calls
     frames = io[f"{case}_aligned_speech_feat"].size(1)
     assert args[0].shape == (2, 80, frames)
-    drawn = _replay_python_draws(int(meta["python_random_seed"]), io[f"{case}_aligned_speech_feat_len"])
-    _check_draws(drawn, io[f"{case}_expected_py_draw_kinds"], io[f"{case}_expected_py_draw_values"])
+    check_python_draws(int(meta["python_random_seed"]), io[f"{case}_aligned_speech_feat_len"],
+                       io[f"{case}_expected_py_draw_kinds"], io[f"{case}_expected_py_draw_values"])
     torch.manual_seed(int(meta["torch_seed"]))
     t, z, cfg_rand = torch.rand(2, 1, 1), torch.randn(2, 80, frames), torch.rand(2)
     assert torch.equal(t, io[f"{case}_expected_t"]) and torch.equal(z, io[f"{case}_expected_z"])

@@ -9,53 +9,33 @@ from cosyvoice.utils.common import load_checkpoint_strict
 from llm_helpers import build_tiny3_llm, build_tiny_llm
 
 
-def _loaded(build, folder, qwen_dir):
-    llm = build(folder, qwen_dir)
-    load_checkpoint_strict(llm, folder / "llm.pt")
-    return llm.eval()
+def _family(folder_fixture: str, qwen_fixture: str, build, tag: str):
+    """The three session fixtures of one model family, named ``tiny{tag}_llm`` (the tiny LM with the official-format
+    fixture llm.pt, eval mode; tests must not change its weights), ``llm{tag}_fixture`` (name -> the tensors of
+    <fixtures>/<name>.safetensors, each file read once) and ``llm{tag}_state`` (the fixture llm.pt)."""
+
+    def model(request):
+        folder = request.getfixturevalue(folder_fixture)
+        llm = build(folder, request.getfixturevalue(qwen_fixture))
+        load_checkpoint_strict(llm, folder / "llm.pt")
+        return llm.eval()
+
+    def loader(request):
+        folder, cache = request.getfixturevalue(folder_fixture), {}
+
+        def get(name: str):
+            if name not in cache:
+                cache[name] = load_file(str(folder / f"{name}.safetensors"))
+            return cache[name]
+
+        return get
+
+    def state(request):
+        return torch.load(request.getfixturevalue(folder_fixture) / "llm.pt", map_location="cpu", weights_only=True)
+
+    return tuple(pytest.fixture(scope="session", name=name)(f)
+                 for name, f in ((f"tiny{tag}_llm", model), (f"llm{tag}_fixture", loader), (f"llm{tag}_state", state)))
 
 
-def _loader(folder):
-    """name -> the tensors of <folder>/<name>.safetensors (each file read once)."""
-    cache = {}
-
-    def get(name: str):
-        if name not in cache:
-            cache[name] = load_file(str(folder / f"{name}.safetensors"))
-        return cache[name]
-
-    return get
-
-
-@pytest.fixture(scope="session")
-def tiny_llm(fixtures_dir, tiny_qwen_dir):
-    """Tiny Qwen2LM with the official-format fixture weights, eval mode. Tests must not change its weights."""
-    return _loaded(build_tiny_llm, fixtures_dir, tiny_qwen_dir)
-
-
-@pytest.fixture(scope="session")
-def llm_fixture(fixtures_dir):
-    """Load one llm_*.safetensors fixture by stem name."""
-    return _loader(fixtures_dir)
-
-
-@pytest.fixture(scope="session")
-def llm_state(fixtures_dir):
-    return torch.load(fixtures_dir / "llm.pt", map_location="cpu", weights_only=True)
-
-
-@pytest.fixture(scope="session")
-def tiny3_llm(fixtures3_dir, tiny3_qwen_dir):
-    """Tiny CosyVoice3LM with the official-format fixture weights, eval mode. Tests must not change its weights."""
-    return _loaded(build_tiny3_llm, fixtures3_dir, tiny3_qwen_dir)
-
-
-@pytest.fixture(scope="session")
-def llm3_fixture(fixtures3_dir):
-    """Load one CosyVoice3 llm_*.safetensors fixture by stem name."""
-    return _loader(fixtures3_dir)
-
-
-@pytest.fixture(scope="session")
-def llm3_state(fixtures3_dir):
-    return torch.load(fixtures3_dir / "llm.pt", map_location="cpu", weights_only=True)
+tiny_llm, llm_fixture, llm_state = _family("fixtures_dir", "tiny_qwen_dir", build_tiny_llm, "")  # Qwen2LM
+tiny3_llm, llm3_fixture, llm3_state = _family("fixtures3_dir", "tiny3_qwen_dir", build_tiny3_llm, "3")  # CosyVoice3LM

@@ -8,6 +8,12 @@ import torch
 from cosyvoice.utils.config import load_config
 
 TOL = 1e-5
+# the training fixtures: (stem, python seed, the path each of the two utterances takes); CosyVoice3 adds instruct
+TRAIN_CASES = [("llm_train_unistream", 0, ["uni", "uni"]), ("llm_train_bistream", 4, ["bi", "bi"]),
+               ("llm_train_mixed", 1, ["bi", "uni"])]
+TRAIN3_CASES = TRAIN_CASES + [("llm_train_instruct", 10, ["uni", "bi"])]
+BATCH_KEYS = ("text_token", "text_token_len", "speech_token", "speech_token_len")
+BATCH3_KEYS = BATCH_KEYS + ("instruct_token", "instruct_token_len")
 
 
 def build_tiny_llm(fixtures_dir, tiny_qwen_dir):
