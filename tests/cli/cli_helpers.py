@@ -114,3 +114,20 @@ def run_with_timeout(fn, timeout: float = 120.0):
     if "error" in box:
         raise box["error"]
     return box["result"]
+
+
+def run_mode_checked(cv, synth, prompt_wav, mode: str, stream: bool, monkeypatch):
+    """``synth(cv, prompt_wav, stream=, seed=1234)`` (one synthesis mode) with token2wav spied, checking what every
+    mode shares: the 1 s prompt's 25 tokens (none for sft), the official chunk schedule (one offline call without
+    streaming) and float32 (1, T) chunks. Returns (speech tokens, schedule, the chunks)."""
+    spy = Token2wavSpy(cv.model)
+    monkeypatch.setattr(cv.model, "token2wav", spy)
+    outputs = run_with_timeout(lambda: list(synth(cv, prompt_wav, stream=stream, seed=1234)))
+    n_tokens = spy.calls[-1][0]
+    n_prompt = 0 if mode == "sft" else 25  # the 1 s prompt: 25 tokens, 50 mel frames
+    assert set(spy.prompt_tokens) == {n_prompt}
+    schedule = official_schedule(n_prompt, n_tokens) if stream else [(n_tokens, 0, True)]
+    assert spy.schedule == schedule
+    speech = [o["tts_speech"] for o in outputs]
+    assert all(s.dtype == torch.float32 and s.dim() == 2 and s.shape[0] == 1 for s in speech)
+    return n_tokens, schedule, speech

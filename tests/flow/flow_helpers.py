@@ -10,41 +10,45 @@ TRAIN = {"stream": (1, 2024), "nonstream": (0, 2025)}  # python seed, torch seed
 BATCH_KEYS = ("speech_token", "speech_token_len", "speech_feat", "speech_feat_len", "embedding")
 
 
-def seeded_training_loss(flow, io, kind: str, record_calls):
-    """The flow's training forward on a recorded batch under the recorded seeds, checked against the recorded loss:
-    (the estimator's calls, python RNG state after, torch RNG state after)."""
-    py_seed, torch_seed = TRAIN[kind]
+def check_training_loss(flow, batch, expected, py_seed: int, torch_seed: int, record_calls):
+    """The flow's training forward on ``batch`` under the given seeds gives the ``expected`` loss and draws exactly
+    the expected randoms and nothing else; returns the (args, kwargs) of its one estimator call.
+
+    expected: loss; py_draw_values and py_draw_kinds (1 for an int), replayed in the documented order from
+    feat_len: random() for streaming, then per utterance random() and (when >= 0.5)
+    randint(0, int(0.3 * feat_len)); t, z and cfg_rand, the torch draws of the loss."""
     random.seed(py_seed)
     torch.manual_seed(torch_seed)
     with record_calls(flow.decoder.estimator) as rec, torch.no_grad():
-        out = flow({k: io[k] for k in BATCH_KEYS}, torch.device("cpu"))
+        out = flow(batch, torch.device("cpu"))
     py_after, torch_after = random.getstate(), torch.random.get_rng_state()
-    torch.testing.assert_close(out["loss"], io["loss"], atol=ATOL, rtol=0)
-    return rec, py_after, torch_after
+    torch.testing.assert_close(out["loss"], expected["loss"], atol=ATOL, rtol=0)
 
-
-def check_python_draws(seed: int, feat_len, kinds, values, py_after=None) -> None:
-    """The loss drew, from python's RNG seeded with ``seed``, exactly the recorded ``values`` (``kinds``: 1 for an
-    int) in the documented order: random() for streaming, then per utterance random() and (when >= 0.5)
-    randint(0, int(0.3 * feat_len)); with ``py_after``, nothing else."""
-    random.seed(seed)
+    random.seed(py_seed)
     drawn = [random.random()]
-    for n in feat_len:
+    for n in expected["feat_len"]:
         r = random.random()
         drawn.append(r)
         if r >= 0.5:
             drawn.append(random.randint(0, int(0.3 * n)))
-    assert [float(d) for d in drawn] == [float(v) for v in values]
-    assert [1 if isinstance(d, int) else 0 for d in drawn] == [int(k) for k in kinds]
-    assert py_after is None or random.getstate() == py_after
+    assert [float(d) for d in drawn] == [float(v) for v in expected["py_draw_values"]]
+    assert [1 if isinstance(d, int) else 0 for d in drawn] == [int(k) for k in expected["py_draw_kinds"]]
+    assert random.getstate() == py_after
 
-
-def check_torch_draws(kind: str, io, torch_after) -> None:
-    """The loss drew t, z and the condition-drop randoms, exactly the recorded ones and nothing else."""
-    torch.manual_seed(TRAIN[kind][1])
-    t, z, cfg_rand = torch.rand(2, 1, 1), torch.randn(2, 80, 50), torch.rand(2)
+    torch.manual_seed(torch_seed)
+    t, z, cfg_rand = torch.rand(2, 1, 1), torch.randn(expected["z"].shape), torch.rand(2)
     assert torch.equal(torch.random.get_rng_state(), torch_after)
-    assert torch.equal(t, io["t"]) and torch.equal(z, io["z"]) and torch.equal(cfg_rand, io["cfg_rand"])
+    assert torch.equal(t, expected["t"]) and torch.equal(z, expected["z"])
+    assert torch.equal(cfg_rand, expected["cfg_rand"])
+    (call,) = rec.calls
+    return call
+
+
+def check_recorded_training_loss(flow, io, kind: str, record_calls):
+    """check_training_loss on a flow_train_loss_<kind> fixture (its batch, seeds and recorded draws)."""
+    expected = {k: io[k] for k in ("loss", "py_draw_values", "py_draw_kinds", "t", "z", "cfg_rand")}
+    return check_training_loss(flow, {k: io[k] for k in BATCH_KEYS}, {**expected, "feat_len": io["speech_feat_len"]},
+                               *TRAIN[kind], record_calls)
 
 
 def check_first_chunk_is_causal(est) -> None:

@@ -13,8 +13,8 @@ import torch
 from cosyvoice.flow.DiT.dit import DiT
 from cosyvoice.flow.flow import CausalMaskedDiffWithDiT, align_feat_to_tokens
 from cosyvoice.utils.common import CheckpointError, load_checkpoint_strict
-from flow_helpers import (ATOL, BATCH_KEYS, TRAIN, check_inference, check_python_draws, check_torch_draws,
-                          seeded_training_loss)
+from flow_helpers import (ATOL, BATCH_KEYS, TRAIN, check_inference, check_recorded_training_loss,
+                          check_training_loss)
 
 CONF3 = Path(__file__).resolve().parents[2] / "conf" / "cosyvoice3.yaml"
 
@@ -149,14 +149,7 @@ def test_inference_takes_one_utterance(tiny3_flow, load_io3):
 @pytest.mark.parametrize("kind", list(TRAIN))
 def test_training_loss_matches_official(tiny3_flow, load_io3, record_calls, kind):
     io = load_io3(f"flow_train_loss_{kind}")
-    rec, py_after, torch_after = seeded_training_loss(tiny3_flow, io, kind, record_calls)
-
-    # every random draw, in the documented order and number
-    check_python_draws(TRAIN[kind][0], io["speech_feat_len"], io["py_draw_kinds"], io["py_draw_values"], py_after)
-    check_torch_draws(kind, io, torch_after)
-
-    # the estimator's inputs: loss mask from the token lengths, dropped rows without conditions
-    (args, kwargs), = rec.calls
+    args, kwargs = check_recorded_training_loss(tiny3_flow, io, kind, record_calls)
     assert kwargs["streaming"] is bool(io["streaming"]) is bool(io["est_streaming"])
     y, mask, mu, t_in, spks, cond = args
     for got, key in ((y, "est_y"), (mask, "est_mask"), (mu, "est_mu"), (t_in, "est_t"), (spks, "est_spks"),
@@ -180,20 +173,11 @@ def test_mel_one_frame_off_gets_the_defined_loss(tiny3_flow, load_io3, fixture3_
         assert got.dtype == io[f"{case}_aligned_{key}"].dtype
         torch.testing.assert_close(got, io[f"{case}_aligned_{key}"], atol=0, rtol=0)
 
-    random.seed(int(meta["python_random_seed"]))
-    torch.manual_seed(int(meta["torch_seed"]))
-    with record_calls(tiny3_flow.decoder.estimator) as rec, torch.no_grad():
-        out = tiny3_flow({k: io[f"{case}_{k}"] for k in BATCH_KEYS}, torch.device("cpu"))
-    torch.testing.assert_close(out["loss"], io[f"{case}_expected_loss"], atol=ATOL, rtol=0)
-    (args, _), = rec.calls
-    frames = io[f"{case}_aligned_speech_feat"].size(1)
-    assert args[0].shape == (2, 80, frames)
-    check_python_draws(int(meta["python_random_seed"]), io[f"{case}_aligned_speech_feat_len"],
-                       io[f"{case}_expected_py_draw_kinds"], io[f"{case}_expected_py_draw_values"])
-    torch.manual_seed(int(meta["torch_seed"]))
-    t, z, cfg_rand = torch.rand(2, 1, 1), torch.randn(2, 80, frames), torch.rand(2)
-    assert torch.equal(t, io[f"{case}_expected_t"]) and torch.equal(z, io[f"{case}_expected_z"])
-    assert torch.equal(cfg_rand, io[f"{case}_expected_cfg_rand"])
+    expected = {k: io[f"{case}_expected_{k}"] for k in ("loss", "py_draw_values", "py_draw_kinds", "t", "z", "cfg_rand")}
+    args, _ = check_training_loss(tiny3_flow, {k: io[f"{case}_{k}"] for k in BATCH_KEYS},
+                                  {**expected, "feat_len": io[f"{case}_aligned_speech_feat_len"]},
+                                  int(meta["python_random_seed"]), int(meta["torch_seed"]), record_calls)
+    assert args[0].shape == (2, 80, io[f"{case}_aligned_speech_feat"].size(1))
 
 
 def test_extra_frame_of_a_shorter_utterance_is_official(tiny3_flow, load_io3, record_calls):

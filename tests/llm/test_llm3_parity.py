@@ -31,15 +31,8 @@ def probes(fixtures3_dir):
 
 
 # ------------------------------------------------------------------------------------------------ layout
-def test_llm_pt_loads_strictly_keys_in_order_and_tied(tiny3_llm, llm3_state):
+def test_llm_class_and_unique_numel(tiny3_llm):
     assert type(tiny3_llm) is CosyVoice3LM and isinstance(tiny3_llm, Qwen2LM)
-    sd = tiny3_llm.state_dict()
-    assert list(sd) == list(llm3_state)
-    assert len(sd) == 29
-    for k, v in llm3_state.items():
-        assert torch.equal(sd[k], v), k
-    qwen = tiny3_llm.llm.model
-    assert qwen.lm_head.weight is qwen.model.embed_tokens.weight
     assert sum(p.numel() for p in tiny3_llm.parameters()) == 2_653_616  # README: unique numel of the tiny llm
 
 

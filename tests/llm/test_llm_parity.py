@@ -16,14 +16,8 @@ def _batch(d):
 _valid = valid_positions
 
 
-def test_llm_pt_keys_in_order_and_tied(tiny_llm, llm_state):
+def test_llm_pt_names(tiny_llm):
     sd = tiny_llm.state_dict()
-    assert list(sd) == list(llm_state)
-    assert len(sd) == 31
-    for k, v in llm_state.items():
-        assert torch.equal(sd[k], v), k
-    qwen = tiny_llm.llm.model
-    assert qwen.lm_head.weight is qwen.model.embed_tokens.weight
     assert "llm.model.lm_head.weight" in sd and "llm.model.model.embed_tokens.weight" in sd
     assert tiny_llm.llm_decoder.out_features == 6564 and tiny_llm.speech_embedding.num_embeddings == 6564
     assert tiny_llm.stop_token_ids == [6561, 6562, 6563] and tiny_llm.fill_token == 6563

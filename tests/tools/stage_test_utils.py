@@ -77,3 +77,21 @@ def call_tool(name: str, *args) -> tuple:
     with contextlib.redirect_stderr(err):
         rc = load_tool(name).main([str(a) for a in args])
     return rc, err.getvalue()
+
+
+def run_stages_1_4(root: Path, utts: dict, pretrained: Path, tokenizer: str, extra: dict = None) -> dict:
+    """Stages 1-4 (embeddings, speech tokens, parquet lists, spk2info + model dir) through the tools' command lines,
+    on a data dir of ``utts`` under ``root``, with the stand-in ``pretrained`` and its ``tokenizer`` ONNX file;
+    ``extra``: tool name -> more arguments. Returns the data, model and pretrained dirs."""
+    data = make_data_dir(root, utts)
+    model_dir = root / "exp" / "model"
+    steps = {
+        "extract_embedding": ["--data_dir", data, "--onnx_path", pretrained / "campplus.onnx"],
+        "extract_speech_token": ["--data_dir", data, "--onnx_path", pretrained / tokenizer],
+        "make_parquet_list": ["--src_dir", data, "--des_dir", data / "parquet"],
+        "save_spk2info": ["--data_dir", data, "--pretrained_model_dir", pretrained, "--model_dir", model_dir],
+    }
+    for tool, args in steps.items():
+        rc, err = call_tool(tool, *args, *(extra or {}).get(tool, ()))
+        assert rc == 0, f"{tool} failed: {err}"
+    return {"data": data, "model_dir": model_dir, "pretrained": pretrained}

@@ -11,27 +11,16 @@ import pytest
 import torch
 
 from cosyvoice.utils.pretrained import check_pretrained_dir
-from stage_test_utils import ROOT, call_tool, make_data_dir, run_tool, sweep
+from stage_test_utils import ROOT, call_tool, make_data_dir, run_stages_1_4, run_tool, sweep
 
 
 @pytest.fixture(scope="module")
 def stages(tmp_path_factory, stand_in_dir, synthetic_utts):
     """Run stages 1-4 once through the tools' command lines; return the dirs."""
-    root = tmp_path_factory.mktemp("stages")
-    data = make_data_dir(root, synthetic_utts)
-    model_dir = root / "exp" / "model"
-    steps = [
-        ("extract_embedding", "--data_dir", data, "--onnx_path", stand_in_dir / "campplus.onnx", "--num_workers", 2),
-        ("extract_speech_token", "--data_dir", data, "--onnx_path", stand_in_dir / "speech_tokenizer_v2.onnx",
-         "--num_workers", 2),
-        ("make_parquet_list", "--src_dir", data, "--des_dir", data / "parquet", "--num_utts_per_parquet", 3,
-         "--num_processes", 2),
-        ("save_spk2info", "--data_dir", data, "--pretrained_model_dir", stand_in_dir, "--model_dir", model_dir),
-    ]
-    for tool, *args in steps:
-        rc, err = call_tool(tool, *args)
-        assert rc == 0, f"{tool} failed: {err}"
-    return {"data": data, "model_dir": model_dir, "pretrained": stand_in_dir}
+    extra = {"extract_embedding": ["--num_workers", 2], "extract_speech_token": ["--num_workers", 2],
+             "make_parquet_list": ["--num_utts_per_parquet", 3, "--num_processes", 2]}
+    return run_stages_1_4(tmp_path_factory.mktemp("stages"), synthetic_utts, stand_in_dir, "speech_tokenizer_v2.onnx",
+                          extra)
 
 
 def _wav_16k(data: Path, utt: str) -> torch.Tensor:

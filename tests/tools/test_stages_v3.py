@@ -9,25 +9,13 @@ import pytest
 import torch
 
 from cosyvoice.utils.pretrained import COSYVOICE3, check_pretrained_dir
-from stage_test_utils import call_tool, make_data_dir
+from stage_test_utils import call_tool, run_stages_1_4
 
 
 @pytest.fixture(scope="module")
 def stages3(tmp_path_factory, stand_in3_dir, synthetic_utts):
     """Stages 1-4 through the tools' command lines with the v3 stand-in."""
-    root = tmp_path_factory.mktemp("stages3")
-    data = make_data_dir(root, synthetic_utts)
-    model_dir = root / "exp" / "model"
-    steps = [
-        ("extract_embedding", "--data_dir", data, "--onnx_path", stand_in3_dir / "campplus.onnx"),
-        ("extract_speech_token", "--data_dir", data, "--onnx_path", stand_in3_dir / "speech_tokenizer_v3.onnx"),
-        ("make_parquet_list", "--src_dir", data, "--des_dir", data / "parquet"),
-        ("save_spk2info", "--data_dir", data, "--pretrained_model_dir", stand_in3_dir, "--model_dir", model_dir),
-    ]
-    for tool, *args in steps:
-        rc, err = call_tool(tool, *args)
-        assert rc == 0, f"{tool} failed: {err}"
-    return {"data": data, "model_dir": model_dir, "pretrained": stand_in3_dir}
+    return run_stages_1_4(tmp_path_factory.mktemp("stages3"), synthetic_utts, stand_in3_dir, "speech_tokenizer_v3.onnx")
 
 
 def test_stage2_uses_the_v3_tokenizer(stages3):

@@ -96,16 +96,19 @@ def test_qwen_dir_loads_like_the_real_one(stand_in_dir):
         torch.testing.assert_close(value, llm[f"llm.model.{key}"], rtol=0, atol=0)
 
 
-def test_yaml_is_conf_with_tiny_numbers(stand_in_dir):
-    """Only numbers differ from conf/cosyvoice2.yaml (same classes, same keys, same data pipeline)."""
+@pytest.mark.parametrize("fixture,name,tiny_lines", [
+    ("stand_in_dir", "cosyvoice2.yaml", ["base_channels: 64", "llm_input_size: 64"]),
+    ("stand_in3_dir", "cosyvoice3.yaml", ["dim: 64", "llm_input_size: 16"])])
+def test_yaml_is_conf_with_tiny_numbers(request, fixture, name, tiny_lines):
+    """Only numbers differ from conf/<name> (same classes, same keys, same data pipeline)."""
     def shape(text: str):
         lines = [re.sub(r"\s+#.*$", "", line) for line in text.splitlines() if not line.lstrip().startswith("#")]
         return [re.sub(r"\d+", "N", line) for line in lines if line.strip()]
 
-    tiny = (stand_in_dir / "cosyvoice2.yaml").read_text()
-    full = (ROOT / "conf" / "cosyvoice2.yaml").read_text()
+    tiny = (request.getfixturevalue(fixture) / name).read_text()
+    full = (ROOT / "conf" / name).read_text()
     assert shape(tiny) == shape(full)
-    assert tiny != full and "base_channels: 64" in tiny and "llm_input_size: 64" in tiny
+    assert tiny != full and all(line in tiny for line in tiny_lines)
 
 
 def test_widths_override_keys_by_path_and_name_what_is_missing(make_tiny_pretrained, tmp_path):

@@ -7,24 +7,18 @@ import pytest
 import train_helpers as th
 
 
-@pytest.fixture(scope="session")
-def stand_in(tmp_path_factory):
-    return th.get_stand_in(tmp_path_factory)
+def _built_once(name: str):
+    """The session fixture ``name``: train_helpers.get_<name>(tmp_path_factory), built once per pytest session."""
+    get = getattr(th, f"get_{name}")
+
+    def fixture(tmp_path_factory):
+        return get(tmp_path_factory)
+
+    return pytest.fixture(scope="session", name=name)(fixture)
 
 
-@pytest.fixture(scope="session")
-def lists(tmp_path_factory):
-    return th.get_lists(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def llm_run(tmp_path_factory):
-    return th.get_llm_run(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def flow_run(tmp_path_factory):
-    return th.get_flow_run(tmp_path_factory)
+stand_in, lists, llm_run, flow_run, lora_llm_run = map(_built_once, ["stand_in", "lists", "llm_run", "flow_run",
+                                                                    "lora_llm_run"])
 
 
 @pytest.fixture(autouse=True)
@@ -35,7 +29,3 @@ def one_thread():
     with th.one_thread():
         yield
 
-
-@pytest.fixture(scope="session")
-def lora_llm_run(tmp_path_factory):
-    return th.get_lora_llm_run(tmp_path_factory)

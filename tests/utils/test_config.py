@@ -112,12 +112,6 @@ def test_the_official_and_our_yamls_pass_the_strict_check(fixtures_dir, fixtures
         check_config_text(str(path), open(path, encoding="utf-8").read())
 
 
-def test_unknown_top_level_key(tmp_path):
-    path = _conf_with(tmp_path, "sample_rate: 24000 ", "sample_rate: 24000\nsampel_rate: 16000 ")
-    assert _error(path, keys=["hift"]) == (f"{path}: unknown key 'sampel_rate' at the top level (no part of "
-                                           "CosyVoice2 reads it); did you mean 'sample_rate'?")
-
-
 def test_a_top_level_key_that_another_refers_to_is_read(tmp_path):
     path = _conf_with(tmp_path, "    sort_size: 500 ", "    sort_size: !ref <my_sort_size> ")
     with open(path, "a", encoding="utf-8") as f:
@@ -125,48 +119,50 @@ def test_a_top_level_key_that_another_refers_to_is_read(tmp_path):
     assert load_config(path, keys=["sort"])["sort"].keywords["sort_size"] == 321
 
 
-def test_unknown_train_conf_key(tmp_path):
-    path = _conf_with(tmp_path, "    max_epoch: 200\n    grad_clip: 5\n    accum_grad: 2",
-                      "    max_epochz: 200\n    grad_clip: 5\n    accum_grad: 2")
-    assert _error(path, keys=["train_conf"]) == (f"{path}: unknown key 'max_epochz' in train_conf (the trainer "
-                                                 "does not read it); did you mean 'max_epoch'?")
-
-
-def test_unknown_optimizer_and_scheduler_arguments(tmp_path):
-    path = _conf_with(tmp_path, "        lr: 1e-5\n", "        lr: 1e-5\n        weight_decai: 0.1\n")
-    assert _error(path) == (f"{path}: unknown key 'weight_decai' in train_conf.optim_conf (not an argument of "
-                            "torch.optim.Adam); did you mean 'weight_decay'?")
+# (the line of conf/cosyvoice2.yaml, its typo, the entries built, the error after "<path>: ")
+TYPOS = {
+    "top level": ("sample_rate: 24000 ", "sample_rate: 24000\nsampel_rate: 16000 ", ["hift"],
+                  "unknown key 'sampel_rate' at the top level (no part of CosyVoice2 reads it); did you mean "
+                  "'sample_rate'?"),
+    "train_conf": ("    max_epoch: 200\n    grad_clip: 5\n    accum_grad: 2",
+                   "    max_epochz: 200\n    grad_clip: 5\n    accum_grad: 2", ["train_conf"],
+                   "unknown key 'max_epochz' in train_conf (the trainer does not read it); did you mean 'max_epoch'?"),
+    "optimizer argument": ("        lr: 1e-5\n", "        lr: 1e-5\n        weight_decai: 0.1\n", None,
+                           "unknown key 'weight_decai' in train_conf.optim_conf (not an argument of "
+                           "torch.optim.Adam); did you mean 'weight_decay'?"),
     # constantlr ignores scheduler_conf (the official warmup_steps stays valid) but a typo is still a typo
-    path = _conf_with(tmp_path, "        warmup_steps: 2500", "        warmup_stepz: 2500")
-    assert _error(path) == (f"{path}: unknown key 'warmup_stepz' in train_conf.scheduler_conf (not an argument "
-                            "of the 'constantlr' schedule); did you mean 'warmup_steps'?")
-    path = _conf_with(tmp_path, "    scheduler: constantlr\n    scheduler_conf:\n        warmup_steps: 2500",
-                      "    scheduler: warmuplr\n    scheduler_conf:\n        max_steps: 2500")
-    assert "unknown key 'max_steps' in train_conf.scheduler_conf (not an argument of the 'warmuplr' schedule)" in \
-        _error(path)
-
-
-def test_unknown_module_argument(tmp_path):
-    path = _conf_with(tmp_path, "    token_max_length: 200 ", "    token_max_lenght: 200 ")
+    "constantlr argument": ("        warmup_steps: 2500", "        warmup_stepz: 2500", None,
+                            "unknown key 'warmup_stepz' in train_conf.scheduler_conf (not an argument of the "
+                            "'constantlr' schedule); did you mean 'warmup_steps'?"),
+    "warmuplr argument": ("    scheduler: constantlr\n    scheduler_conf:\n        warmup_steps: 2500",
+                          "    scheduler: warmuplr\n    scheduler_conf:\n        max_steps: 2500", None,
+                          "unknown key 'max_steps' in train_conf.scheduler_conf (not an argument of the 'warmuplr' "
+                          "schedule); did you mean 'warmup_steps'?"),
     # checked even when only other entries are built
-    assert _error(path, keys=["llm"]) == (f"{path}: unknown key 'token_max_lenght' in filter (not an argument of "
-                                          "cosyvoice.dataset.processor.filter); did you mean 'token_max_length'?")
-    path = _conf_with(tmp_path, "            num_mid_blocks: 12", "            num_mid_block: 12")
-    assert _error(path) == (f"{path}: unknown key 'num_mid_block' in flow.decoder.estimator (not an argument of "
-                            "cosyvoice.flow.decoder.CausalConditionalDecoder); did you mean 'num_mid_blocks'?")
+    "data pipeline argument": ("    token_max_length: 200 ", "    token_max_lenght: 200 ", ["llm"],
+                               "unknown key 'token_max_lenght' in filter (not an argument of "
+                               "cosyvoice.dataset.processor.filter); did you mean 'token_max_length'?"),
+    "module argument": ("            num_mid_blocks: 12", "            num_mid_block: 12", None,
+                        "unknown key 'num_mid_block' in flow.decoder.estimator (not an argument of "
+                        "cosyvoice.flow.decoder.CausalConditionalDecoder); did you mean 'num_mid_blocks'?"),
     # an official (mapped) name is checked against the implementation it maps to
-    path = _conf_with(tmp_path, "    fmax: 8000", "    f_max: 8000")
-    assert _error(path) == (f"{path}: unknown key 'f_max' in feat_extractor (not an argument of "
-                            "matcha.utils.audio.mel_spectrogram); did you mean 'fmax'?")
+    "mapped official name": ("    fmax: 8000", "    f_max: 8000", None,
+                             "unknown key 'f_max' in feat_extractor (not an argument of "
+                             "matcha.utils.audio.mel_spectrogram); did you mean 'fmax'?"),
+    "fixed-field dict": ("                sigma_min: 1e-06", "                sigma_mim: 1e-06", ["flow"],
+                         "unknown key 'sigma_mim' in flow.decoder.cfm_params.content (not a field of cfm_params); "
+                         "did you mean 'sigma_min'?"),
+    "istft_params": ("        hop_len: 4", "        hop_length: 4", ["hift"],
+                     "unknown key 'hop_length' in hift.istft_params (not a field of istft_params); did you mean "
+                     "'hop_len'?"),
+}
 
 
-def test_unknown_field_of_a_fixed_field_dict(tmp_path):
-    path = _conf_with(tmp_path, "                sigma_min: 1e-06", "                sigma_mim: 1e-06")
-    assert _error(path, keys=["flow"]) == (f"{path}: unknown key 'sigma_mim' in flow.decoder.cfm_params.content "
-                                           "(not a field of cfm_params); did you mean 'sigma_min'?")
-    path = _conf_with(tmp_path, "        hop_len: 4", "        hop_length: 4")
-    assert "unknown key 'hop_length' in hift.istft_params (not a field of istft_params); did you mean 'hop_len'?" \
-        in _error(path, keys=["hift"])
+@pytest.mark.parametrize("case", list(TYPOS))
+def test_a_typo_is_named_with_the_closest_key(tmp_path, case):
+    old, new, keys, message = TYPOS[case]
+    path = _conf_with(tmp_path, old, new)
+    assert _error(path, **({} if keys is None else {"keys": keys})) == f"{path}: {message}"
 
 
 def test_override_typo_names_the_closest_key(tmp_path):
