@@ -26,7 +26,8 @@ class _TokenMelFlow(nn.Module):
     output_size, token_mel_ratio and pre_lookahead_len."""
 
     def _init_common(self, input_size: int, output_size: int, spk_embed_dim: int, output_type: str, vocab_size: int,
-                     input_frame_rate: int, decoder_conf: Optional[Dict]) -> None:
+                     input_frame_rate: int, only_mask_loss: bool, token_mel_ratio: int, pre_lookahead_len: int,
+                     decoder_conf: Optional[Dict]) -> None:
         """The attributes and the token / speaker layers both flows have (built first, in the official order)."""
         self.input_size = input_size
         self.output_size = output_size
@@ -34,6 +35,9 @@ class _TokenMelFlow(nn.Module):
         self.vocab_size = vocab_size
         self.output_type = output_type
         self.input_frame_rate = input_frame_rate
+        self.only_mask_loss = only_mask_loss
+        self.token_mel_ratio = token_mel_ratio
+        self.pre_lookahead_len = pre_lookahead_len
         self.input_embedding = nn.Embedding(vocab_size, input_size)
         self.spk_embed_affine_layer = nn.Linear(spk_embed_dim, output_size)
 
@@ -117,13 +121,10 @@ class CausalMaskedDiffWithXvec(_TokenMelFlow):
         if encoder is None or decoder is None:
             raise ValueError("CausalMaskedDiffWithXvec needs an encoder and a decoder (see conf/cosyvoice2.yaml)")
         self._init_common(input_size, output_size, spk_embed_dim, output_type, vocab_size, input_frame_rate,
-                          decoder_conf)
+                          only_mask_loss, token_mel_ratio, pre_lookahead_len, decoder_conf)
         self.encoder = encoder
         self.encoder_proj = nn.Linear(self.encoder.output_size(), output_size)
         self.decoder = decoder
-        self.only_mask_loss = only_mask_loss
-        self.token_mel_ratio = token_mel_ratio
-        self.pre_lookahead_len = pre_lookahead_len
 
     def forward(self, batch: Dict[str, torch.Tensor], device: torch.device) -> Dict[str, Optional[torch.Tensor]]:
         """Training loss of one batch: {'loss': ...}.
@@ -291,12 +292,9 @@ class CausalMaskedDiffWithDiT(_TokenMelFlow):
             raise ValueError("CausalMaskedDiffWithDiT needs a pre_lookahead_layer and a decoder "
                              "(see conf/cosyvoice3.yaml)")
         self._init_common(input_size, output_size, spk_embed_dim, output_type, vocab_size, input_frame_rate,
-                          decoder_conf)
-        self.pre_lookahead_len = pre_lookahead_len
+                          only_mask_loss, token_mel_ratio, pre_lookahead_len, decoder_conf)
         self.pre_lookahead_layer = pre_lookahead_layer
         self.decoder = decoder
-        self.only_mask_loss = only_mask_loss
-        self.token_mel_ratio = token_mel_ratio
         self._warned_alignment = False
 
     def forward(self, batch: Dict[str, torch.Tensor], device: torch.device) -> Dict[str, Optional[torch.Tensor]]:

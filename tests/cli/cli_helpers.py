@@ -131,3 +131,12 @@ def run_mode_checked(cv, synth, prompt_wav, mode: str, stream: bool, monkeypatch
     speech = [o["tts_speech"] for o in outputs]
     assert all(s.dtype == torch.float32 and s.dim() == 2 and s.shape[0] == 1 for s in speech)
     return n_tokens, schedule, speech
+
+
+def check_voice_conversion(cv, prompt_wav, monkeypatch, samples_per_token: int = 2 * 480):
+    """inference_vc of the 1 s prompt onto itself: one offline token2wav of the source's 25 speech tokens, no LLM."""
+    spy = Token2wavSpy(cv.model)
+    monkeypatch.setattr(cv.model, "token2wav", spy)
+    (out,) = run_with_timeout(lambda: list(cv.inference_vc(prompt_wav, prompt_wav, seed=1)))
+    assert spy.calls == [(25, 0, True, False)]
+    assert out["tts_speech"].shape == (1, 25 * samples_per_token)

@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from cli_helpers import PROMPT_TEXT, Token2wavSpy, link_model_dir, run_mode_checked, run_with_timeout
+from cli_helpers import PROMPT_TEXT, check_voice_conversion, link_model_dir, run_mode_checked, run_with_timeout
 from cosyvoice.cli.cosyvoice import CosyVoice2
 from cosyvoice.cli.frontend import PromptError, SpeakerError
 from cosyvoice.utils.pretrained import PretrainedDirError
@@ -59,11 +59,7 @@ def test_every_mode(cosyvoice, prompt_wav, monkeypatch, mode, stream, make_tiny_
 
 
 def test_voice_conversion(cosyvoice, prompt_wav, monkeypatch):
-    spy = Token2wavSpy(cosyvoice.model)
-    monkeypatch.setattr(cosyvoice.model, "token2wav", spy)
-    (out,) = run_with_timeout(lambda: list(cosyvoice.inference_vc(prompt_wav, prompt_wav, seed=1)))
-    assert spy.calls == [(25, 0, True, False)]  # the source's 25 speech tokens, no LLM
-    assert out["tts_speech"].shape == (1, 25 * SAMPLES_PER_TOKEN)
+    check_voice_conversion(cosyvoice, prompt_wav, monkeypatch)
 
 
 def test_zero_shot_speaker_survives_save_and_reload(stand_in_dir, prompt_wav, tmp_path):
