@@ -54,40 +54,35 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import soundfile as sf  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import soundfile as sf
+import torch
 from cosyvoice.audio.resample import resample, resample_filters
 from cosyvoice.cli.frontend import CosyVoiceFrontEnd
 from cosyvoice.cli.model import CosyVoice2Model, CosyVoice3Model
 from cosyvoice.dataset.processor import padding
-from cosyvoice.flow.decoder import add_optional_chunk_mask, mask_to_bias
 from cosyvoice.utils import lora
 from cosyvoice.utils.config import load_config
-from cosyvoice.utils.mask import make_pad_mask
 from cosyvoice.utils.cli import entry_point
 from cosyvoice.utils.errors import UserError
 from cosyvoice.utils.pretrained import CAMPPLUS_FILE, get_version, model_version, QWEN_DIR, version_from_name
 from cosyvoice.utils.train_utils import init_optimizer, optimizer_impl
 
 logger = logging.getLogger("benchmark")
+ROOT = Path(__file__).resolve().parents[1]
 
 STAGES = ("llm", "token2wav", "ttfa", "train_llm", "train_llm_lora", "train_flow", "train_flow_lora", "resample")
 MODEL_STAGES = ("llm", "token2wav", "ttfa", "train_llm", "train_llm_lora", "train_flow", "train_flow_lora")
 RESAMPLE_PAIRS = ((48000, 16000), (48000, 24000), (44100, 16000))
-# --undo: each speed change this toolkit makes over the official code, put back the official way, so that one
-# commit measures the figure with and without it (BENCHMARKS.md).
+# --undo: a speed change of this toolkit's that has a switch, put back the official way, so that one commit measures
+# the figure with and without it (BENCHMARKS.md; the changes without a switch have their figures there too).
 UNDO = {
-    "lm_head": "each decode step and each training forward run Qwen2ForCausalLM, lm_head (151,936 outputs) "
-               "included, and keep the hidden state only (official Qwen2Encoder.forward_one_step and forward)",
-    "stream_cache": "each streaming chunk re-runs the flow on the whole prefix (official token2wav)",
-    "attn_bias": "the flow estimator adds an all-zero attention bias when nothing is masked (offline)",
-    "fused_adam": "training uses torch's default Adam implementation instead of the fused one",
-    "first_chunk_alone": "the LLM keeps decoding while the first streaming chunk is made on a CPU",
+    "stream_cache": "each streaming chunk re-runs the flow on the whole prefix (official token2wav; "
+                    "CosyVoice2Model(flow_cache_max_frames=0))",
+    "fused_adam": "training uses torch's default Adam implementation instead of the fused one (optim_conf fused: "
+                  "false)",
+    "first_chunk_alone": "the LLM keeps decoding while the first streaming chunk is made on a CPU "
+                         "(CosyVoice2Model(first_chunk_alone=False))",
 }
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TOKEN_RATE = 25            # speech tokens per second of audio
@@ -298,17 +293,19 @@ def build_models(args, workdir: Path):
     keys = ["llm", "flow", "hift"]
     resolve_version(args)
     engine = CosyVoice3Model if args.version == "cosyvoice3" else CosyVoice2Model
+    undo = getattr(args, "undo_list", [])
+    switches = {"flow_cache_max_frames": 0} if "stream_cache" in undo else {}
+    if "first_chunk_alone" in undo:
+        switches["first_chunk_alone"] = False
     if args.stand_in:
-        sys.path.insert(0, str(ROOT / "tools"))
-        from make_tiny_pretrained import make_stand_in
-
         args.model_dir = str(workdir / "stand_in")
-        make_stand_in(Path(args.model_dir), 1986, args.version)
+        subprocess.run([sys.executable, str(ROOT / "tools" / "make_tiny_pretrained.py"), "--version", args.version,
+                        "--out_dir", args.model_dir, "--seed", "1986"], check=True, stdout=subprocess.DEVNULL)
     if args.model_dir:
         model_dir = Path(args.model_dir)
         configs = load_config(str(model_dir / get_version(args.version).config_file),
                               {"qwen_pretrain_path": str(model_dir / "CosyVoice-BlankEN")}, keys=keys)
-        model = engine(configs["llm"], configs["flow"], configs["hift"])
+        model = engine(configs["llm"], configs["flow"], configs["hift"], **switches)
         model.device = torch.device(args.device)
         model.load(str(model_dir / "llm.pt"), str(model_dir / "flow.pt"), str(model_dir / "hift.pt"))
         source = "stand_in" if args.stand_in else f"model_dir:{model_dir}"
@@ -318,7 +315,7 @@ def build_models(args, workdir: Path):
         shutil.copy(args.qwen_config, qwen_dir / "config.json")
         torch.manual_seed(args.seed)
         configs = load_config(args.config, {"qwen_pretrain_path": str(qwen_dir)}, keys=keys)
-        model = engine(configs["llm"], configs["flow"], configs["hift"])
+        model = engine(configs["llm"], configs["flow"], configs["hift"], **switches)
         model.device = torch.device(args.device)
         for module in (model.llm, model.flow, model.hift):
             module.to(model.device).eval()
@@ -326,39 +323,6 @@ def build_models(args, workdir: Path):
     if args.dtype != "fp32":
         model.amp_dtype = DTYPES[args.dtype]
     return model, source
-
-
-def undo_speedups(model, undo: List[str]) -> None:
-    """Put the official behaviour back for each name in ``undo`` (see UNDO)."""
-    if "lm_head" in undo:
-        encoder = model.llm.llm
-
-        def forward_one_step_with_head(xs, masks=None, cache=None):
-            from transformers import DynamicCache
-
-            cache = DynamicCache(config=encoder.model.config) if cache is None else cache
-            out = encoder.model(inputs_embeds=xs, past_key_values=cache, use_cache=True, output_hidden_states=True)
-            return out.hidden_states[-1], out.past_key_values
-
-        def forward_with_head(xs, xs_lens):
-            masks = ~make_pad_mask(xs_lens, xs.size(1))
-            out = encoder.model(inputs_embeds=xs, attention_mask=masks, output_hidden_states=True)
-            return out.hidden_states[-1], masks.unsqueeze(1)
-
-        encoder.forward_one_step = forward_one_step_with_head
-        encoder.forward = forward_with_head
-    if "stream_cache" in undo:
-        model.flow_cache_max_frames = 0
-    if "first_chunk_alone" in undo:
-        model.first_chunk_alone = False
-    if "attn_bias" in undo:
-        estimator = model.flow.decoder.estimator
-
-        def attention_bias_always(x, mask, streaming):
-            chunk = estimator.static_chunk_size if streaming else 0
-            return mask_to_bias(add_optional_chunk_mask(x, mask.bool(), False, False, 0, chunk, -1), x.dtype)
-
-        estimator._attention_bias = attention_bias_always
 
 
 def n_params(module: torch.nn.Module) -> int:
@@ -989,10 +953,9 @@ def main(argv=None) -> int:
     bad = sorted(set(args.undo_list) - set(UNDO))
     if bad:
         raise UserError(f"unknown --undo {', '.join(bad)} (known: {', '.join(UNDO)})")
-    v2_only = sorted(set(args.undo_list) & {"stream_cache", "attn_bias"})
-    if v2_only and args.version == "cosyvoice3":
-        raise UserError(f"--undo {', '.join(v2_only)} changes CosyVoice2's flow; CosyVoice3's DiT flow has no such "
-                        "speed change")
+    if "stream_cache" in args.undo_list and args.version == "cosyvoice3":
+        raise UserError("--undo stream_cache changes CosyVoice2's flow; CosyVoice3's DiT flow has no such speed "
+                        "change")
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = DTYPES[args.dtype]
@@ -1003,7 +966,6 @@ def main(argv=None) -> int:
         if any(s in MODEL_STAGES for s in stages):
             logger.info("building the models")
             model, source = build_models(args, Path(tmp))
-            undo_speedups(model, args.undo_list)
         res: Dict[str, object] = {"model": source, "env": environment(args, device),
                                   "settings": {k: v for k, v in vars(args).items() if k not in ("out", "undo_list", "rows")},
                                   "build_s": round(time.perf_counter() - t0, 2)}

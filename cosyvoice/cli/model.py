@@ -71,9 +71,15 @@ class _CharacterModules:
 
 class CosyVoice2Model:
     """Streaming-capable CosyVoice2 inference over an ``llm`` (Qwen2LM), a ``flow`` (CausalMaskedDiffWithXvec)
-    and a ``hift`` (HiFTGenerator). Runs on CUDA when available, else on the CPU."""
+    and a ``hift`` (HiFTGenerator). Runs on CUDA when available, else on the CPU.
 
-    def __init__(self, llm: torch.nn.Module, flow: torch.nn.Module, hift: torch.nn.Module, fp16: bool = False):
+    Beyond the official arguments, two keyword-only switches of this toolkit's speed changes (same numbers either
+    way; BENCHMARKS.md has their before/after): ``flow_cache_max_frames`` (0: every streaming chunk re-runs the
+    flow on the whole prefix, as the official code does) and ``first_chunk_alone`` (False: the LLM keeps decoding
+    while the first streaming chunk is made on a CPU, as official)."""
+
+    def __init__(self, llm: torch.nn.Module, flow: torch.nn.Module, hift: torch.nn.Module, fp16: bool = False, *,
+                 flow_cache_max_frames: int = 1000, first_chunk_alone: bool = True):
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.llm = llm
         self.flow = flow
@@ -85,7 +91,7 @@ class CosyVoice2Model:
         self.token_max_hop_len = 4 * self.token_hop_len
         # on a CPU, the LLM worker waits while the first streaming chunk is made: both at once share the cores
         # and the first audio comes later (tools/benchmark.py --stages ttfa; BENCHMARKS.md)
-        self.first_chunk_alone = True
+        self.first_chunk_alone = bool(first_chunk_alone)
         self.stream_scale_factor = 2                  # each hop is this times the previous one, up to the max
         self.mel_cache_len = 8                        # mel frames handed to the next chunk's vocoder call
         self.source_cache_len = self.mel_cache_len * 480
@@ -100,7 +106,7 @@ class CosyVoice2Model:
         # frame at full size (4.6 MB/frame in float32); chunks ending past this many frames are not cached
         # (0: never cache, every chunk recomputes the whole prefix as the official code does).
         self.flow_cache_dict: Dict[str, object] = {}
-        self.flow_cache_max_frames = 1000
+        self.flow_cache_max_frames = int(flow_cache_max_frames)
         self._jobs: Dict[str, _LLMJob] = {}
         self.silent_tokens: List[int] = []            # CosyVoice2 has none; CosyVoice3 caps runs of them
         # characters (add_character): adapters on the shared llm/flow, switched per call, and flows of their own
@@ -429,8 +435,9 @@ class CosyVoice3Model(CosyVoice2Model):
     breath tokens (``silent_tokens``) from the LLM are cut to 5.
     """
 
-    def __init__(self, llm: torch.nn.Module, flow: torch.nn.Module, hift: torch.nn.Module, fp16: bool = False):
-        super().__init__(llm, flow, hift, fp16)
+    def __init__(self, llm: torch.nn.Module, flow: torch.nn.Module, hift: torch.nn.Module, fp16: bool = False,
+                 **switches):
+        super().__init__(llm, flow, hift, fp16, **switches)
         # FSQ tokens of silence and breath (official list)
         self.silent_tokens = [1, 2, 28, 29, 55, 248, 494, 2241, 2242, 2322, 2323]
 

@@ -105,15 +105,15 @@ def test_resample_alone_builds_no_model(bench_tool, tmp_path, capsys):
 def test_undo_puts_the_official_work_back_and_records_it(bench_tool, tmp_path, capsys):
     out = tmp_path / "undo.json"
     argv = ["--stand_in", "--out", str(out), "--stages", "token2wav,train_flow", "--no_optimizer_variants",
-            "--undo", "stream_cache,attn_bias,fused_adam"] + TINY + ["--audio_seconds", "5"]
+            "--undo", "stream_cache,fused_adam"] + TINY + ["--audio_seconds", "5"]
     assert bench_tool.main(argv) == 0
     res = json.loads(out.read_text())
     # 125 tokens stream as 25 (+3 look-ahead), 75 (+3), then all 125 offline. Without the stream cache the second
     # chunk recomputes the first one's frames: 50 + 150 + 250 frames, x 10 Euler steps (with it: 50 + 100 + 250)
     assert res["token2wav"]["stream"]["estimator_frames"] == 4500
     assert res["token2wav"]["offline"]["estimator_frames"] == 2500
-    assert res["settings"]["undo"] == "stream_cache,attn_bias,fused_adam"
-    assert "undo stream_cache,attn_bias,fused_adam" in capsys.readouterr().out
+    assert res["settings"]["undo"] == "stream_cache,fused_adam"
+    assert "undo stream_cache,fused_adam" in capsys.readouterr().out
     assert res["train_flow"]["optimizer"] == "adam (torch default)" and "adam_step_s" not in res["train_flow"]
     assert _positive(res["token2wav"]["stream"]["total_s"]) and "llm" not in res
 
@@ -125,46 +125,16 @@ def test_stream_cache_saves_the_recomputed_frames(bench_tool, tmp_path):
     assert json.loads(out.read_text())["token2wav"]["stream"]["estimator_frames"] == 4000
 
 
-def test_each_undo_changes_the_work_not_the_numbers(bench_tool, tmp_path):
-    """The official way of each change computes the same numbers, by a different path."""
-    import torch
-
+def test_undo_builds_the_model_with_the_official_switches(bench_tool, tmp_path):
+    """--undo names the model's constructor switches (their numbers are checked in tests/benchmark/test_stream_cache
+    and tests/cli/test_model); nothing is patched."""
     args = bench_tool.get_args(["--stand_in"])
-    model, _ = bench_tool.build_models(args, tmp_path)
-    encoder, flow = model.llm.llm, model.flow
-    x = torch.randn(1, 5, model.llm.llm_input_size, generator=torch.Generator().manual_seed(0))
-    n = 40
-    flow_args = dict(token=torch.randint(0, 6561, (1, n), dtype=torch.int32), token_len=torch.tensor([n]),
-                     prompt_token=torch.zeros(1, 0, dtype=torch.int32), prompt_token_len=torch.tensor([0]),
-                     prompt_feat=torch.zeros(1, 0, 80), prompt_feat_len=torch.tensor([0]),
-                     embedding=torch.randn(1, 192))
-
-    def run():
-        with torch.inference_mode():
-            hidden, cache = encoder.forward_one_step(x)
-            step, _ = encoder.forward_one_step(x[:, :1], cache=cache)
-            mel, _ = flow.inference(**flow_args, streaming=False, finalize=True)
-        train_hidden, _ = encoder(x, torch.tensor([5]))  # the training forward
-        return hidden, step, mel, train_hidden
-
-    calls = {"head": 0, "bias": 0}
-    head = encoder.model.lm_head
-    head.register_forward_hook(lambda *a: calls.__setitem__("head", calls["head"] + 1))
-    before = run()
-    assert calls["head"] == 0                        # our decode never runs lm_head
-    bench_tool.undo_speedups(model, ["lm_head", "attn_bias", "stream_cache"])
-    real_bias = flow.decoder.estimator._attention_bias
-
-    def counted(*a, **kw):
-        bias = real_bias(*a, **kw)
-        calls["bias"] += bias is not None
-        return bias
-    flow.decoder.estimator._attention_bias = counted
-    after = run()
-    assert calls["head"] == 3 and calls["bias"] > 0  # the official way: lm_head each call, an all-zero bias
-    assert model.flow_cache_max_frames == 0 and not model._flow_chunks()
-    for a, b in zip(before, after):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    args.undo_list = []
+    model, _ = bench_tool.build_models(args, tmp_path / "default")
+    assert model.flow_cache_max_frames == 1000 and model.first_chunk_alone and model._flow_chunks()
+    args.undo_list = ["stream_cache", "first_chunk_alone"]
+    model, _ = bench_tool.build_models(args, tmp_path / "undone")
+    assert model.flow_cache_max_frames == 0 and not model.first_chunk_alone and not model._flow_chunks()
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -201,8 +171,8 @@ def test_cosyvoice3_stand_in_writes_every_figure(bench_tool, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--stand_in", "--version", "cosyvoice3", "--undo", "attn_bias"],
-     "--undo attn_bias changes CosyVoice2's flow; CosyVoice3's DiT flow has no such speed change"),
+    (["--stand_in", "--version", "cosyvoice3", "--undo", "stream_cache"],
+     "--undo stream_cache changes CosyVoice2's flow; CosyVoice3's DiT flow has no such speed change"),
 ])
 def test_bad_arguments_v3(bench_tool, capsys, argv, message):
     assert bench_tool.main(argv) == 2

@@ -21,6 +21,26 @@ def test_estimator_matches_official(tiny_flow, load_io, mode):
     assert out[1, :, 95:].abs().max() == 0  # padded frames of utterance 1 are zero
 
 
+def test_no_attention_bias_when_nothing_is_masked(tiny_flow, load_io, monkeypatch):
+    """Offline with no padding the estimator passes no bias; the official all-zero bias gives the same output."""
+    from cosyvoice.flow.decoder import add_optional_chunk_mask, mask_to_bias
+
+    io = load_io("flow_estimator")
+    est = tiny_flow.decoder.estimator
+    args = [io[k][:1, ..., :95] for k in ("x", "mask", "mu")] + [io["t"][:1], io["spks"][:1], io["cond"][:1, :, :95]]
+    assert bool(args[1].bool().all())
+    seen = []
+    real = est._attention_bias
+    monkeypatch.setattr(est, "_attention_bias", lambda *a: seen.append(real(*a)) or seen[-1])
+    with torch.no_grad():
+        ours = est(*args, streaming=False)
+        assert seen and all(b is None for b in seen)
+        monkeypatch.setattr(est, "_attention_bias", lambda x, mask, streaming: mask_to_bias(
+            add_optional_chunk_mask(x, mask.bool(), False, False, 0, 0, -1), x.dtype))
+        official = est(*args, streaming=False)
+    torch.testing.assert_close(ours, official, atol=1e-6, rtol=0)
+
+
 def test_recorded_modes_differ(load_io):
     io = load_io("flow_estimator")
     assert (io["out_stream"] - io["out_nonstream"]).abs().max() > 1e-3
