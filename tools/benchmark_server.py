@@ -29,9 +29,13 @@ import threading
 import time
 from pathlib import Path
 
+import torch
+
+from cosyvoice.audio.io import load_wav
 from cosyvoice.server.loadtest import format_summary, run_load, summarize
 from cosyvoice.utils.cli import entry_point
 from cosyvoice.utils.errors import UserError
+from cosyvoice.utils.onnx import EmbeddingExtractor
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,18 +60,9 @@ def get_args(argv=None):
 
 def stand_in_model_dir(workdir: Path) -> Path:
     """The stand-in plus spk2info.pt with the demo voice's speaker 'demo' (as run.sh stage 4 lays a model dir out)."""
-    import importlib.util
-
-    import torch
-
-    from cosyvoice.audio.io import load_wav
-    from cosyvoice.utils.onnx import EmbeddingExtractor
-
-    spec = importlib.util.spec_from_file_location("make_tiny_pretrained", ROOT / "tools" / "make_tiny_pretrained.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     model_dir = workdir / "CosyVoice2-0.5B-tiny"
-    module.make_stand_in(model_dir, 1986)
+    subprocess.run([sys.executable, str(ROOT / "tools" / "make_tiny_pretrained.py"), "--out_dir", str(model_dir),
+                    "--seed", "1986"], check=True, stdout=subprocess.DEVNULL)
     wav = ROOT / "local" / "demo_voice" / "test" / "demo_0005.wav"
     embedding = EmbeddingExtractor(str(model_dir / "campplus.onnx")).extract(load_wav(wav, 16000))
     torch.save({"demo": {"embedding": embedding}}, model_dir / "spk2info.pt")

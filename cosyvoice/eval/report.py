@@ -22,6 +22,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from cosyvoice.eval.runner import SYSTEMS as SYSTEM_LABELS
 from cosyvoice.eval.select import load_epoch_records
+from cosyvoice.utils import checkpoint as ckpt
 from cosyvoice.utils.checkpoint import atomic_write_text
 from cosyvoice.utils.pretrained import class_name, get_version
 
@@ -79,8 +80,6 @@ def training_facts(found: Dict) -> Dict:
     """How a training dir fine-tuned its model: mode and trainable parameters (finetune.json), the size of one
     checkpoint, the median seconds per update and the peak memory of the run (TensorBoard ``speed/*``)."""
     from statistics import median
-
-    from cosyvoice.utils import checkpoint as ckpt
 
     d = Path(found["dir"])
     facts: Dict = {"finetune": None, "trainable_parameters": None, "parameters": None, "checkpoint_mb": None,

@@ -231,8 +231,6 @@ def speaker_separation(speakers: Dict[str, List[TestItem]], audio: Dict[str, Dic
     speaker's real test clips (``sim``: {B: value}); ``closest``: the speaker with the highest one; ``ok``:
     ``closest`` is A; ``margin``: A's value minus the best other one. Per system, ``ok`` when every speaker's is.
     """
-    from cosyvoice.audio.io import load_wav
-
     def embed(path):
         wav = load_wav(path, 16000).reshape(-1).numpy()
         return embedder.embed(wav, 16000) if wav.size >= 400 else None

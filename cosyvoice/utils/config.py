@@ -19,6 +19,7 @@ import os
 import re
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from cosyvoice.utils.cli import report
 from cosyvoice.utils.errors import UserError
 
 # Official dotted names that point outside the cosyvoice package, and where they live here.
@@ -194,8 +195,6 @@ def main(argv=None) -> int:
     """``python -m cosyvoice.utils.config <yaml>...``: check each file strictly, build nothing; exit status 2 and one
     line naming the file, the key and the closest valid one at the first problem."""
     import sys
-
-    from cosyvoice.utils.cli import report
 
     paths = sys.argv[1:] if argv is None else argv
     if not paths or paths[0] in ("-h", "--help"):

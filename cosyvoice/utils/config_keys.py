@@ -22,6 +22,7 @@ from typing import Any, Iterable, List, Mapping, Optional
 
 from cosyvoice.utils.config import NAME_MAP, ConfigError
 from cosyvoice.utils.divergence import GUARD_DEFAULTS
+from cosyvoice.utils.lora import SETTING_KEYS
 from cosyvoice.utils.scheduler import SCHEDULERS
 
 # The top-level keys of examples/libritts/cosyvoice2/conf/cosyvoice2.yaml at official commit ace7c47 (the
@@ -179,8 +180,6 @@ def _check_train_conf(path: str, name: str, conf: Mapping, valid: Iterable[str])
                                    f"{OPTIMIZERS[kind]})", args)
     for block in ("llm_lora", "flow_lora"):
         if isinstance(conf.get(block), Mapping):
-            from cosyvoice.utils.lora import SETTING_KEYS
-
             for key in conf[block]:
                 if key not in SETTING_KEYS:
                     raise _unknown(path, key, f"in {name}.{block} (not a LoRA setting)", SETTING_KEYS)

@@ -20,10 +20,13 @@ from typing import Any, Dict, List, Optional
 import torch
 import torch.distributed as dist
 
-from cosyvoice.dataset.dataset import check_speech_tokens, Dataset
+from cosyvoice.dataset import processor
+from cosyvoice.dataset.dataset import _stage_name, check_speech_tokens, Dataset
 from cosyvoice.utils.checkpoint import atomic_write_text
 from cosyvoice.utils.common import load_checkpoint_strict
-from cosyvoice.utils.config import _read, check_config_text, drop_seed_lines, load_config, top_level_keys
+from cosyvoice.utils import lora
+from cosyvoice.utils.config import (_read, check_config_text, drop_seed_lines, load_config, top_level_keys,
+                                    translate_config_text)
 from cosyvoice.utils.config_keys import OPTIMIZERS
 from cosyvoice.utils.errors import TrainSetupError, UserError  # noqa: F401 (TrainSetupError: part of this API)
 from cosyvoice.utils.scheduler import build_scheduler
@@ -223,8 +226,6 @@ def yaml_train_conf_value(src: str, key: str, default: Any = None) -> Any:
     """``train_conf.<key>`` of the yaml ``src`` as written (nothing built), or ``default``."""
     from ruamel.yaml import YAML
 
-    from cosyvoice.utils.config import _read, translate_config_text
-
     tree = YAML(typ="rt").load(translate_config_text(_read(src)))
     conf = (tree or {}).get("train_conf") or {}
     return conf.get(key, default)
@@ -313,7 +314,6 @@ def check_train_conf(conf: Dict[str, Any], path) -> None:
     for key in ("max_epoch", "accum_grad", "log_interval"):
         if int(conf[key]) < 1:
             raise TrainSetupError(f"{path}: train_conf.{key} must be >= 1, got {conf[key]}")
-    from cosyvoice.utils import lora
 
     if lora.finetune_mode(conf, f"{path}: train_conf") == "lora":
         for model in MODELS:
@@ -364,8 +364,6 @@ def init_finetune(model: torch.nn.Module, conf: Dict[str, Any], name: str, seed:
     """``train_conf.finetune``: full: train every weight (nothing to do); lora: freeze the (loaded) weights and add
     the LoRA adapter of ``train_conf.<name>_lora``, its initial weights drawn from ``seed`` (the same on every
     process). Returns ``model``."""
-    from cosyvoice.utils import lora
-
     if lora.finetune_mode(conf) == "full":
         return model
     settings = lora.lora_settings(conf, name)
@@ -379,8 +377,6 @@ FINETUNE_RECORD = "finetune.json"  # in the training dir: how the model was fine
 
 def record_finetune(model_dir: Path, model: torch.nn.Module, conf: Dict[str, Any], name: str) -> None:
     """Write ``<model_dir>/finetune.json``: the mode, the trainable and total parameter counts, the LoRA settings."""
-    from cosyvoice.utils import lora
-
     mode = lora.finetune_mode(conf)
     trainable, total = lora.count_parameters(model)
     record = {"model": name, "finetune": mode, "trainable_parameters": trainable, "parameters": total,
@@ -403,8 +399,6 @@ def init_optimizer(model: torch.nn.Module, conf: Dict[str, Any], name: Optional[
         raise TrainSetupError(f"unknown train_conf.optim '{conf['optim']}' (use adam or adamw)")
     optim_conf = dict(conf["optim_conf"])
     if name is not None and conf.get("finetune", "full") == "lora":
-        from cosyvoice.utils import lora
-
         settings = lora.lora_settings(conf, name)
         if settings.lr is not None:
             optim_conf["lr"] = settings.lr
@@ -550,9 +544,6 @@ def init_dataloaders(args, configs: Dict[str, Any]):
 def with_speaker_tags(pipeline):
     """The pipeline with :func:`cosyvoice.dataset.processor.add_speaker_tag` right before ``tokenize`` (multi-speaker
     SFT, ``train_conf.speaker_tag: true``)."""
-    from cosyvoice.dataset import processor
-    from cosyvoice.dataset.dataset import _stage_name
-
     names = [_stage_name(stage) for stage in pipeline]
     if "tokenize" not in names:
         raise TrainSetupError("train_conf.speaker_tag needs a tokenize stage in data_pipeline to put the tag before")
