@@ -59,6 +59,11 @@ SCALAR_KEYS = ("sim", "sim_to_real", "error_rate", "cer", "wer", "duration_ratio
 TRAINED_PARTS = ("llm", "flow")
 
 
+def _check_part(name: str, doing: str = "synthesize with") -> None:
+    if name not in TRAINED_PARTS:
+        raise ValueError(f"can {doing} a trained llm or flow, not {name!r}")
+
+
 def clear_inference_tensors(module: torch.nn.Module) -> int:
     """Replace tensors that modules cached as plain attributes during inference mode (e.g. extended positional
     tables) by normal copies, so later training can use them in autograd. Returns how many were replaced."""
@@ -97,8 +102,7 @@ class EpochModel:
         ``speakers`` ({name: {'embedding': ...}}) registered. Afterwards the model's own modules and entries are
         back and each module is in the mode it was in, with no inference-mode tensor cached on it."""
         for name in modules:
-            if name not in TRAINED_PARTS:
-                raise ValueError(f"can synthesize with a trained llm or flow, not {name!r}")
+            _check_part(name)
         cv = self.cosyvoice
         spk2info = cv.frontend.spk2info if speakers else {}
         swapped, registered = [], []
@@ -125,8 +129,7 @@ class EpochModel:
         """A copy of the model's own ``name`` (llm or flow) holding the weights of the checkpoint file ``path``,
         loaded strictly; a LoRA adapter checkpoint is merged onto the model's own weights (its settings are read
         from the training dir's config.yaml beside it)."""
-        if name not in TRAINED_PARTS:
-            raise ValueError(f"can synthesize with a trained llm or flow, not {name!r}")
+        _check_part(name)
         own = getattr(self.cosyvoice.model, name)
         state = torch.load(path, map_location="cpu", weights_only=True)
         if lora.is_adapter_state(state):
@@ -169,8 +172,7 @@ class SampleRenderer:
 
     def __init__(self, model: str, model_dir: str, texts_json: str, out_dir: Path, spk_id: Optional[str] = None,
                  base_llm: Optional[str] = None, seed: int = 1986, epoch_model: Optional[EpochModel] = None):
-        if model not in TRAINED_PARTS:
-            raise ValueError(f"can render samples of a trained llm or flow, not {model!r}")
+        _check_part(model, "render samples of")
         self.kind = model
         self.epoch_model = _shared_model(epoch_model, model_dir, seed)
         self.texts = read_sample_texts(texts_json)
@@ -302,10 +304,9 @@ class EpochEvaluator:
         """Evaluate ``module`` (the trained llm or flow, unwrapped from DDP/DeepSpeed) after ``epoch``; write
         ``<model_dir>/eval/epoch_<epoch>.json`` when ``model_dir`` is given. Returns the metrics."""
 
+        _check_part(name, "evaluate")
         out_dir = (os.path.join(self.wav_dir, f"epoch_{epoch}") if self.wav_dir
                    else tempfile.mkdtemp(prefix="cosyvoice-epoch-eval-"))
-        if name not in TRAINED_PARTS:
-            raise ValueError(f"can evaluate the llm or the flow, not {name!r}")
         with rng_scope(self.seed), self.epoch_model.using(speakers={self.spk: self.entry}, **{name: module}) as cv:
             runner.limit_speech_tokens(cv.model.llm, self.max_token_text_ratio)
             try:
