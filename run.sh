@@ -32,6 +32,7 @@ drop_test_overlap=false # stage 0: true: drop test utterances that are also in t
 # model and training (used by the training and inference stages)
 pretrained_model_dir=exp/pretrained/CosyVoice2-0.5B-tiny  # CosyVoice2-0.5B or Fun-CosyVoice3-0.5B files (llm.pt, flow.pt, ...)
 exp_dir=""              # experiment dir (checkpoints, logs, resolved config, model dir, report); empty: exp/<tag>
+                        # (a --finetune/--finetune_flow lora run with the default tag: exp/<tag>_lora)
 gpus=""                 # GPU ids to train on, e.g. 0,1; empty: every visible GPU, or the CPU when there is none
 train_engine=torch_ddp  # torch_ddp or deepspeed
 download_model=false    # true: first download the real model into --pretrained_model_dir (needs network)
@@ -108,7 +109,7 @@ Options (default in brackets):
   --seed N                  split seed [${seed}]
   --drop_test_overlap BOOL  drop test utterances also in the training set instead of failing [${drop_test_overlap}]
   --pretrained_model_dir D  CosyVoice2-0.5B or Fun-CosyVoice3-0.5B model dir [${pretrained_model_dir}]
-  --exp_dir DIR             experiment dir [${exp_dir:-exp/<tag>}]
+  --exp_dir DIR             experiment dir [${exp_dir:-exp/<tag>; a LoRA run with the default tag: exp/<tag>_lora}]
   --gpus IDS                GPU ids, e.g. 0,1 [${gpus:-all visible, or CPU}]
   --train_engine NAME       torch_ddp or deepspeed [${train_engine}]
   --download_model BOOL     download the real model (its version: see above) into --pretrained_model_dir first [${download_model}]
@@ -179,6 +180,7 @@ if [ -n "${raw_pack_dir}" ]; then n_sets=${#pack_dirs[@]}; else n_sets=${#data_d
   die "--spk_id ${spk_id}: ${n_sets} datasets need one speaker id each (A:B), or none (each dataset's own)"
 
 # ---- the experiment: one tag per speaker/dataset, so a second dataset never reuses the first one's data or models ----
+exp_suffix=""           # a LoRA run of the default experiment keeps its models apart (exp/<tag>_lora) and shares its data
 if [ -z "${tag}" ]; then
   if [ -n "${spk_id}" ]; then
     tag=${spk_id}
@@ -190,11 +192,13 @@ if [ -z "${tag}" ]; then
   fi
   [ "${model_version}" = cosyvoice2 ] || tag=${tag}_${model_version}  # a v3 run never mixes with the v2 one
   tag=$(python3 -c 'import re, sys; print(re.sub(r"[^\w.-]+", "-", sys.argv[1]).strip("-.") or "exp")' "${tag}")
+  # so that a LoRA run never replaces the full run's models
+  [ "${finetune}" = full ] && [ "${finetune_flow}" = full ] || exp_suffix=_lora
 fi
 [[ ${tag} =~ ^[[:alnum:]_.-]+$ ]] && [ "${tag}" != . ] && [ "${tag}" != .. ] \
   || die "--tag must be a plain name (letters, digits, '_', '.', '-'), got '${tag}'"
 [ -n "${data_root}" ] || data_root=data/${tag}
-[ -n "${exp_dir}" ] || exp_dir=exp/${tag}
+[ -n "${exp_dir}" ] || exp_dir=exp/${tag}${exp_suffix}
 
 log "${cmdline}"
 log "Experiment '${tag}': data in ${data_root}, models in ${exp_dir} (${model_title})"

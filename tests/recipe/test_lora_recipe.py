@@ -54,7 +54,7 @@ def runs(tmp_path_factory):
 
 def test_lora_run_writes_adapter_only_checkpoints_and_a_character_per_speaker(runs):
     cwd, multi, _ = runs
-    exp = cwd / "exp" / "alice-bob"
+    exp = cwd / "exp" / "alice-bob_lora"
     pretrained = torch.load(cwd / "exp" / "pretrained" / "CosyVoice2-0.5B-tiny" / "llm.pt", weights_only=True)
     checkpoints = sorted((exp / "llm").glob("epoch_*.pt"))
     checkpoints = [p for p in checkpoints if not p.name.endswith(".state.pt")]
@@ -77,9 +77,19 @@ def test_lora_run_writes_adapter_only_checkpoints_and_a_character_per_speaker(ru
     assert "--characters" in multi.stdout.splitlines()[-2]  # the printed inference command uses them
 
 
+def test_lora_models_go_to_their_own_experiment_dir_and_the_data_is_shared(runs):
+    """A LoRA run of the default experiment writes its models to exp/<tag>_lora, so it never replaces the models of
+    a full run of the same data; the data stages write data/<tag>, which both runs share."""
+    cwd, multi, single = runs
+    assert "Experiment 'alice-bob': data in data/alice-bob, models in exp/alice-bob_lora " in multi.stdout
+    assert "Experiment 'carol': data in data/carol, models in exp/carol_lora " in single.stdout
+    assert not (cwd / "exp" / "alice-bob").exists() and not (cwd / "exp" / "carol").exists()
+    assert (cwd / "data" / "alice-bob" / "train" / "wav.scp").is_file()
+
+
 def test_multi_speaker_run_tags_each_speaker_and_reports_per_speaker(runs):
     cwd, multi, _ = runs
-    exp = cwd / "exp" / "alice-bob"
+    exp = cwd / "exp" / "alice-bob_lora"
     spk2info = torch.load(exp / "model" / "spk2info.pt", weights_only=True)
     assert sorted(spk2info) == ["alice", "bob"]
     assert spk2info["bob"]["speaker_tag"] == "bob<|endofprompt|>" and spk2info["bob"]["embedding"].shape == (1, 192)
@@ -105,7 +115,7 @@ def test_merged_export_is_a_plain_official_llm_pt_that_computes_the_adapter(runs
     from cosyvoice.utils.config import load_config
 
     cwd, _, _ = runs
-    model = cwd / "exp" / "alice-bob" / "model"
+    model = cwd / "exp" / "alice-bob_lora" / "model"
     pretrained = cwd / "exp" / "pretrained" / "CosyVoice2-0.5B-tiny"
     assert (model / "llm.pt").is_file() and not (model / "llm.pt").is_symlink()
     merged = torch.load(model / "llm.pt", weights_only=True)
@@ -118,7 +128,7 @@ def test_merged_export_is_a_plain_official_llm_pt_that_computes_the_adapter(runs
 
     plain = build()
     load_checkpoint_strict(plain, model / "llm.pt")  # strictly, into the plain module
-    character = read_character(str(cwd / "exp" / "alice-bob" / "characters" / "alice"))
+    character = read_character(str(cwd / "exp" / "alice-bob_lora" / "characters" / "alice"))
     adapted = build()
     load_checkpoint_strict(adapted, pretrained / "llm.pt")
     lora.add_adapter(adapted, character.lora_settings("llm"), trainable=False)
@@ -140,8 +150,8 @@ def test_one_cosyvoice2_serves_characters_of_two_runs_bit_for_bit(runs):
 
     cwd, _, single = runs
     base = cwd / "exp" / "pretrained" / "CosyVoice2-0.5B-tiny"
-    alice = cwd / "exp" / "alice-bob" / "characters" / "alice"
-    carol = cwd / "exp" / "carol" / "characters" / "carol"
+    alice = cwd / "exp" / "alice-bob_lora" / "characters" / "alice"
+    carol = cwd / "exp" / "carol_lora" / "characters" / "carol"
     assert json.loads((carol / "character.json").read_text())["flow"]["finetune"] == "base"  # the llm only
 
     def say(cv, spk):
@@ -160,24 +170,24 @@ def test_one_cosyvoice2_serves_characters_of_two_runs_bit_for_bit(runs):
 def test_inference_sh_speaks_as_a_character_of_the_lora_experiment(runs):
     cwd, _, _ = runs
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    r = subprocess.run(["bash", str(ROOT / "inference.sh"), "--model_dir", "exp/alice-bob/model", "--mode", "sft",
+    r = subprocess.run(["bash", str(ROOT / "inference.sh"), "--model_dir", "exp/alice-bob_lora/model", "--mode", "sft",
                         "--spk_id", "bob"], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "LoRA experiment exp/alice-bob: the characters in" in r.stdout
-    rows = (cwd / "exp" / "alice-bob" / "inference" / "index.tsv").read_text().splitlines()[1:]
+    assert "LoRA experiment exp/alice-bob_lora: the characters in" in r.stdout
+    rows = (cwd / "exp" / "alice-bob_lora" / "inference" / "index.tsv").read_text().splitlines()[1:]
     assert rows and all(row.split("\t")[1] == "sft" for row in rows)
 
 
 def test_compare_experiments_puts_the_figures_side_by_side(runs):
     cwd, _, _ = runs
-    exp = cwd / "exp" / "alice-bob"
+    exp = cwd / "exp" / "alice-bob_lora"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     r = subprocess.run(["bash", "-c", f". {ROOT}/path.sh && python3 {ROOT}/tools/compare_experiments.py {exp} {exp}"
                         " && python3 " + f"{ROOT}/tools/compare_experiments.py --json {exp}"], cwd=cwd, env=env,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     table, _, blob = r.stdout.partition("\n[")
-    assert "| | alice-bob | alice-bob |" in table and "| llm fine-tuning | lora | lora |" in table
+    assert "| | alice-bob_lora | alice-bob_lora |" in table and "| llm fine-tuning | lora | lora |" in table
     assert "| flow fine-tuning | full | full |" in table
     row = json.loads("[" + blob)[0]
     metrics = json.loads((exp / "metrics.json").read_text())
