@@ -736,8 +736,6 @@ if [ "${stop_stage}" -ge 4 ] && [ -f "${model_dir}/spk2info.pt" ]; then
   infer="bash ${root}/inference.sh --model_dir ${model_dir} --spk_id ${spk} --test_data_dir $(set_dir "${test_set}")"
   where="model dir ${model_dir}"
   if [ "${lora_run}" = true ]; then
-    infer="bash ${root}/inference.sh --model_dir ${pretrained_model_dir} --characters ${characters_dir} --spk_id ${spk}"
-    infer+=" --test_data_dir $(set_dir "${test_set}")"
     where="characters ${characters_dir}/<spk>/ (on ${pretrained_model_dir}); model dir ${model_dir}"
     if compgen -G "${exp_dir}/llm/epoch_*.pt" >/dev/null; then
       log "LoRA llm checkpoints (adapter only): $(du -h "$(ls -t "${exp_dir}"/llm/epoch_*.pt | head -1)" | cut -f1) each"

@@ -74,7 +74,12 @@ def test_lora_run_writes_adapter_only_checkpoints_and_a_character_per_speaker(ru
         assert manifest["spk_id"] == spk and manifest["llm"]["finetune"] == "lora"
         assert manifest["flow"]["finetune"] == "full" and manifest["speaker_tag"] == f"{spk}<|endofprompt|>"
         assert manifest["metrics"]["sft"]["utterances"] >= 1  # stage 8 recorded its figures
-    assert "--characters" in multi.stdout.splitlines()[-2]  # the printed inference command uses them
+    # the printed inference command: the experiment's model dir, which inference.sh reads as a LoRA experiment (its
+    # characters on the pretrained model) and whose inference/ dir gets the audio, as the line before it says
+    lines = multi.stdout.splitlines()
+    assert lines[-3].endswith("into exp/alice-bob_lora/inference:")
+    assert lines[-2] == (f"bash {ROOT}/inference.sh --model_dir exp/alice-bob_lora/model --spk_id alice "
+                         "--test_data_dir data/alice-bob/test")
 
 
 def test_lora_models_go_to_their_own_experiment_dir_and_the_data_is_shared(runs):
