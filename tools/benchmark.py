@@ -58,14 +58,14 @@ import numpy as np
 import soundfile as sf
 import torch
 from cosyvoice.audio.resample import resample, resample_filters
-from cosyvoice.cli.frontend import CosyVoiceFrontEnd
+from cosyvoice.cli.cosyvoice import AutoModel
 from cosyvoice.cli.model import CosyVoice2Model, CosyVoice3Model
 from cosyvoice.dataset.processor import padding
 from cosyvoice.utils import lora
 from cosyvoice.utils.config import load_config
 from cosyvoice.utils.cli import entry_point
 from cosyvoice.utils.errors import UserError
-from cosyvoice.utils.pretrained import CAMPPLUS_FILE, get_version, model_version, QWEN_DIR, version_from_name
+from cosyvoice.utils.pretrained import get_version, model_version, version_from_name
 from cosyvoice.utils.train_utils import init_optimizer, optimizer_impl
 
 logger = logging.getLogger("benchmark")
@@ -136,7 +136,9 @@ def get_args(argv=None):
                         + "; ".join(f"{k}: {v}" for k, v in UNDO.items()))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="JSON output path")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.undo_list = [u.strip() for u in args.undo.split(",") if u.strip()]
+    return args
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
@@ -288,41 +290,37 @@ def resolve_version(args) -> str:
 
 
 def build_models(args, workdir: Path):
-    """(CosyVoice2Model or CosyVoice3Model on the device, a description of where the weights came from)."""
+    """(CosyVoice2Model or CosyVoice3Model on the device, the model dir's text and prompt front end or None with
+    random weights, a description of where the weights came from). ``--undo`` sets the model's speed switches."""
 
-    keys = ["llm", "flow", "hift"]
     resolve_version(args)
-    engine = CosyVoice3Model if args.version == "cosyvoice3" else CosyVoice2Model
-    undo = getattr(args, "undo_list", [])
-    switches = {"flow_cache_max_frames": 0} if "stream_cache" in undo else {}
-    if "first_chunk_alone" in undo:
-        switches["first_chunk_alone"] = False
     if args.stand_in:
         args.model_dir = str(workdir / "stand_in")
         subprocess.run([sys.executable, str(ROOT / "tools" / "make_tiny_pretrained.py"), "--version", args.version,
                         "--out_dir", args.model_dir, "--seed", "1986"], check=True, stdout=subprocess.DEVNULL)
     if args.model_dir:
-        model_dir = Path(args.model_dir)
-        configs = load_config(str(model_dir / get_version(args.version).config_file),
-                              {"qwen_pretrain_path": str(model_dir / "CosyVoice-BlankEN")}, keys=keys)
-        model = engine(configs["llm"], configs["flow"], configs["hift"], **switches)
-        model.device = torch.device(args.device)
-        model.load(str(model_dir / "llm.pt"), str(model_dir / "flow.pt"), str(model_dir / "hift.pt"))
-        source = "stand_in" if args.stand_in else f"model_dir:{model_dir}"
+        cosyvoice = AutoModel(model_dir=args.model_dir)  # what inference loads: strict weights, the front end
+        model, frontend = cosyvoice.model, cosyvoice.frontend
+        source = "stand_in" if args.stand_in else f"model_dir:{args.model_dir}"
     else:
         qwen_dir = workdir / "qwen"
         qwen_dir.mkdir()
         shutil.copy(args.qwen_config, qwen_dir / "config.json")
         torch.manual_seed(args.seed)
-        configs = load_config(args.config, {"qwen_pretrain_path": str(qwen_dir)}, keys=keys)
-        model = engine(configs["llm"], configs["flow"], configs["hift"], **switches)
-        model.device = torch.device(args.device)
-        for module in (model.llm, model.flow, model.hift):
-            module.to(model.device).eval()
+        configs = load_config(args.config, {"qwen_pretrain_path": str(qwen_dir)}, keys=["llm", "flow", "hift"])
+        engine = CosyVoice3Model if args.version == "cosyvoice3" else CosyVoice2Model
+        model, frontend = engine(configs["llm"], configs["flow"], configs["hift"]), None
         source = f"config:{Path(args.config).name} (random weights)"
+    model.device = torch.device(args.device)
+    for module in (model.llm, model.flow, model.hift):
+        module.to(model.device).eval()
+    if "stream_cache" in args.undo_list:
+        model.flow_cache_max_frames = 0
+    if "first_chunk_alone" in args.undo_list:
+        model.first_chunk_alone = False
     if args.dtype != "fp32":
         model.amp_dtype = DTYPES[args.dtype]
-    return model, source
+    return model, frontend, source
 
 
 def n_params(module: torch.nn.Module) -> int:
@@ -496,18 +494,6 @@ class TokenClock:
 
     def __exit__(self, *exc):
         self.model.__dict__.pop("_append", None)
-
-
-def build_frontend(args):
-    """The model dir's text and prompt front end (CosyVoiceFrontEnd), or None without a model dir."""
-    if not args.model_dir:
-        return None
-    model_dir = Path(args.model_dir)
-    version = get_version(args.version)
-    configs = load_config(str(model_dir / version.config_file), {"qwen_pretrain_path": str(model_dir / QWEN_DIR)},
-                          keys=["get_tokenizer", "feat_extractor", "allowed_special"])
-    return CosyVoiceFrontEnd(configs["get_tokenizer"], configs["feat_extractor"], str(model_dir / CAMPPLUS_FILE),
-                             str(model_dir / version.speech_tokenizer_file), "", configs["allowed_special"])
 
 
 TTFA_TEXT = "The first chunk of audio should come as soon as it can, before the whole sentence is ready."
@@ -949,7 +935,6 @@ def main(argv=None) -> int:
         resolve_version(args)
     except ValueError as e:
         raise UserError(str(e)) from e
-    args.undo_list = [u.strip() for u in args.undo.split(",") if u.strip()]
     bad = sorted(set(args.undo_list) - set(UNDO))
     if bad:
         raise UserError(f"unknown --undo {', '.join(bad)} (known: {', '.join(UNDO)})")
@@ -962,10 +947,10 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="cosyvoice_bench_") as tmp:
         t0 = time.perf_counter()
-        model, source = None, "none (resample only)"
+        model, frontend, source = None, None, "none (resample only)"
         if any(s in MODEL_STAGES for s in stages):
             logger.info("building the models")
-            model, source = build_models(args, Path(tmp))
+            model, frontend, source = build_models(args, Path(tmp))
         res: Dict[str, object] = {"model": source, "env": environment(args, device),
                                   "settings": {k: v for k, v in vars(args).items() if k not in ("out", "undo_list", "rows")},
                                   "build_s": round(time.perf_counter() - t0, 2)}
@@ -978,7 +963,7 @@ def main(argv=None) -> int:
             res["token2wav"] = bench_token2wav(model, args, device, dtype)
         if "ttfa" in stages:
             logger.info("time to first audio, SFT and zero-shot")
-            res["ttfa"] = bench_ttfa(model, build_frontend(args), args, device, dtype, Path(tmp))
+            res["ttfa"] = bench_ttfa(model, frontend, args, device, dtype, Path(tmp))
         if "llm" in res and "token2wav" in res:
             res["tts_rtf_estimate"] = {mode: round(res["llm"]["rtf"] + res["token2wav"][mode]["total_rtf"], 4)
                                        for mode in ("offline", "stream")}

@@ -126,14 +126,13 @@ def test_stream_cache_saves_the_recomputed_frames(bench_tool, tmp_path):
 
 
 def test_undo_builds_the_model_with_the_official_switches(bench_tool, tmp_path):
-    """--undo names the model's constructor switches (their numbers are checked in tests/benchmark/test_stream_cache
+    """--undo sets the model's speed switches (the constructor's keyword arguments; their numbers are checked in tests/benchmark/test_stream_cache
     and tests/cli/test_model); nothing is patched."""
     args = bench_tool.get_args(["--stand_in"])
-    args.undo_list = []
-    model, _ = bench_tool.build_models(args, tmp_path / "default")
+    model, _, _ = bench_tool.build_models(args, tmp_path / "default")
     assert model.flow_cache_max_frames == 1000 and model.first_chunk_alone and model._flow_chunks()
     args.undo_list = ["stream_cache", "first_chunk_alone"]
-    model, _ = bench_tool.build_models(args, tmp_path / "undone")
+    model, _, _ = bench_tool.build_models(args, tmp_path / "undone")
     assert model.flow_cache_max_frames == 0 and not model.first_chunk_alone and not model._flow_chunks()
 
 
