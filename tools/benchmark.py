@@ -514,6 +514,8 @@ def bench_ttfa(model, frontend, args, device, dtype, workdir: Path) -> Dict[str,
     vocab = llm.llm.model.config.vocab_size
     p = args.ttfa_prompt_tokens
     text = torch.randint(0, vocab, (1, args.ttfa_text_tokens), generator=g, dtype=torch.int32)
+    if hasattr(llm, "END_OF_PROMPT_ID"):  # CosyVoice3: the system prompt's end marker leads the text
+        text[0, 0] = llm.END_OF_PROMPT_ID
     embedding = torch.randn(1, 192, generator=g)
     modes = {
         "sft": dict(text=text, flow_embedding=embedding, llm_embedding=embedding),

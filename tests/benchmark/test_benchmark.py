@@ -169,6 +169,18 @@ def test_cosyvoice3_stand_in_writes_every_figure(bench_tool, tmp_path, capsys):
     assert "first chunk p50" in capsys.readouterr().out
 
 
+def test_cosyvoice3_time_to_first_audio(bench_tool, tmp_path):
+    """--stages ttfa on the v3 stand-in: the timed text carries the system prompt's <|endofprompt|>, which
+    CosyVoice3LM requires, and both modes give a first chunk of 25 + 3 tokens with every part timed."""
+    out = tmp_path / "ttfa3.json"
+    argv = ["--stand_in", "--version", "cosyvoice3", "--out", str(out), "--stages", "ttfa"] + TINY
+    assert bench_tool.main(argv) == 0
+    ttfa = json.loads(out.read_text())["ttfa"]
+    for mode in ("sft", "zero_shot"):
+        assert ttfa[mode]["first_chunk_tokens"] == 28
+        assert all(_positive(ttfa[mode][k]) for k in ("frontend_ms", "prefill_ms", "token2wav_ms", "total_ms"))
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--stand_in", "--version", "cosyvoice3", "--undo", "stream_cache"],
      "--undo stream_cache changes CosyVoice2's flow; CosyVoice3's DiT flow has no such speed change"),
