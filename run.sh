@@ -268,6 +268,26 @@ fingerprint() {
   python3 -m cosyvoice.utils.fingerprint --cache "${XDG_CACHE_HOME:-${HOME}/.cache}/cosyvoice-sft/sha256.tsv" "$@"
 }
 
+# holds_pairs DIR: true when DIR itself holds pair files: <utt>.normalized.txt, or audio stage 0 reads (any case).
+holds_pairs() {
+  local g
+  for g in '*.normalized.txt' '*.[wW][aA][vV]' '*.[fF][lL][aA][cC]' '*.[oO][gG][gG]' '*.[mM][pP]3'; do
+    compgen -G "$1/${g}" >/dev/null && return 0
+  done
+  return 1
+}
+
+# layout_hint DIR: what a folder that is not a pair folder looks like it is, and what to do with it ('' if unknown).
+layout_hint() {
+  if [ -f "$1/metadata.csv" ] && [ -d "$1/wavs" ]; then
+    echo " (it looks like an LJSpeech folder: metadata.csv + wavs/; write each wavs/<id>.wav's text to <id>.normalized.txt beside it and give --data_dir $1/wavs)"
+  elif [ -f "$1/wav.scp" ]; then
+    echo " (it looks like a Kaldi data dir; give the folder of the audio files and their <utt>.normalized.txt)"
+  elif find "$1" -mindepth 2 -maxdepth 4 -iname '*.lab' -print -quit 2>/dev/null | grep -q .; then
+    echo " (it holds .lab transcripts in subfolders: a raw character pack is read with --raw_pack_dir $1 --stage -1)"
+  fi
+}
+
 # marker_text FINGERPRINT OUTPUT...: what a stage marker holds: the inputs' fingerprint and the outputs' identity.
 marker_text() {
   echo "$1"
@@ -406,11 +426,11 @@ if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
         [ -d "${d}/${x}" ] || die "stage 0: ${d}/${x} not found: put the ${x} pairs there"
       done
       flats+=(false)
-    elif compgen -G "${d}/*.wav" >/dev/null || compgen -G "${d}/*.normalized.txt" >/dev/null; then
+    elif holds_pairs "${d}"; then
       log "Stage 0: ${d} is one flat folder: splitting off the ${test_set} set (--num_test/--test_ratio/--seed)"
       flats+=(true)
     else
-      die "stage 0: ${d} holds neither ${train_set}/ and ${test_set}/ folders nor <utt>.wav + <utt>.normalized.txt pairs"
+      die "stage 0: ${d} holds neither ${train_set}/ and ${test_set}/ folders nor <utt>.wav (.flac/.ogg/.mp3) + <utt>.normalized.txt pairs$(layout_hint "${d}")"
     fi
     paths+=("path:${d}")
   done

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Stage -1: a raw character voice pack -> train/test folders of `<spk>_<n>.wav` + `<spk>_<n>.normalized.txt`.
+"""Stage -1: a raw character voice pack -> train/test folders of `<spk>_<n>.wav` + `<spk>_<n>.normalized.txt`
+(a clip in another format keeps its suffix: `<spk>_<n>.flac`).
 
-A raw pack is a folder, possibly nested, of `<name>.wav` clips with same-stem `<name>.lab` transcripts (one UTF-8
-line), as in the public game voice datasets. Clips whose transcript is missing or empty, is not UTF-8, or holds a
-template variable (`{NICKNAME}`) or markup (`{F#...}{M#...}`, `<color=...>`, a literal `\\n`) are dropped and
+A raw pack is a folder, possibly nested, of `<name>.wav` clips (or .flac/.ogg/.mp3) with same-stem `<name>.lab`
+transcripts (one UTF-8 line), as in the public game voice datasets. Clips whose transcript is missing or empty, is
+not UTF-8, or holds a template variable (`{NICKNAME}`) or markup (`{F#...}{M#...}`, `<color=...>`, a literal `\\n`) are dropped and
 counted per reason. The kept clips are numbered in byte order of their path and split, seeded and deterministic,
-into the two sets. Source files are only read: each kept wav is copied byte for byte.
+into the two sets. Source files are only read: each kept clip is copied byte for byte (keeping its format's suffix).
 
 Besides the two set folders, the output holds sources.tsv (new utterance id -> set, source path) and dropped.tsv
 (source path -> reason), so every clip can be traced.
@@ -22,16 +23,18 @@ from pathlib import Path
 
 from prepare_data import TEXT_SUFFIX, byte_key, split_test
 
+from cosyvoice.dataset.datadir import audio_suffix
 from cosyvoice.text.checks import TEXT_REASONS, text_problem
 from cosyvoice.utils.cli import entry_point
 from cosyvoice.utils.errors import UserError
 
 REASONS = {
-    "no_lab": "wav without .lab transcript",
+    "no_lab": "clip without .lab transcript",
+    "two_audio": "more than one audio file with the same name (e.g. a.wav and a.flac)",
     "empty_lab": ".lab is empty or whitespace",
     "lab_not_utf8": ".lab is not UTF-8",
     **TEXT_REASONS,
-    "no_wav": ".lab without wav (not a clip; only counted)",
+    "no_wav": ".lab without audio (not a clip; only counted)",
 }
 MANIFESTS = ("sources.tsv", "dropped.tsv")
 OWNER_MARK = ".converted_raw_pack"  # marks a folder this script writes, so a rerun may overwrite it
@@ -39,7 +42,8 @@ OWNER_MARK = ".converted_raw_pack"  # marks a folder this script writes, so a re
 
 def get_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--pack_dir", required=True, help="raw pack: nested folders of <name>.wav + <name>.lab (only read)")
+    p.add_argument("--pack_dir", required=True,
+                   help="raw pack: nested folders of <name>.wav (or .flac/.ogg/.mp3) + <name>.lab (only read)")
     p.add_argument("--out_dir", required=True, help="where the <train_set>/ and <test_set>/ pair folders go")
     p.add_argument("--spk_id", default="", help="speaker id for the new names (default: the pack folder's name)")
     p.add_argument("--train_set", default="train")
@@ -71,20 +75,21 @@ def classify_text(raw: bytes) -> tuple[str | None, str]:
     return None, text
 
 
-def scan_pack(pack: Path) -> tuple[dict[str, Path], dict[str, Path]]:
-    """Map each clip's relative stem (posix, no suffix) to its .wav and its .lab file."""
-    wavs: dict[str, Path] = {}
+def scan_pack(pack: Path) -> tuple[dict[str, list[Path]], dict[str, Path]]:
+    """Map each clip's relative stem (posix, no suffix) to its audio files (one, unless the pack holds the same
+    clip twice) and to its .lab file."""
+    wavs: dict[str, list[Path]] = {}
     labs: dict[str, Path] = {}
     for dirpath, dirnames, filenames in os.walk(pack):
         dirnames.sort()
         for name in filenames:
             path = Path(dirpath) / name
             stem, suffix = os.path.splitext(path.relative_to(pack).as_posix())
-            if suffix.lower() == ".wav":
-                wavs[stem] = path
+            if audio_suffix(name):
+                wavs.setdefault(stem, []).append(path)
             elif suffix.lower() == ".lab":
                 labs[stem] = path
-    return wavs, labs
+    return {stem: sorted(paths, key=lambda p: byte_key(p.name)) for stem, paths in wavs.items()}, labs
 
 
 def check_dirs(pack: Path, out: Path) -> str:
@@ -119,6 +124,9 @@ def main(argv=None) -> int:
     kept: list[tuple[str, str]] = []  # (relative stem, text)
     dropped: dict[str, tuple[str, str]] = {}
     for stem in sorted(wavs, key=byte_key):
+        if len(wavs[stem]) > 1:
+            dropped[stem] = ("two_audio", ", ".join(p.name for p in wavs[stem]))
+            continue
         if stem not in labs:
             dropped[stem] = ("no_lab", "")
             continue
@@ -158,17 +166,18 @@ def main(argv=None) -> int:
     for stem, text in kept:
         utt = ids[stem]
         dest = work / set_of[utt]
-        shutil.copyfile(wavs[stem], dest / f"{utt}.wav")
+        src = wavs[stem][0]
+        shutil.copyfile(src, dest / f"{utt}{src.suffix.lower()}")
         (dest / f"{utt}{TEXT_SUFFIX}").write_text(text + "\n", encoding="utf-8")
     with open(work / "dropped.tsv", "w", encoding="utf-8", errors="backslashreplace", newline="\n") as f:
         f.write("source\treason\tdetail\n")
         for stem, (reason, detail) in dropped.items():
-            src = wavs.get(stem) or labs[stem]
+            src = wavs[stem][0] if stem in wavs else labs[stem]
             f.write(f"{tsv_field(src.relative_to(pack).as_posix())}\t{reason}\t{tsv_field(detail)}\n")
     with open(work / "sources.tsv", "w", encoding="utf-8", errors="backslashreplace", newline="\n") as f:
         f.write("utt\tset\tsource\n")
         for stem, _ in kept:
-            f.write(f"{ids[stem]}\t{set_of[ids[stem]]}\t{tsv_field(wavs[stem].relative_to(pack).as_posix())}\n")
+            f.write(f"{ids[stem]}\t{set_of[ids[stem]]}\t{tsv_field(wavs[stem][0].relative_to(pack).as_posix())}\n")
     if out.exists():
         os.rename(out, old)
     os.rename(work, out)

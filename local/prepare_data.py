@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Stage 0: a folder of `<utt>.wav` + `<utt>.normalized.txt` pairs -> a Kaldi data dir.
+"""Stage 0: a folder of `<utt>.wav` (or .flac/.ogg/.mp3) + `<utt>.normalized.txt` pairs -> a Kaldi data dir.
 
 Writes wav.scp, text, utt2spk, spk2utt and utt2dur (byte-sorted, checked by tools/validate_data_dir.py) and
 rejected.tsv, which lists every utterance that cannot be used with one reason. The source folder is only read.
@@ -18,22 +18,22 @@ from pathlib import Path
 
 import soundfile as sf
 
-from cosyvoice.dataset.datadir import byte_key, validate_data_dir, write_table
+from cosyvoice.dataset.datadir import (AUDIO_SUFFIXES, UNREAD_AUDIO_SUFFIXES, audio_suffix, byte_key,
+                                       validate_data_dir, write_table)
 from cosyvoice.text.checks import TEXT_REASONS, text_problem
 from cosyvoice.utils.cli import entry_point
 from cosyvoice.utils.errors import UserError
 
-WAV_SUFFIX = ".wav"
 TEXT_SUFFIX = ".normalized.txt"
-# audio files of other formats are not read (only .wav is), and are named as ignored
-OTHER_AUDIO = (".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".wma", ".aiff", ".aif")
+AUDIO_NAMES = "/".join(AUDIO_SUFFIXES)  # ".wav/.flac/.ogg/.mp3"
 MIN_RATE = 16000  # the speech tokenizer and CAM++ work at 16 kHz; inference refuses lower-rate prompts too
 OUTPUTS = ("wav.scp", "text", "utt2spk", "spk2utt", "utt2dur", "rejected.tsv")
 # Every reason an utterance can be rejected for, in the order they are checked.
 REASONS = {
     "bad_name": "file name is not a usable utterance id",
-    "no_transcript": "wav without transcript",
-    "no_wav": "transcript without wav",
+    "no_transcript": "audio without transcript",
+    "no_wav": "transcript without audio",
+    "two_audio": "more than one audio file for one utterance id",
     "text_not_utf8": "transcript is not UTF-8",
     "empty_text": "transcript is empty or whitespace",
     **TEXT_REASONS,
@@ -55,7 +55,9 @@ class Utterance:
 
 def get_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--src_dir", required=True, help="folder of <utt>.wav + <utt>.normalized.txt pairs (only read)")
+    p.add_argument("--src_dir", required=True,
+                   help=f"folder of <utt>.wav (or another of {AUDIO_NAMES}) + <utt>.normalized.txt pairs "
+                        "(only read)")
     p.add_argument("--des_dir", required=True, help="data dir to write")
     p.add_argument("--spk_id", default="", help="speaker id of every utterance (default: file-name prefix before '_')")
     p.add_argument("--min_dur", type=float, default=0.5, help="shortest usable clip in seconds")
@@ -101,14 +103,17 @@ def read_text(path: Path) -> tuple[str | None, str]:
 
 
 def audio_duration(path: Path) -> tuple[str | None, str, float]:
-    """Return (reason, detail, seconds) from the header, also checking that the last frame can be read and that
-    the rate is at least 16 kHz."""
+    """Return (reason, detail, seconds) from the header, also checking that the last frame can be read (an MP3 is
+    decoded through) and that the rate is at least 16 kHz."""
     try:
         if path.stat().st_size == 0:
             return "empty_audio", "0-byte file", 0.0
         with sf.SoundFile(path) as f:
             frames, rate = f.frames, f.samplerate
-            if frames > 0:
+            if f.format == "MP3":
+                # an MP3's frame count is an estimate and seeking in it is not exact: decode it through instead
+                frames = sum(len(block) for block in f.blocks(blocksize=1 << 16, dtype="float32"))
+            elif frames > 0:
                 f.seek(frames - 1)
                 if len(f.read(1)) != 1:
                     return "unreadable_audio", "truncated file", 0.0
@@ -121,25 +126,37 @@ def audio_duration(path: Path) -> tuple[str | None, str, float]:
     return None, "", frames / rate
 
 
-def scan_pairs(src_dir: Path) -> tuple[dict[str, dict[str, Path]], int, list[str]]:
-    """Group the folder's files by utterance id -> {utt: {'wav': path, 'text': path}}; also the number of other
-    files, and the names of audio files in formats that are not read."""
-    pairs: dict[str, dict[str, Path]] = {}
+def scan_pairs(src_dir: Path) -> tuple[dict[str, dict[str, Path]], int, list[str], list[str]]:
+    """Group the folder's files by utterance id -> {utt: {'text': path, 'audio': path}}; also the number of other
+    files, the names of audio files in formats that are not read, and the names of the ``<utt>.txt`` / ``<utt>.lab`` files
+    beside audio that has no ``<utt>.normalized.txt``. An id with two audio files gets them all
+    under 'audio_files' instead (rejected as two_audio)."""
+    pairs: dict[str, dict] = {}
     ignored = 0
     other_audio: list[str] = []
+    text_like: list[str] = []
     for entry in os.scandir(src_dir):
         if not entry.is_file():
             continue
         name = entry.name
         if name.endswith(TEXT_SUFFIX) and len(name) > len(TEXT_SUFFIX):
             pairs.setdefault(name[: -len(TEXT_SUFFIX)], {})["text"] = Path(entry.path)
-        elif name.endswith(WAV_SUFFIX) and len(name) > len(WAV_SUFFIX):
-            pairs.setdefault(name[: -len(WAV_SUFFIX)], {})["wav"] = Path(entry.path)
-        elif name.lower().endswith(OTHER_AUDIO):
+        elif audio_suffix(name):
+            files = pairs.setdefault(os.path.splitext(name)[0], {})
+            files.setdefault("audio_files", []).append(Path(entry.path))
+        elif name.lower().endswith(UNREAD_AUDIO_SUFFIXES):
             other_audio.append(name)
         else:
             ignored += 1
-    return pairs, ignored, sorted(other_audio, key=byte_key)
+            if name.lower().endswith((".txt", ".lab")):
+                text_like.append(name)
+    for files in pairs.values():
+        audio = files.get("audio_files", [])
+        if len(audio) == 1:
+            files["audio"] = files.pop("audio_files")[0]
+    # a <utt>.txt or <utt>.lab beside audio that has no <utt>.normalized.txt: most likely its transcript
+    other_text = [n for n in text_like if "text" not in pairs.get(os.path.splitext(n)[0], {"text": None})]
+    return pairs, ignored, sorted(other_audio, key=byte_key), sorted(other_text, key=byte_key)
 
 
 def name_problem(utt: str) -> str:
@@ -159,24 +176,27 @@ def check_utterance(utt: str, files: dict[str, Path], min_dur: float, max_dur: f
     problem = name_problem(utt)
     if problem:
         return None, ("bad_name", problem)
+    if "audio_files" in files:
+        names = ", ".join(sorted((p.name for p in files["audio_files"]), key=byte_key))
+        return None, ("two_audio", f"{names}: keep one of them")
     if "text" not in files:
         return None, ("no_transcript", f"{utt}{TEXT_SUFFIX} not found")
-    if "wav" not in files:
-        return None, ("no_wav", f"{utt}{WAV_SUFFIX} not found")
+    if "audio" not in files:
+        return None, ("no_wav", f"no audio file {utt} with a suffix of {AUDIO_NAMES} found")
     reason, text = read_text(files["text"])
     if reason:
         return None, (reason, text)
     problem = text_problem(text)
     if problem:
         return None, problem
-    reason, detail, dur = audio_duration(files["wav"])
+    reason, detail, dur = audio_duration(files["audio"])
     if reason:
         return None, (reason, detail)
     if dur < min_dur:
         return None, ("too_short", f"{dur:.3f} s < --min_dur {min_dur:g} s")
     if dur > max_dur:
         return None, ("too_long", f"{dur:.3f} s > --max_dur {max_dur:g} s")
-    return Utterance(utt, Path(os.path.abspath(files["wav"])), text, dur), None
+    return Utterance(utt, Path(os.path.abspath(files["audio"])), text, dur), None
 
 
 def clean_dir(d: Path) -> None:
@@ -231,7 +251,7 @@ def main(argv=None) -> int:
     prog = "prepare_data.py"
     if not src.is_dir():
         raise UserError(f"source folder not found: {src}")
-    pairs, ignored, other_audio = scan_pairs(src)
+    pairs, ignored, other_audio, other_text = scan_pairs(src)
     kept: list[Utterance] = []
     rejected: dict[str, tuple[str, str]] = {}
     for utt in sorted(pairs, key=byte_key):
@@ -253,10 +273,13 @@ def main(argv=None) -> int:
         if counts[reason]:
             print(f"{prog}:   {reason:18s} {counts[reason]:6d}  {REASONS[reason]}")
     if other_audio:
-        print(f"{prog}:   ignored {len(other_audio)} audio file(s) that are not .wav (e.g. {other_audio[0]}): only "
-              f"<utt>.wav is read; convert them to wav (e.g. ffmpeg -i x.flac x.wav) to use them")
+        print(f"{prog}:   ignored {len(other_audio)} audio file(s) in a format that is not read (e.g. "
+              f"{other_audio[0]}): only {AUDIO_NAMES} are; convert them to wav (e.g. ffmpeg -i x.m4a x.wav) to use them")
     if ignored:
-        print(f"{prog}:   ignored {ignored} other files (neither *{WAV_SUFFIX} nor *{TEXT_SUFFIX})")
+        print(f"{prog}:   ignored {ignored} other files (neither audio ({AUDIO_NAMES}) nor *{TEXT_SUFFIX})")
+    if other_text:
+        print(f"{prog}:   {len(other_text)} of them look like the transcripts of audio here (e.g. {other_text[0]}): a transcript must be "
+              f"named <utt>{TEXT_SUFFIX}; a pack of <name>.wav + <name>.lab clips is read with --raw_pack_dir")
     if not kept:
         raise UserError(f"no usable utterance in {src} (reasons in {des / 'rejected.tsv'})")
 

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from cosyvoice.audio.io import save_wav
 from cosyvoice.cli.cosyvoice import AutoModel
+from cosyvoice.dataset.datadir import audio_suffix
 from cosyvoice.text.checks import text_problem
 from cosyvoice.utils.cli import entry_point
 from cosyvoice.utils.common import set_all_random_seed
@@ -148,8 +149,8 @@ def load_text_json(path: str, spk_id: str) -> Tuple[str, Dict[str, List[Job]]]:
 
 
 def read_data_dir(data_dir: str) -> Dict[str, Tuple[str, str]]:
-    """{utt: (wav path, transcript)} of a Kaldi data dir (wav.scp + text) or a pair folder (<utt>.wav +
-    <utt>.normalized.txt)."""
+    """{utt: (wav path, transcript)} of a Kaldi data dir (wav.scp + text) or a pair folder (<utt>.wav, or another
+    audio suffix stage 0 reads, + <utt>.normalized.txt)."""
     if not os.path.isdir(data_dir):
         raise InputError(f"--test_data_dir {data_dir} is not a folder")
     if os.path.isfile(os.path.join(data_dir, "wav.scp")):
@@ -158,9 +159,9 @@ def read_data_dir(data_dir: str) -> Dict[str, Tuple[str, str]]:
         return {u: (w if os.path.isabs(w) else os.path.join(os.getcwd(), w), texts[u])
                 for u, w in wavs.items() if u in texts}
     pairs = {}
-    for name in os.listdir(data_dir):
-        if name.endswith(".wav"):
-            utt = name[:-4]
+    for name in sorted(os.listdir(data_dir)):
+        if audio_suffix(name):
+            utt = os.path.splitext(name)[0]
             txt = os.path.join(data_dir, utt + ".normalized.txt")
             if os.path.isfile(txt):
                 with open(txt, encoding="utf-8") as f:

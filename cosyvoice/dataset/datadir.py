@@ -14,7 +14,19 @@ from cosyvoice.utils import fileio
 from cosyvoice.utils.fileio import TableError, byte_key, write_table  # noqa: F401 (the table API of a data dir)
 
 REQUIRED = ("wav.scp", "text", "utt2spk", "spk2utt")
+# The audio files a pair folder or a character pack may hold (soundfile reads them all, as cosyvoice.audio.io does;
+# FLAC is lossless, so a .flac gives exactly the samples of the .wav it was made from), and formats that are
+# recognised but not read (named to the user with the conversion to make).
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+UNREAD_AUDIO_SUFFIXES = (".opus", ".m4a", ".aac", ".wma", ".aiff", ".aif")
 UTT_KEYED = ("wav.scp", "text", "utt2spk", "utt2dur")
+
+
+def audio_suffix(name: str) -> str:
+    """The suffix of a file name, lower case, when it is one of ``AUDIO_SUFFIXES`` (with a stem before it);
+    else ''."""
+    stem, suffix = os.path.splitext(name)
+    return suffix.lower() if stem and suffix.lower() in AUDIO_SUFFIXES else ""
 
 
 class DataDirError(TableError):

@@ -54,6 +54,13 @@ def test_prompt_from_pair_folder_and_kaldi_dir(tmp_path, pair_dir, prompt_wav):
     args.prompt_text = "given"
     assert cli.resolve_prompt(args)[1] == "given"
 
+    flac = tmp_path / "flac"  # a pair folder of other audio formats stage 0 reads
+    flac.mkdir()
+    (pair_dir / "demo_0002.wav").rename(flac / "demo_0002.FLAC")
+    (pair_dir / "demo_0002.normalized.txt").rename(flac / "demo_0002.normalized.txt")
+    args = cli.get_args(["--model_dir", "m", "--text_json", "t", "--result_dir", "r", "--test_data_dir", str(flac)])
+    assert cli.resolve_prompt(args) == (str(flac / "demo_0002.FLAC"), f"{PROMPT_TEXT} demo_0002")
+
     kaldi = tmp_path / "kaldi"
     kaldi.mkdir()
     (kaldi / "wav.scp").write_text(f"utt_a {prompt_wav}\nutt_b {prompt_wav}\n")  # a valid (sorted) table

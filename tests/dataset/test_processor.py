@@ -1,12 +1,14 @@
 """Each data pipeline stage on its own, on tiny parquet files."""
 from __future__ import annotations
 
+import io
 import math
 import random
 import sys
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from cosyvoice.dataset import processor as P
@@ -83,6 +85,22 @@ def test_filter_averages_stereo_channels(tmp_path):
     (s,) = decoded(tmp_path / "l")
     assert s["speech"].shape == (1, 8000)
     assert abs(s["speech"].abs().max().item() - 0.75 * 0.5) < 1e-3
+
+
+def test_filter_decodes_flac_bytes_to_the_samples_of_the_wav(tmp_path):
+    rng = np.random.default_rng(2)
+    wav_bytes = sine_wav_bytes(0.5, 24000)
+    samples, sr = sf.read(io.BytesIO(wav_bytes), dtype="int16")
+    flac = io.BytesIO()
+    sf.write(flac, samples, sr, format="FLAC")  # what `ffmpeg -i x.wav x.flac` makes: the same 16-bit samples
+    # stage 0 reads .flac clips; their parquet rows hold the .flac bytes
+    rows = [make_row(f"u{i}", 0.5, 24000, "x", rng, audio_data=data)
+            for i, data in enumerate((wav_bytes, flac.getvalue()))]
+    write_parquet(tmp_path / "s.parquet", rows)
+    (tmp_path / "l").write_text(f"{tmp_path / 's.parquet'}\n")
+    wav, flac = decoded(tmp_path / "l")
+    assert rows[0]["audio_data"] != rows[1]["audio_data"] and flac["sample_rate"] == 24000
+    assert torch.equal(wav["speech"], flac["speech"])
 
 
 def test_filter_length_rules(parquet_lists):

@@ -63,12 +63,15 @@ BAD_FOLDER_EXPECTED = {
     "spk_color": "markup",
     "spk_emoji": "no_speakable_text",
     "spk_8k": "low_sample_rate",
-    "spk_flac": "no_wav",  # a .flac is not read; it is named as ignored
+    "spk_flac": None,  # a .flac is read like a .wav
+    "spk_m4a": "no_wav",  # a .m4a is not read; it is named as ignored
+    "spk_twice": "two_audio",  # a .wav and a .flac of one id
 }
 
 
 # The crafted bad folder's files: utterance -> (audio: seconds or raw bytes or None for none, sample rate, channels,
-# transcript: text or raw bytes or None for none). spk_flac's audio is written as a .flac, which stage 0 does not read.
+# transcript: text or raw bytes or None for none). spk_flac's audio is written as a .flac, spk_m4a's is renamed .m4a
+# (which stage 0 does not read), and spk_twice has a .flac copy beside its .wav.
 BAD_FOLDER_FILES = {
     "spk_good1": (1.0, 16000, 1, "hello world\n"),
     "spk_good2": (2.0, 44100, 2, "你好，世界。"),
@@ -91,6 +94,8 @@ BAD_FOLDER_FILES = {
     "spk_emoji": (1.0, 16000, 1, "😀！！……"),
     "spk_8k": (1.0, 8000, 1, "telephone audio"),
     "spk_flac": (1.0, 16000, 1, "a flac clip"),
+    "spk_m4a": (1.0, 16000, 1, "an m4a clip"),
+    "spk_twice": (1.0, 16000, 1, "two files"),
 }
 
 
@@ -103,8 +108,12 @@ def make_bad_folder(d: Path) -> Path:
             write_wav(d / f"{utt}.wav", audio, rate=rate, channels=channels)
         if text is not None:
             write_text(d / f"{utt}.normalized.txt", text)
-    (d / "spk_flac.wav").rename(d / "spk_flac.flac")
+    for utt in ("spk_flac", "spk_twice"):
+        sf.write(d / f"{utt}.flac", *sf.read(d / f"{utt}.wav"))
+    (d / "spk_flac.wav").unlink()
+    (d / "spk_m4a.wav").rename(d / "spk_m4a.m4a")
     write_text(d / "notes.md", "not part of the data")
+    write_text(d / "spk_notext.lab", "the transcript under another name")
     return d
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 
 import pytest
+import soundfile as sf
 
 import convert_raw_pack
 from recipe_helpers import RAW_PACK, snapshot, write_text, write_wav
@@ -124,3 +125,29 @@ def test_text_classification(text, reason):
 
 def test_non_utf8_lab_is_dropped():
     assert convert_raw_pack.classify_text("café".encode("latin-1"))[0] == "lab_not_utf8"
+
+
+def test_clips_in_other_formats_are_copied_with_their_suffix(tmp_path, capsys):
+    pack = tmp_path / "Nahida"
+    write_wav(pack / "vo/a.wav", 1.0, rate=48000)
+    write_wav(pack / "vo/b.wav", 1.1, rate=48000)
+    sf.write(pack / "vo/b.FLAC", *sf.read(pack / "vo/b.wav"))  # the same clip twice: dropped, both named
+    (pack / "vo/b.wav").unlink()
+    write_wav(pack / "vo/c.wav", 1.2, rate=48000)
+    sf.write(pack / "vo/c.flac", *sf.read(pack / "vo/c.wav"))
+    write_wav(pack / "vo/d.wav", 1.3, rate=48000)
+    sf.write(pack / "vo/d.mp3", *sf.read(pack / "vo/d.wav"))
+    (pack / "vo/d.wav").unlink()
+    for stem in "abcd":
+        write_text(pack / f"vo/{stem}.lab", f"第{stem}句。")
+    out = tmp_path / "pairs"
+    assert convert(pack, out, "--num_test", "1", "--test_ratio", "0.5") == 0
+    sources = {src: utt for utt, _, src in read_tsv(out / "sources.tsv")[1:]}
+    assert sorted(sources) == ["vo/a.wav", "vo/b.FLAC", "vo/d.mp3"]
+    suffix = {src: src[src.rindex("."):].lower() for src in sources}
+    copies = {src: next(out.glob(f"*/{utt}{suffix[src]}")) for src, utt in sources.items()}
+    for src, copy in copies.items():
+        assert copy.read_bytes() == (pack / src).read_bytes()
+    assert {src: r for src, r, _ in read_tsv(out / "dropped.tsv")[1:]} == {"vo/c.flac": "two_audio"}
+    assert read_tsv(out / "dropped.tsv")[1][2] == "c.flac, c.wav"
+    assert "two_audio               1" in capsys.readouterr().out

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import csv
+import importlib
 
 import pytest
 
 import prepare_data
-from recipe_helpers import BAD_FOLDER_EXPECTED, snapshot, write_text, write_wav
+from recipe_helpers import BAD_FOLDER_EXPECTED, ROOT, snapshot, write_text, write_wav
 from cosyvoice.dataset.datadir import read_table, validate_data_dir
 
 
@@ -26,7 +27,7 @@ def test_each_rejection_reason_lands_on_the_right_utterance(bad_folder, tmp_path
     bad = {u: r for u, r in BAD_FOLDER_EXPECTED.items() if r is not None}
     assert [k for k, _ in read_table(des / "wav.scp")] == good
     assert read_rejected(des / "rejected.tsv") == bad
-    assert validate_data_dir(des) == {"utterances": 5, "speakers": 1}
+    assert validate_data_dir(des) == {"utterances": 6, "speakers": 1}
     text = dict(read_table(des / "text"))
     assert text["spk_good3"] == "two lines"
     assert text["spk_good2"] == "你好，世界。"
@@ -35,10 +36,13 @@ def test_each_rejection_reason_lands_on_the_right_utterance(bad_folder, tmp_path
     assert snapshot(bad_folder) == before  # the source folder is only read
 
     out = capsys.readouterr().out
-    assert "kept 5 utterances" in out and "rejected 16" in out
-    assert "ignored 1 audio file(s) that are not .wav (e.g. spk_flac.flac): only <utt>.wav is read" in out
+    assert "kept 6 utterances" in out and "rejected 17" in out
+    assert ("ignored 1 audio file(s) in a format that is not read (e.g. spk_m4a.m4a): only .wav/.flac/.ogg/.mp3 are"
+            in out)
     assert "empty_audio" in out and "     2  audio has no samples" in out
-    assert "ignored 1 other files" in out
+    assert "ignored 2 other files" in out
+    assert "1 of them look like the transcripts of audio here (e.g. spk_notext.lab)" in out
+    assert dict(read_table(des / "wav.scp"))["spk_flac"].endswith("spk_flac.flac")
 
 
 def test_spk_id_option_overrides_file_name_prefix(bad_folder, tmp_path):
@@ -139,3 +143,10 @@ def test_split_refuses_to_leave_no_training_data():
         prepare_data.split_test(["a", "b", "c"], 3, 0.05, seed=1)
     with pytest.raises(ValueError, match="need at least 2 usable utterances"):
         prepare_data.split_test(["a"], 0, 0.05, seed=1)
+
+
+@pytest.mark.parametrize("module", ["prepare_data", "convert_raw_pack"])
+def test_readme_names_every_rejection_reason(module):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    missing = [r for r in importlib.import_module(module).REASONS if f"`{r}`" not in readme]
+    assert not missing, f"README.md does not explain these {module} reasons: {missing}"

@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import csv
+import os
 import re
 import shutil
 from pathlib import Path
+
+import pytest
+import soundfile as sf
 
 from recipe_helpers import BAD_FOLDER_EXPECTED, ROOT, make_bad_folder, snapshot, write_text, write_wav
 from cosyvoice.dataset.datadir import read_table, validate_data_dir
@@ -73,10 +77,10 @@ def test_stage0_keeps_good_pairs_lists_bad_ones_and_leaves_data_dir_alone(run_re
     assert rejected(data / "train" / "rejected.tsv") == {u: r for u, r in BAD_FOLDER_EXPECTED.items() if r}
     assert table_keys(data / "test" / "text") == ["spk_t1", "spk_t2"]
     assert rejected(data / "test" / "rejected.tsv") == {}
-    assert validate_data_dir(data / "train")["utterances"] == 5
+    assert validate_data_dir(data / "train")["utterances"] == 6
     assert snapshot(d) == before
     assert f"Stage 0: prepare data: {d} -> {data}/{{train,test}}" in r.stdout
-    assert "kept 5 utterances" in r.stdout and "rejected 16" in r.stdout
+    assert "kept 6 utterances" in r.stdout and "rejected 17" in r.stdout
 
 
 def test_stage0_reruns_only_when_inputs_change_or_forced(run_recipe, tmp_path):
@@ -246,3 +250,36 @@ def test_pretrained_dir_missing_a_file_fails_at_once_naming_it(run_recipe, tmp_p
     assert "is missing 1 file(s): campplus.onnx" in r.stderr
     assert "Stage 1" not in r.stdout  # nothing ran
     assert not (tmp_path / "data").exists()
+
+
+def test_stage0_reads_a_flat_folder_of_flac_ogg_and_mp3_clips(run_recipe, tmp_path):
+    d = tmp_path / "D"
+    for i, suffix in enumerate((".flac", ".FLAC", ".ogg", ".mp3")):
+        write_wav(d / "tmp.wav", 0.8 + 0.1 * i, rate=44100)
+        sf.write(d / f"bob_{i}{suffix}", *sf.read(d / "tmp.wav"))
+        (d / "tmp.wav").unlink()
+        write_text(d / f"bob_{i}.normalized.txt", f"clip {i}")
+    data = tmp_path / "data"
+    r = run_recipe("--data_dir", d, "--data_root", data, "--num_test", "1", "--stop_stage", "0")
+    assert r.returncode == 0, r.stderr
+    assert "is one flat folder" in r.stdout and "kept 4 utterances" in r.stdout
+    wavs = dict(read_table(data / "train" / "wav.scp")) | dict(read_table(data / "test" / "wav.scp"))
+    assert sorted(os.path.basename(w) for w in wavs.values()) == ["bob_0.flac", "bob_1.FLAC", "bob_2.ogg", "bob_3.mp3"]
+
+
+@pytest.mark.parametrize("layout, hint", [
+    ({"metadata.csv": "a_1|Hello.|Hello.\n", "wavs/a_1.wav": None}, "it looks like an LJSpeech folder"),
+    ({"wav.scp": "a_1 /x/a_1.wav\n", "text": "a_1 hi\n"}, "it looks like a Kaldi data dir"),
+    ({"Hu Tao/vo/a_1.wav": None, "Hu Tao/vo/a_1.lab": "hi"}, "a raw character pack is read with --raw_pack_dir"),
+])
+def test_stage0_names_the_layout_of_a_folder_that_holds_no_pairs(run_recipe, tmp_path, layout, hint):
+    d = tmp_path / "D"
+    for name, text in layout.items():
+        if text is None:
+            write_wav(d / name, 0.7)
+        else:
+            write_text(d / name, text)
+    r = run_recipe("--data_dir", d, "--data_root", tmp_path / "data", "--stop_stage", "0")
+    assert r.returncode == 2
+    line, = r.stderr.strip().splitlines()
+    assert line.startswith(f"run.sh: error: stage 0: {d} holds neither train/ and test/ folders nor") and hint in line
