@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Synthesize speech with a CosyVoice2 or CosyVoice3 model dir: the fine-tuned one the recipe wrote, a downloaded
-# CosyVoice2-0.5B or Fun-CosyVoice3-0.5B, or a tiny stand-in (the version is told by the dir's yaml). `bash inference.sh` speaks the lines of local/tts_text.json in every mode;
-# `bash inference.sh --help` lists the options. Every option below can be given as `--name value`.
+# CosyVoice2-0.5B or Fun-CosyVoice3-0.5B, or a tiny stand-in (the version is told by the dir's yaml).
+# `bash inference.sh` speaks the lines of local/tts_text.json in every mode; `bash inference.sh --text "..."` speaks
+# one line; `bash inference.sh --help` lists the options. Every option below can be given as `--name value`.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -13,6 +14,9 @@ exp_dir=""              # the recipe's experiment dir; empty: the one holding --
                         # the demo's (exp/demo_voice)
 pretrained_model_dir=exp/pretrained/CosyVoice2-0.5B-tiny  # fallback model dir (as in run.sh)
 text_json=${root}/local/tts_text.json  # lines to speak: {spk: {"sft_inference": [...], "zero-shot": [...], ...}}
+text=""                 # one line to speak instead of the text json's (in --mode; all: sft when the model knows the
+                        # speaker, zero-shot, cross-lingual, and instruct when --instruction is given)
+instruction=""          # instruction of --text in instruct mode, e.g. 用开心的语气说
 spk_id=""               # SFT speaker (and the text json section it speaks); empty: the experiment's speaker
 characters=""           # character folders loaded onto --model_dir (a LoRA run's <exp_dir>/characters, or one
                         # <exp_dir>/characters/<spk>; several: A:B); empty: the experiment's, for a LoRA run
@@ -21,7 +25,7 @@ prompt_text=""          # transcript of the prompt audio (zero-shot); empty: fro
 test_data_dir=""        # Kaldi data dir or pair folder holding prompts; empty: the experiment's test set, else the demo voice
 example_id=""           # utterance of --test_data_dir used as the prompt; empty: the first one
 result_dir=""           # where the wavs and index.tsv go; empty: <exp_dir>/inference (exp/inference/<name> for a
-                        # model dir that is not an experiment's)
+                        # model dir that is not an experiment's), and its text/ subfolder for --text
 stream=false            # true: synthesize in streaming chunks (as a server would)
 speed=1.0               # speaking rate; only 1.0 with --stream true
 seed=1986               # seed of every random draw
@@ -29,7 +33,8 @@ text_frontend=true      # true: normalize the text (numbers, symbols) before syn
 fp16=false              # true: float16 autocast on a CUDA GPU (faster; ignored on a CPU, which runs float32)
 
 help_message="Usage: bash inference.sh [options]
-Synthesize the lines of a text json with a CosyVoice2 or CosyVoice3 model dir; one wav per line and an index.tsv.
+Synthesize the lines of a text json (or one --text line) with a CosyVoice2 or CosyVoice3 model dir; one wav per
+line and an index.tsv.
 
 Options (default in brackets):
   --mode MODE               sft | zero-shot | cross-lingual | instruct | all [${mode}]
@@ -37,13 +42,15 @@ Options (default in brackets):
   --exp_dir DIR             the recipe's experiment dir [${exp_dir:-the one holding --model_dir, else exp/demo_voice}]
   --pretrained_model_dir D  fallback model dir [${pretrained_model_dir}]
   --text_json FILE          lines to speak [${text_json}]
+  --text LINE               one line to speak instead [${text:-none}]
+  --instruction TEXT        instruction of --text in instruct mode [${instruction:-none}]
   --spk_id ID               SFT speaker (and its json section) [${spk_id:-the speaker of the experiment}]
   --characters DIRS         character folders on --model_dir, A:B [${characters:-those of a LoRA experiment}]
   --prompt_wav FILE         prompt audio [${prompt_wav:-from --test_data_dir}]
   --prompt_text TEXT        transcript of the prompt [${prompt_text:-from --test_data_dir}]
   --test_data_dir DIR       Kaldi data dir or pair folder of prompts [${test_data_dir:-the test set of the experiment, else local/demo_voice/test}]
   --example_id ID           prompt utterance in --test_data_dir [${example_id:-the first}]
-  --result_dir DIR          output folder [${result_dir:-<exp_dir>/inference}]
+  --result_dir DIR          output folder [${result_dir:-<exp_dir>/inference; with --text: <exp_dir>/inference/text}]
   --stream BOOL             streaming synthesis [${stream}]
   --speed X                 speaking rate (1.0 when streaming) [${speed}]
   --seed N                  random seed [${seed}]
@@ -73,6 +80,8 @@ fi
 [ -d "${model_dir}" ] || die "model dir ${model_dir} not found: run the recipe (bash run.sh), give --model_dir, or write the stand-in with: . path.sh && python tools/make_tiny_pretrained.py --out_dir ${model_dir} (CosyVoice3: add --version cosyvoice3)"
 if [ -z "${result_dir}" ]; then
   if [ -n "${exp_dir}" ]; then result_dir=${exp_dir}/inference; else result_dir=exp/inference/$(basename "${model_dir%/}"); fi
+  # a command-line line goes beside, not over, the text json's wavs
+  [ -z "${text}" ] || result_dir=${result_dir}/text
 fi
 # What run.sh stage 4 recorded for this experiment: its speaker and its test set (the zero-shot prompts).
 recipe_conf=${exp_dir:+${exp_dir}/recipe_data.conf}
@@ -104,8 +113,10 @@ if [ -z "${prompt_wav}" ] && [ -z "${test_data_dir}" ]; then
   esac
 fi
 
-log "Synthesis (${mode}): ${text_json} with ${model_dir} -> ${result_dir}/{*.wav,index.tsv}"
-python3 -m cosyvoice.bin.inference --model_dir "${model_dir}" --mode "${mode}" --text_json "${text_json}" \
+if [ -n "${text}" ]; then what="'${text}'"; text_args=(--text "${text}" --instruction "${instruction}")
+else what=${text_json}; text_args=(--text_json "${text_json}" --instruction "${instruction}"); fi
+log "Synthesis (${mode}): ${what} with ${model_dir} -> ${result_dir}/{*.wav,index.tsv}"
+python3 -m cosyvoice.bin.inference --model_dir "${model_dir}" --mode "${mode}" "${text_args[@]}" \
   --spk_id "${spk_id}" --prompt_wav "${prompt_wav}" --prompt_text "${prompt_text}" \
   --test_data_dir "${test_data_dir}" --example_id "${example_id}" --result_dir "${result_dir}" \
   --stream "${stream}" --speed "${speed}" --seed "${seed}" --text_frontend "${text_frontend}" \

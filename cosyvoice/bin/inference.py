@@ -4,6 +4,10 @@
     python -m cosyvoice.bin.inference --model_dir exp/cosyvoice2_sft/model --mode all \\
         --text_json local/tts_text.json --prompt_wav p.wav --prompt_text "..." --result_dir out
 
+or speak one line given on the command line (``--text``, in ``--mode``; ``all``: every mode that can speak it)::
+
+    python -m cosyvoice.bin.inference --model_dir exp/alice/model --mode sft --text "你好" --result_dir out
+
 The text json maps a speaker to its lines, per mode::
     {"demo": {"sft_inference": ["..."], "zero-shot": ["..."], "cross-lingual": ["..."],
               "instruction-zero-shot": {"instruction": "用开心的语气说", "text": "..."}}}
@@ -65,7 +69,11 @@ def get_args(argv=None):
     p.add_argument("--model_dir", required=True,
                    help="CosyVoice2 or CosyVoice3 model dir (pretrained, fine-tuned or stand-in)")
     p.add_argument("--mode", default="all", choices=MODES + ("all",), help="inference mode")
-    p.add_argument("--text_json", required=True, help="json of lines to synthesize, per speaker and mode")
+    p.add_argument("--text_json", default="", help="json of lines to synthesize, per speaker and mode")
+    p.add_argument("--text", default="", help="one line to speak instead of the json's (--mode all: in sft when the "
+                                              "model knows the speaker, zero-shot, cross-lingual, and instruct when "
+                                              "--instruction is given)")
+    p.add_argument("--instruction", default="", help="instruction of --text in instruct mode (e.g. 用开心的语气说)")
     p.add_argument("--spk_id", default="", help="speaker: the SFT speaker of spk2info.pt and the json section it "
                                                "speaks (empty: the model dir's only speaker, else the json's only one)")
     p.add_argument("--prompt_wav", default="", help="prompt audio for zero-shot / cross-lingual / instruct")
@@ -83,7 +91,18 @@ def get_args(argv=None):
     p.add_argument("--characters", nargs="*", default=[],
                    help="character folders (a LoRA run's <exp>/characters or <exp>/characters/<spk>) loaded onto "
                         "--model_dir; --spk_id picks the one that speaks the SFT lines")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.text and not args.text.strip():
+        p.error("--text is empty: give the line to speak")
+    if not args.text_json and not args.text:
+        p.error("give the lines to speak: --text_json FILE or --text LINE")
+    if args.instruction and not args.text.strip():
+        p.error("--instruction goes with --text (a text json gives each instruct line its instruction)")
+    if args.instruction and args.mode not in ("instruct", "all"):
+        p.error(f"--instruction is for --mode instruct (or all), not {args.mode}")
+    if args.text.strip() and args.mode == "instruct" and not args.instruction.strip():
+        p.error("--mode instruct with --text needs --instruction (e.g. --instruction 用开心的语气说)")
+    return args
 
 
 # ---------------------------------------------------------------------------------------------------- inputs
@@ -234,6 +253,13 @@ def check_prompt_wav(path: str) -> None:
         raise InputError(f"prompt wav {path} is {info.duration:.1f} s long; at most 30 s (3-10 s is typical)")
 
 
+def text_jobs(text: str, instruction: str, mode: str) -> Dict[str, List[Job]]:
+    """{mode: [job]} speaking one command-line line: in ``mode``, or for ``all`` in every mode (instruct only
+    with an instruction)."""
+    modes = [m for m in MODES if m != "instruct" or instruction.strip()] if mode == "all" else [mode]
+    return {m: [Job(m, 0, text.strip(), instruction.strip() if m == "instruct" else "")] for m in modes}
+
+
 def requested_modes(mode: str, jobs: Dict[str, List[Job]], spk_id: str, text_json: str) -> List[str]:
     """``mode``, or for ``all`` every mode the json has lines for."""
     if mode == "all":
@@ -249,11 +275,19 @@ def plan_jobs(mode: str, jobs: Dict[str, List[Job]], spk_id: str, known_spks: Li
     """The jobs to run. ``all``: every mode the json has; SFT only when the model dir knows the speaker."""
     modes = requested_modes(mode, jobs, spk_id, text_json)
     if "sft" in modes and spk_id not in known_spks:
+        if mode != "all" and not spk_id:
+            raise InputError(f"sft needs a speaker: give --spk_id (the model dir knows: {', '.join(known_spks)})"
+                             if known_spks else "sft needs a speaker and the model dir has none (run.sh stage 4 "
+                             "writes spk2info.pt for the fine-tuned speaker): use a fine-tuned model dir or zero-shot")
         if mode != "all":
             raise InputError(f"unknown speaker '{spk_id}' for sft; the model dir knows: "
                              f"{', '.join(known_spks) or 'none'} (run.sh stage 4 writes spk2info.pt)")
-        logger.warning("skipping sft: the model dir's spk2info.pt has no speaker '%s' (known: %s); run.sh stage 4 "
-                       "writes it for the fine-tuned speaker", spk_id, ", ".join(known_spks) or "none")
+        if spk_id:
+            logger.warning("skipping sft: the model dir's spk2info.pt has no speaker '%s' (known: %s); run.sh stage 4 "
+                           "writes it for the fine-tuned speaker", spk_id, ", ".join(known_spks) or "none")
+        else:
+            logger.warning("skipping sft: no speaker given (--spk_id) and the model dir has %s",
+                           f"several: {', '.join(known_spks)}" if known_spks else "none")
         modes.remove("sft")
     return [job for m in modes for job in jobs[m]]
 
@@ -299,8 +333,13 @@ def prepare(args):
     """Every input checked and the model loaded, before anything is synthesized: (cosyvoice, speaker, prompt, jobs)."""
     if args.speed <= 0 or (args.stream == "true" and args.speed != 1.0):
         raise InputError(f"--speed {args.speed}: must be > 0, and 1.0 when --stream true")
-    spk_id, jobs = load_text_json(args.text_json, args.spk_id or default_speaker(args.model_dir, args.characters))
-    modes = requested_modes(args.mode, jobs, spk_id, args.text_json)
+    spk_id = args.spk_id or default_speaker(args.model_dir, args.characters)
+    if args.text.strip():
+        jobs = text_jobs(args.text, args.instruction, args.mode)
+    else:
+        spk_id, jobs = load_text_json(args.text_json, spk_id)
+    source = "--text" if args.text.strip() else args.text_json
+    modes = requested_modes(args.mode, jobs, spk_id, source)
     prompt = ("", "")
     if set(modes) - {"sft"}:
         prompt = resolve_prompt(args, spk_id)
@@ -309,7 +348,7 @@ def prepare(args):
             raise InputError("zero-shot needs the prompt's transcript: give --prompt_text")
     # a bad model dir or character: a one-line UserError
     cosyvoice = AutoModel(model_dir=args.model_dir, fp16=args.fp16 == "true", characters=args.characters)
-    todo = plan_jobs(args.mode, jobs, spk_id, cosyvoice.list_available_spks(), args.text_json)
+    todo = plan_jobs(args.mode, jobs, spk_id, cosyvoice.list_available_spks(), source)
     check_texts(cosyvoice, todo, args.text_frontend == "true")
     if prompt[0]:  # the front end's own checks (too short, silent, ...) before any synthesis
         cosyvoice.frontend._extract_speech_token(prompt[0])

@@ -171,6 +171,45 @@ def test_inference_sh_all_modes(tmp_path, model_dir, text_json, pair_dir):
     assert "no CUDA device: fp16 is ignored, running in float32" in r.stderr
 
 
+def test_inference_sh_speaks_one_command_line_text_beside_the_json_results(tmp_path, model_dir, pair_dir):
+    """--text: the line in every mode (instruct with --instruction), into <exp_dir>/inference/text by default."""
+    r = subprocess.run(["bash", os.path.join(ROOT, "inference.sh"), "--model_dir", str(model_dir), "--text", "旅行者，走吧",
+                        "--instruction", "用开心的语气说", "--test_data_dir", str(pair_dir)],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result_dir = model_dir.parent / "inference" / "text"
+    rows = [line.split("\t") for line in (result_dir / "index.tsv").read_text(encoding="utf-8").splitlines()[1:]]
+    assert [(row[0], row[5]) for row in rows] == [(f"{m}_00.wav", "旅行者，走吧")
+                                                  for m in ("sft", "zero-shot", "cross-lingual", "instruct")]
+    assert sorted(os.listdir(result_dir)) == sorted([row[0] for row in rows] + ["index.tsv"])
+    assert f"Synthesis (all): '旅行者，走吧' with {model_dir} -> {result_dir}/" in r.stdout
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--text", "  "], "--text is empty: give the line to speak"),
+    ([], "give the lines to speak: --text_json FILE or --text LINE"),
+    (["--text_json", "t.json", "--instruction", "x"], "--instruction goes with --text"),
+    (["--text", "hi", "--mode", "sft", "--instruction", "x"], "--instruction is for --mode instruct (or all), not sft"),
+    (["--text", "hi", "--mode", "instruct"], "--mode instruct with --text needs --instruction"),
+])
+def test_command_line_text_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.get_args(["--model_dir", "m", "--result_dir", "r", *argv])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_command_line_text_jobs():
+    assert [(j.mode, j.name, j.text, j.instruction) for js in cli.text_jobs(" 你好 ", "", "all").values() for j in js] \
+        == [("sft", "sft_00.wav", "你好", ""), ("zero-shot", "zero-shot_00.wav", "你好", ""),
+            ("cross-lingual", "cross-lingual_00.wav", "你好", "")]
+    assert [(j.mode, j.instruction) for j in cli.text_jobs("你好", "慢一点", "instruct")["instruct"]] == [
+        ("instruct", "慢一点")]
+    with pytest.raises(cli.InputError, match="sft needs a speaker and the model dir has none"):
+        cli.plan_jobs("sft", cli.text_jobs("你好", "", "sft"), "", [], "--text")
+    with pytest.raises(cli.InputError, match="sft needs a speaker: give --spk_id \\(the model dir knows: a, b\\)"):
+        cli.plan_jobs("sft", cli.text_jobs("你好", "", "sft"), "", ["a", "b"], "--text")
+
+
 def test_markup_in_a_line_is_refused_before_synthesis(tmp_path):
     class Frontend:
         @staticmethod
