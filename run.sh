@@ -11,7 +11,8 @@ stop_stage=8            # last stage to run
 force=false             # true: redo finished stages even if their inputs did not change
 setup_env=true          # true: create/refresh the project's .venv first (tools/setup_env.sh); false: use it as is
 # data
-raw_pack_dir=""         # stage -1: raw character pack (nested <name>.wav + <name>.lab) to convert; empty: no stage -1;
+raw_pack_dir=""         # stage -1: raw character pack (nested <name>.wav + <name>.lab, or clips + an LJSpeech or
+                        # audiofolder metadata.csv) to convert; empty: no stage -1;
                         # several packs (one speaker each, trained together): P1:P2
 data_dir=${root}/local/demo_voice  # stage 0 input: pair folders <data_dir>/<train_set>/ and <data_dir>/<test_set>/;
                         # several datasets (trained together, multi-speaker): D1:D2
@@ -279,8 +280,8 @@ holds_pairs() {
 
 # layout_hint DIR: what a folder that is not a pair folder looks like it is, and what to do with it ('' if unknown).
 layout_hint() {
-  if [ -f "$1/metadata.csv" ] && [ -d "$1/wavs" ]; then
-    echo " (it looks like an LJSpeech folder: metadata.csv + wavs/; write each wavs/<id>.wav's text to <id>.normalized.txt beside it and give --data_dir $1/wavs)"
+  if [ -f "$1/metadata.csv" ]; then
+    echo " (its metadata.csv makes it an LJSpeech or Hugging Face audiofolder dataset: give it as --raw_pack_dir $1 --stage -1)"
   elif [ -f "$1/wav.scp" ]; then
     echo " (it looks like a Kaldi data dir; give the folder of the audio files and their <utt>.normalized.txt)"
   elif find "$1" -mindepth 2 -maxdepth 4 -iname '*.lab' -print -quit 2>/dev/null | grep -q .; then

@@ -8,12 +8,20 @@ not UTF-8, or holds a template variable (`{NICKNAME}`) or markup (`{F#...}{M#...
 counted per reason. The kept clips are numbered in byte order of their path and split, seeded and deterministic,
 into the two sets. Source files are only read: each kept clip is copied byte for byte (keeping its format's suffix).
 
+A pack may instead list its transcripts in a `metadata.csv` at its root, in one of the two common dataset layouts:
+LJSpeech (`<id>|<text>[|<normalized text>]` lines, no header, clips in `wavs/<id>.wav`; the normalized text is used
+when given) or Hugging Face's audiofolder (a CSV header naming `file_name` and a text column: transcription, text,
+sentence, normalized_text or transcript; `file_name` is the clip's path inside the pack). Its .lab files, if any,
+are then not read.
+
 Besides the two set folders, the output holds sources.tsv (new utterance id -> set, source path) and dropped.tsv
 (source path -> reason), so every clip can be traced.
 """
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import os
 import re
 import shutil
@@ -29,14 +37,17 @@ from cosyvoice.utils.cli import entry_point
 from cosyvoice.utils.errors import UserError
 
 REASONS = {
-    "no_lab": "clip without .lab transcript",
+    "no_lab": "clip without transcript (.lab, or its metadata.csv row)",
     "two_audio": "more than one audio file with the same name (e.g. a.wav and a.flac)",
     "empty_lab": ".lab is empty or whitespace",
     "lab_not_utf8": ".lab is not UTF-8",
     **TEXT_REASONS,
-    "no_wav": ".lab without audio (not a clip; only counted)",
+    "no_wav": "transcript without audio (not a clip; only counted)",
 }
 MANIFESTS = ("sources.tsv", "dropped.tsv")
+METADATA = "metadata.csv"
+# text columns of an audiofolder metadata.csv, in the order they are preferred
+TEXT_COLUMNS = ("normalized_text", "transcription", "text", "sentence", "transcript")
 OWNER_MARK = ".converted_raw_pack"  # marks a folder this script writes, so a rerun may overwrite it
 
 
@@ -92,6 +103,49 @@ def scan_pack(pack: Path) -> tuple[dict[str, list[Path]], dict[str, Path]]:
     return {stem: sorted(paths, key=lambda p: byte_key(p.name)) for stem, paths in wavs.items()}, labs
 
 
+def read_metadata(pack: Path, wavs: dict[str, list[Path]]) -> dict[str, tuple[bytes, str]] | None:
+    """The transcripts of the pack's metadata.csv (None when it has none): {relative stem of the clip: (text as
+    UTF-8 bytes, where it was read: 'metadata.csv:LINE')}. A file that is neither layout is a UserError."""
+    path = pack / METADATA
+    if not path.is_file():
+        return None
+    try:
+        lines = path.read_bytes().decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 (invalid byte at offset {e.start}): save it as UTF-8")
+    first = next((line for line in lines if line.strip()), "")
+    rows: list[tuple[int, str, str]] = []  # (line number, clip's relative stem, text)
+    header = next(csv.reader([first])) if first else []
+    if "file_name" in header:
+        column = next((c for c in TEXT_COLUMNS if c in header), None)
+        if column is None:
+            raise UserError(f"{path}: no text column (found {', '.join(header)}; expected one of "
+                            f"{', '.join(TEXT_COLUMNS)})")
+        for n, row in enumerate(csv.DictReader(io.StringIO("\n".join(lines))), start=2):
+            if row.get("file_name"):
+                rows.append((n, os.path.splitext(row["file_name"].replace("\\", "/"))[0], row.get(column) or ""))
+    elif "|" in first:
+        for n, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            fields = line.split("|")
+            if len(fields) < 2 or not fields[0].strip():
+                raise UserError(f"{path}:{n}: expected <id>|<text>[|<normalized text>], got {line[:60]!r}")
+            utt = fields[0].strip()
+            text = fields[2] if len(fields) > 2 and fields[2].strip() else fields[1]
+            stem = next((s for s in (f"wavs/{utt}", utt) if s in wavs), f"wavs/{utt}")
+            rows.append((n, stem, text))
+    else:
+        raise UserError(f"{path} is neither LJSpeech's <id>|<text>|<normalized text> lines nor an audiofolder CSV "
+                        f"with a file_name column")
+    out: dict[str, tuple[bytes, str]] = {}
+    for n, stem, text in rows:
+        if stem in out:
+            raise UserError(f"{path}:{n}: {stem} is listed twice (first at {out[stem][1]}); keep one row")
+        out[stem] = (text.encode("utf-8"), f"{METADATA}:{n}")
+    return out
+
+
 def check_dirs(pack: Path, out: Path) -> str:
     """Return an error message when the output could touch the pack or someone else's files."""
     p, o = pack.resolve(), out.resolve()
@@ -120,7 +174,13 @@ def main(argv=None) -> int:
     if speaker_from_name(spk) != spk:
         raise UserError(f"--spk_id {spk!r} must be letters, digits and '-' only")
 
-    wavs, labs = scan_pack(pack)
+    wavs, lab_files = scan_pack(pack)
+    # each clip's transcript: (raw bytes, where it was read: the .lab's relative path or metadata.csv:LINE)
+    labs = read_metadata(pack, wavs)
+    if labs is None:
+        labs = {stem: (p.read_bytes(), p.relative_to(pack).as_posix()) for stem, p in lab_files.items()}
+    elif lab_files:
+        print(f"{prog}: {pack / METADATA} gives the transcripts; the {len(lab_files)} .lab file(s) are not read")
     kept: list[tuple[str, str]] = []  # (relative stem, text)
     dropped: dict[str, tuple[str, str]] = {}
     for stem in sorted(wavs, key=byte_key):
@@ -130,7 +190,7 @@ def main(argv=None) -> int:
         if stem not in labs:
             dropped[stem] = ("no_lab", "")
             continue
-        reason, detail = classify_text(labs[stem].read_bytes())
+        reason, detail = classify_text(labs[stem][0])
         if reason:
             dropped[stem] = (reason, detail)
         else:
@@ -172,8 +232,8 @@ def main(argv=None) -> int:
     with open(work / "dropped.tsv", "w", encoding="utf-8", errors="backslashreplace", newline="\n") as f:
         f.write("source\treason\tdetail\n")
         for stem, (reason, detail) in dropped.items():
-            src = wavs[stem][0] if stem in wavs else labs[stem]
-            f.write(f"{tsv_field(src.relative_to(pack).as_posix())}\t{reason}\t{tsv_field(detail)}\n")
+            src = wavs[stem][0].relative_to(pack).as_posix() if stem in wavs else labs[stem][1]
+            f.write(f"{tsv_field(src)}\t{reason}\t{tsv_field(detail)}\n")
     with open(work / "sources.tsv", "w", encoding="utf-8", errors="backslashreplace", newline="\n") as f:
         f.write("utt\tset\tsource\n")
         for stem, _ in kept:

@@ -151,3 +151,55 @@ def test_clips_in_other_formats_are_copied_with_their_suffix(tmp_path, capsys):
     assert {src: r for src, r, _ in read_tsv(out / "dropped.tsv")[1:]} == {"vo/c.flac": "two_audio"}
     assert read_tsv(out / "dropped.tsv")[1][2] == "c.flac, c.wav"
     assert "two_audio               1" in capsys.readouterr().out
+
+
+def test_an_ljspeech_metadata_csv_gives_the_transcripts(tmp_path):
+    pack = tmp_path / "LJSpeech-1.1"
+    for utt in ("LJ001-0001", "LJ001-0002", "LJ001-0003"):
+        write_wav(pack / "wavs" / f"{utt}.wav", 0.8, rate=22050)
+    write_text(pack / "wavs" / "LJ001-0001.lab", "a .lab is not read when metadata.csv is there")
+    write_text(pack / "metadata.csv", "LJ001-0001|Printing, in 1469|Printing, in fourteen sixty-nine\n"
+                                      "LJ001-0002|in being comparatively modern.|\n"
+                                      "LJ001-0003|{NICKNAME} is here|{NICKNAME} is here\n"
+                                      "LJ001-0009|no audio|no audio\n")
+    out = tmp_path / "pairs"
+    assert convert(pack, out, "--spk_id", "lj", "--num_test", "1") == 0
+    sources = {src: (utt, s) for utt, s, src in read_tsv(out / "sources.tsv")[1:]}
+    assert sorted(sources) == ["wavs/LJ001-0001.wav", "wavs/LJ001-0002.wav"]
+    texts = {src: (out / s / f"{utt}.normalized.txt").read_text(encoding="utf-8") for src, (utt, s) in sources.items()}
+    assert texts == {"wavs/LJ001-0001.wav": "Printing, in fourteen sixty-nine\n",  # the normalized column
+                     "wavs/LJ001-0002.wav": "in being comparatively modern.\n"}    # none: the text column
+    assert {src: r for src, r, _ in read_tsv(out / "dropped.tsv")[1:]} == {
+        "wavs/LJ001-0003.wav": "template_variable", "metadata.csv:4": "no_wav"}
+
+
+def test_an_audiofolder_metadata_csv_gives_the_transcripts(tmp_path):
+    pack = tmp_path / "hf"
+    write_wav(pack / "data" / "a.wav", 0.8)
+    write_wav(pack / "data" / "b.wav", 0.9)
+    write_wav(pack / "data" / "c.wav", 1.0)
+    write_text(pack / "metadata.csv", 'file_name,speaker,transcription\ndata/a.wav,x,"Hello, world."\n'
+                                      'data/b.wav,x,你好。\n')
+    out = tmp_path / "pairs"
+    assert convert(pack, out, "--num_test", "1") == 0
+    sources = {src: (utt, s) for utt, s, src in read_tsv(out / "sources.tsv")[1:]}
+    assert {src: (out / s / f"{utt}.normalized.txt").read_text(encoding="utf-8") for src, (utt, s) in sources.items()} \
+        == {"data/a.wav": "Hello, world.\n", "data/b.wav": "你好。\n"}
+    assert {src: r for src, r, _ in read_tsv(out / "dropped.tsv")[1:]} == {"data/c.wav": "no_lab"}
+
+
+@pytest.mark.parametrize("content, message", [
+    ("file_name,speaker\na.wav,x\n", "metadata.csv: no text column (found file_name, speaker; expected one of"),
+    ("a.wav;hello\n", "is neither LJSpeech's <id>|<text>|<normalized text> lines nor an audiofolder CSV"),
+    ("a|one\n|two\n", "metadata.csv:2: expected <id>|<text>[|<normalized text>], got '|two'"),
+    ("a|one\na|two\n", "metadata.csv:2: wavs/a is listed twice (first at metadata.csv:1); keep one row"),
+    (b"a|caf\xe9\n", "metadata.csv is not UTF-8 (invalid byte at offset 5): save it as UTF-8"),
+])
+def test_a_bad_metadata_csv_is_one_line_naming_it(tmp_path, capsys, content, message):
+    pack = tmp_path / "pack"
+    write_wav(pack / "wavs" / "a.wav", 0.8)
+    write_text(pack / "metadata.csv", content)
+    assert convert(pack, tmp_path / "out") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+    assert not (tmp_path / "out").exists()

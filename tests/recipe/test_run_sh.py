@@ -268,7 +268,7 @@ def test_stage0_reads_a_flat_folder_of_flac_ogg_and_mp3_clips(run_recipe, tmp_pa
 
 
 @pytest.mark.parametrize("layout, hint", [
-    ({"metadata.csv": "a_1|Hello.|Hello.\n", "wavs/a_1.wav": None}, "it looks like an LJSpeech folder"),
+    ({"metadata.csv": "a_1|Hello.|Hello.\n", "wavs/a_1.wav": None}, "LJSpeech or Hugging Face audiofolder dataset: give it as --raw_pack_dir"),
     ({"wav.scp": "a_1 /x/a_1.wav\n", "text": "a_1 hi\n"}, "it looks like a Kaldi data dir"),
     ({"Hu Tao/vo/a_1.wav": None, "Hu Tao/vo/a_1.lab": "hi"}, "a raw character pack is read with --raw_pack_dir"),
 ])
