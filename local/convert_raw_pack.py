@@ -4,9 +4,10 @@
 
 A raw pack is a folder, possibly nested, of `<name>.wav` clips (or .flac/.ogg/.mp3) with same-stem `<name>.lab`
 transcripts (one UTF-8 line), as in the public game voice datasets. Clips whose transcript is missing or empty, is
-not UTF-8, or holds a template variable (`{NICKNAME}`) or markup (`{F#...}{M#...}`, `<color=...>`, a literal `\\n`) are dropped and
-counted per reason. The kept clips are numbered in byte order of their path and split, seeded and deterministic,
-into the two sets. Source files are only read: each kept clip is copied byte for byte (keeping its format's suffix).
+not UTF-8, or holds a template variable (`{NICKNAME}`) or markup (`{F#...}{M#...}`, `<color=...>`, a literal
+`\\n`) are dropped and counted per reason, as is the same clip in two formats (`a.wav` and `a.flac`). The kept
+clips are numbered in byte order of their path and split, seeded and deterministic, into the two sets. Source
+files are only read: each kept clip is copied byte for byte (keeping its format's suffix).
 
 A pack may instead list its transcripts in a `metadata.csv` at its root, in one of the two common dataset layouts:
 LJSpeech (`<id>|<text>[|<normalized text>]` lines, no header, clips in `wavs/<id>.wav`; the normalized text is used

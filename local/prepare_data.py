@@ -128,9 +128,9 @@ def audio_duration(path: Path) -> tuple[str | None, str, float]:
 
 def scan_pairs(src_dir: Path) -> tuple[dict[str, dict[str, Path]], int, list[str], list[str]]:
     """Group the folder's files by utterance id -> {utt: {'text': path, 'audio': path}}; also the number of other
-    files, the names of audio files in formats that are not read, and the names of the ``<utt>.txt`` / ``<utt>.lab`` files
-    beside audio that has no ``<utt>.normalized.txt``. An id with two audio files gets them all
-    under 'audio_files' instead (rejected as two_audio)."""
+    files, the names of audio files in formats that are not read, and the names of the ``<utt>.txt`` /
+    ``<utt>.lab`` files beside audio that has no ``<utt>.normalized.txt``. An id with two audio files gets them
+    all under 'audio_files' instead (rejected as two_audio)."""
     pairs: dict[str, dict] = {}
     ignored = 0
     other_audio: list[str] = []
