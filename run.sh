@@ -144,6 +144,7 @@ Options (default in brackets):
   --eval_max_token_text_ratio R  stage 8: speech-token cap per text token [${eval_max_token_text_ratio:-20}]"
 
 cmdline="$0 $*"
+orig_args=("$@")
 . "${root}/tools/parse_options.sh"  # also defines log, die and no_arguments (tools/log.sh)
 no_arguments "$@"
 for opt in stage stop_stage num_test seed nj num_utts_per_parquet nproc_cpu average_num; do
@@ -765,7 +766,30 @@ if [ "${stop_stage}" -ge 4 ] && [ -f "${model_dir}/spk2info.pt" ]; then
   log "Where things are (experiment '${tag}', speaker(s) $(speakers)):" \
     "${where}; samples of each epoch ${exp_dir}/<model>/samples/; curves: tensorboard --logdir ${exp_dir};" \
     "report ${exp_dir}/report.html"
-  log "Next: synthesize with this speaker (SFT, and zero-shot from one of its test clips) into ${exp_dir}/inference:"
-  echo "${infer}"
+  # a full fine-tuning whose averaged weights are not in the model dir yet: stage 4 linked the pretrained ones there
+  untrained=()
+  if [ "${lora_run}" = false ]; then
+    for m in ${train_models}; do
+      ft=${finetune}
+      [ "${m}" = llm ] || ft=${finetune_flow}
+      [ "${ft}" != full ] || [ ! -L "${model_dir}/${m}.pt" ] || untrained+=("${m}")
+    done
+  fi
+  if [ "${#untrained[@]}" -gt 0 ]; then
+    parts=${untrained[*]}
+    parts=${parts/ / and }
+    rest=()  # this run's options without its stage range
+    set -- "${orig_args[@]}"
+    while [ $# -gt 0 ]; do
+      case "$1" in --stage | --stop_stage) shift 2 ;; *) rest+=("$1"); shift ;; esac
+    done
+    log "Next: stages $((stop_stage + 1))..8, which train the ${parts} and put the fine-tuned weights into" \
+      "${model_dir} (it holds the pretrained ${parts} until stage 6):"
+    echo "bash $(printf '%q ' "${root}/run.sh" "${rest[@]}")--stage $((stop_stage + 1))"
+    log "(inference now would speak with the pretrained ${parts} and this speaker's embedding: ${infer})"
+  else
+    log "Next: synthesize with this speaker (SFT, and zero-shot from one of its test clips) into ${exp_dir}/inference:"
+    echo "${infer}"
+  fi
 fi
 log "Done: stages ${stage}..${stop_stage} in ${SECONDS} s"

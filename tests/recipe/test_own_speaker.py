@@ -161,3 +161,23 @@ def test_stopping_run_sh_stops_every_worker(demo_run, how):
             os.kill(pid, signal.SIGKILL)
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_a_run_stopped_before_training_prints_how_to_go_on(demo_run):
+    """--stop_stage 4: the model dir still holds the pretrained weights, so the hint is the rest of the recipe (the
+    same options, quoted), not an inference command that would speak with the base model."""
+    cwd, _ = demo_run
+    make_speaker(cwd / "carol data", "carol", n_train=6, n_test=2)
+    r = recipe(cwd, "--data_dir", "carol data", "--stop_stage", "4")
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = r.stdout.splitlines()
+    i = next(k for k, line in enumerate(lines) if "Next: stages 5..8, which train the llm and flow and put" in line)
+    assert lines[i + 1] == f"bash {ROOT}/run.sh --setup_env false --data_dir carol\\ data --stage 5"
+    assert "(inference now would speak with the pretrained llm and flow and this speaker's embedding" in lines[i + 2]
+    assert (cwd / "exp" / "carol-data" / "model" / "llm.pt").is_symlink()
+    # the printed options are this experiment's: its finished stages are recognised
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    again = subprocess.run(shlex.split(lines[i + 1]) + ["--stage", "0", "--stop_stage", "2"], cwd=cwd, env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("already done with these inputs; skipped") >= 3
