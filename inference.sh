@@ -113,10 +113,11 @@ if [ -z "${prompt_wav}" ] && [ -z "${test_data_dir}" ]; then
   esac
 fi
 
-if [ -n "${text}" ]; then what="'${text}'"; text_args=(--text "${text}" --instruction "${instruction}")
-else what=${text_json}; text_args=(--text_json "${text_json}" --instruction "${instruction}"); fi
+if [ -n "${text}" ]; then what="'${text}'"; text_args=(--text "${text}")
+else what=${text_json}; text_args=(--text_json "${text_json}"); fi
 log "Synthesis (${mode}): ${what} with ${model_dir} -> ${result_dir}/{*.wav,index.tsv}"
 python3 -m cosyvoice.bin.inference --model_dir "${model_dir}" --mode "${mode}" "${text_args[@]}" \
+  --instruction "${instruction}" \
   --spk_id "${spk_id}" --prompt_wav "${prompt_wav}" --prompt_text "${prompt_text}" \
   --test_data_dir "${test_data_dir}" --example_id "${example_id}" --result_dir "${result_dir}" \
   --stream "${stream}" --speed "${speed}" --seed "${seed}" --text_frontend "${text_frontend}" \

@@ -770,9 +770,7 @@ if [ "${stop_stage}" -ge 4 ] && [ -f "${model_dir}/spk2info.pt" ]; then
   untrained=()
   if [ "${lora_run}" = false ]; then
     for m in ${train_models}; do
-      ft=${finetune}
-      [ "${m}" = llm ] || ft=${finetune_flow}
-      [ "${ft}" != full ] || [ ! -L "${model_dir}/${m}.pt" ] || untrained+=("${m}")
+      [ ! -L "${model_dir}/${m}.pt" ] || untrained+=("${m}")
     done
   fi
   if [ "${#untrained[@]}" -gt 0 ]; then

@@ -126,11 +126,11 @@ def audio_duration(path: Path) -> tuple[str | None, str, float]:
     return None, "", frames / rate
 
 
-def scan_pairs(src_dir: Path) -> tuple[dict[str, dict[str, Path]], int, list[str], list[str]]:
-    """Group the folder's files by utterance id -> {utt: {'text': path, 'audio': path}}; also the number of other
-    files, the names of audio files in formats that are not read, and the names of the ``<utt>.txt`` /
-    ``<utt>.lab`` files beside audio that has no ``<utt>.normalized.txt``. An id with two audio files gets them
-    all under 'audio_files' instead (rejected as two_audio)."""
+def scan_pairs(src_dir: Path) -> tuple[dict[str, dict], int, list[str], list[str]]:
+    """Group the folder's files by utterance id -> {utt: {'text': path, 'audio': [paths]}} (two audio files of one
+    id are rejected as two_audio); also the number of other files, the names of audio files in formats that are not
+    read, and the names of the ``<utt>.txt`` / ``<utt>.lab`` files beside audio that has no
+    ``<utt>.normalized.txt``."""
     pairs: dict[str, dict] = {}
     ignored = 0
     other_audio: list[str] = []
@@ -142,20 +142,15 @@ def scan_pairs(src_dir: Path) -> tuple[dict[str, dict[str, Path]], int, list[str
         if name.endswith(TEXT_SUFFIX) and len(name) > len(TEXT_SUFFIX):
             pairs.setdefault(name[: -len(TEXT_SUFFIX)], {})["text"] = Path(entry.path)
         elif audio_suffix(name):
-            files = pairs.setdefault(os.path.splitext(name)[0], {})
-            files.setdefault("audio_files", []).append(Path(entry.path))
+            pairs.setdefault(os.path.splitext(name)[0], {}).setdefault("audio", []).append(Path(entry.path))
         elif name.lower().endswith(UNREAD_AUDIO_SUFFIXES):
             other_audio.append(name)
         else:
             ignored += 1
             if name.lower().endswith((".txt", ".lab")):
                 text_like.append(name)
-    for files in pairs.values():
-        audio = files.get("audio_files", [])
-        if len(audio) == 1:
-            files["audio"] = files.pop("audio_files")[0]
     # a <utt>.txt or <utt>.lab beside audio that has no <utt>.normalized.txt: most likely its transcript
-    other_text = [n for n in text_like if "text" not in pairs.get(os.path.splitext(n)[0], {"text": None})]
+    other_text = [n for n in text_like if (files := pairs.get(os.path.splitext(n)[0])) and "text" not in files]
     return pairs, ignored, sorted(other_audio, key=byte_key), sorted(other_text, key=byte_key)
 
 
@@ -171,13 +166,13 @@ def name_problem(utt: str) -> str:
     return ""
 
 
-def check_utterance(utt: str, files: dict[str, Path], min_dur: float, max_dur: float):
+def check_utterance(utt: str, files: dict, min_dur: float, max_dur: float):
     """Return (Utterance, None) or (None, (reason, detail))."""
     problem = name_problem(utt)
     if problem:
         return None, ("bad_name", problem)
-    if "audio_files" in files:
-        names = ", ".join(sorted((p.name for p in files["audio_files"]), key=byte_key))
+    if len(files.get("audio", [])) > 1:
+        names = ", ".join(sorted((p.name for p in files["audio"]), key=byte_key))
         return None, ("two_audio", f"{names}: keep one of them")
     if "text" not in files:
         return None, ("no_transcript", f"{utt}{TEXT_SUFFIX} not found")
@@ -189,14 +184,15 @@ def check_utterance(utt: str, files: dict[str, Path], min_dur: float, max_dur: f
     problem = text_problem(text)
     if problem:
         return None, problem
-    reason, detail, dur = audio_duration(files["audio"])
+    audio = files["audio"][0]
+    reason, detail, dur = audio_duration(audio)
     if reason:
         return None, (reason, detail)
     if dur < min_dur:
         return None, ("too_short", f"{dur:.3f} s < --min_dur {min_dur:g} s")
     if dur > max_dur:
         return None, ("too_long", f"{dur:.3f} s > --max_dur {max_dur:g} s")
-    return Utterance(utt, Path(os.path.abspath(files["audio"])), text, dur), None
+    return Utterance(utt, Path(os.path.abspath(audio)), text, dur), None
 
 
 def clean_dir(d: Path) -> None:

@@ -96,11 +96,11 @@ def get_args(argv=None):
         p.error("--text is empty: give the line to speak")
     if not args.text_json and not args.text:
         p.error("give the lines to speak: --text_json FILE or --text LINE")
-    if args.instruction and not args.text.strip():
+    if args.instruction and not args.text:
         p.error("--instruction goes with --text (a text json gives each instruct line its instruction)")
     if args.instruction and args.mode not in ("instruct", "all"):
         p.error(f"--instruction is for --mode instruct (or all), not {args.mode}")
-    if args.text.strip() and args.mode == "instruct" and not args.instruction.strip():
+    if args.text and args.mode == "instruct" and not args.instruction.strip():
         p.error("--mode instruct with --text needs --instruction (e.g. --instruction 用开心的语气说)")
     return args
 
@@ -334,11 +334,11 @@ def prepare(args):
     if args.speed <= 0 or (args.stream == "true" and args.speed != 1.0):
         raise InputError(f"--speed {args.speed}: must be > 0, and 1.0 when --stream true")
     spk_id = args.spk_id or default_speaker(args.model_dir, args.characters)
-    if args.text.strip():
+    if args.text:
         jobs = text_jobs(args.text, args.instruction, args.mode)
     else:
         spk_id, jobs = load_text_json(args.text_json, spk_id)
-    source = "--text" if args.text.strip() else args.text_json
+    source = "--text" if args.text else args.text_json
     modes = requested_modes(args.mode, jobs, spk_id, source)
     prompt = ("", "")
     if set(modes) - {"sft"}:
