@@ -67,16 +67,8 @@ case "${mode}" in sft | zero-shot | cross-lingual | instruct | all) ;; *) die "-
 log "${cmdline}"
 . "${root}/path.sh"
 
-if [ -z "${model_dir}" ]; then
-  [ -n "${exp_dir}" ] || exp_dir=exp/demo_voice
-  if [ -f "${exp_dir}/model/cosyvoice2.yaml" ] || [ -f "${exp_dir}/model/cosyvoice3.yaml" ]; then
-    model_dir=${exp_dir}/model
-  else
-    model_dir=${pretrained_model_dir}
-  fi
-elif [ -z "${exp_dir}" ] && [ "$(basename "${model_dir%/}")" = model ]; then
-  exp_dir=$(dirname "${model_dir%/}")
-fi
+. "${root}/tools/experiment.sh"
+resolve_experiment
 [ -d "${model_dir}" ] || die "model dir ${model_dir} not found: run the recipe (bash run.sh), give --model_dir, or write the stand-in with: . path.sh && python tools/make_tiny_pretrained.py --out_dir ${model_dir} (CosyVoice3: add --version cosyvoice3)"
 if [ -z "${result_dir}" ]; then
   if [ -n "${exp_dir}" ]; then result_dir=${exp_dir}/inference; else result_dir=exp/inference/$(basename "${model_dir%/}"); fi
@@ -84,23 +76,8 @@ if [ -z "${result_dir}" ]; then
   [ -z "${text}" ] || result_dir=${result_dir}/text
 fi
 # What run.sh stage 4 recorded for this experiment: its speaker and its test set (the zero-shot prompts).
-recipe_conf=${exp_dir:+${exp_dir}/recipe_data.conf}
-if [ -n "${recipe_conf}" ] && [ -f "${recipe_conf}" ] && [ "${model_dir%/}" = "${exp_dir%/}/model" ]; then
-  while IFS='=' read -r key value; do
-    case "${key}" in
-      spk_id) [ -n "${spk_id}" ] || spk_id=${value} ;;
-      test_data_dir) [ -n "${test_data_dir}" ] || [ -n "${prompt_wav}" ] || test_data_dir=${value} ;;
-      characters) recipe_characters=${value} ;;
-      pretrained_model_dir) recipe_base=${value} ;;
-    esac
-  done < "${recipe_conf}"
-  # a LoRA experiment: its voices are the characters of stage 6, on the pretrained model they were trained from
-  if [ -z "${characters}" ] && [ -n "${recipe_characters:-}" ] && compgen -G "${recipe_characters}/*/character.json" >/dev/null; then
-    characters=${recipe_characters}
-    model_dir=${recipe_base}
-    log "LoRA experiment ${exp_dir}: the characters in ${characters} on the pretrained model ${model_dir}"
-  fi
-fi
+[ -n "${spk_id}" ] || spk_id=${recipe_spk_id}
+[ -n "${test_data_dir}" ] || [ -n "${prompt_wav}" ] || test_data_dir=${recipe_test_data_dir}
 char_args=()
 if [ -n "${characters}" ]; then
   IFS=: read -r -a char_dirs <<< "${characters}"

@@ -786,7 +786,8 @@ if [ "${stop_stage}" -ge 4 ] && [ -f "${model_dir}/spk2info.pt" ]; then
     echo "bash $(printf '%q ' "${root}/run.sh" "${rest[@]}")--stage $((stop_stage + 1))"
     log "(inference now would speak with the pretrained ${parts} and this speaker's embedding: ${infer})"
   else
-    log "Next: synthesize with this speaker (SFT, and zero-shot from one of its test clips) into ${exp_dir}/inference:"
+    log "Next: synthesize with this speaker (SFT, and zero-shot from one of its test clips) into" \
+      "${exp_dir}/inference (or serve it over HTTP: bash ${root}/serve.sh --model_dir ${model_dir}):"
     echo "${infer}"
   fi
 fi

@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
-# Serve a CosyVoice2 model dir over HTTP: OpenAI's POST /v1/audio/speech, GET/POST /v1/voices, /healthz and a try-it
-# page at /. `bash serve.sh` serves the demo recipe's fine-tuned model (or the stand-in) on http://127.0.0.1:8000;
-# `bash serve.sh --help` lists the options. Every option below can be given as `--name value`.
+# Serve a CosyVoice2 or CosyVoice3 model dir (and the characters of a LoRA run) over HTTP: OpenAI's POST
+# /v1/audio/speech, GET/POST /v1/voices, /healthz and a try-it page at /. `bash serve.sh` serves the demo recipe's
+# fine-tuned model (or the stand-in) on http://127.0.0.1:8000; `bash serve.sh --model_dir exp/<tag>/model` an
+# experiment's; `bash serve.sh --help` lists the options. Every option below can be given as `--name value`.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 # ---- options and their defaults ----
 model_dir=""            # model dir to serve; empty: <exp_dir>/model if it exists, else <pretrained_model_dir>
-exp_dir=exp/demo_voice  # the recipe's experiment dir (run.sh's exp/<tag>; the demo's is exp/demo_voice)
+exp_dir=""              # the recipe's experiment dir (run.sh's exp/<tag>); empty: the one holding --model_dir
+                        # (<exp_dir>/model), else the demo's (exp/demo_voice)
 pretrained_model_dir=exp/pretrained/CosyVoice2-0.5B-tiny  # fallback model dir (as in run.sh)
 host=127.0.0.1          # address to bind: loopback; 0.0.0.0 serves every interface (then set an API key)
+characters=""           # character folders served on --model_dir (a LoRA run's <exp_dir>/characters, or one
+                        # <exp_dir>/characters/<spk>; several: A:B); empty: the experiment's, for a LoRA run
 port=8000               # port to bind; 0: a free one (the log says which)
-model_name=cosyvoice2   # model id clients send (OpenAI's tts-1, tts-1-hd, gpt-4o-mini-tts are accepted too)
+model_name=""           # model id clients send; empty: cosyvoice2 or cosyvoice3, the model's (OpenAI's tts-1,
+                        # tts-1-hd and gpt-4o-mini-tts are accepted too)
 api_key=""              # require 'Authorization: Bearer KEY' on /v1/*; empty: $COSYVOICE_API_KEY if set, else none
 max_input_chars=4096    # longest input text, in characters
 max_upload_mb=10        # largest voice upload (POST /v1/voices), MB
@@ -23,15 +28,16 @@ fp16=false              # true: float16 autocast on a CUDA GPU (ignored on a CPU
 warmup=true             # true: synthesize one line before serving
 
 help_message="Usage: bash serve.sh [options]
-Serve a CosyVoice2 model dir: OpenAI-compatible POST /v1/audio/speech, GET/POST /v1/voices, GET /healthz, page at /.
+Serve a CosyVoice2 or CosyVoice3 model dir: OpenAI-compatible POST /v1/audio/speech, GET/POST /v1/voices, GET /healthz, page at /.
 
 Options (default in brackets):
   --model_dir DIR           model dir [${model_dir:-<exp_dir>/model if it exists, else <pretrained_model_dir>}]
-  --exp_dir DIR             the recipe's experiment dir [${exp_dir}]
+  --exp_dir DIR             the recipe's experiment dir [${exp_dir:-the one holding --model_dir, else exp/demo_voice}]
   --pretrained_model_dir D  fallback model dir [${pretrained_model_dir}]
+  --characters DIRS         character folders on --model_dir, A:B [${characters:-those of a LoRA experiment}]
   --host ADDR               address to bind [${host}]
   --port N                  port (0: a free one) [${port}]
-  --model_name NAME         model id of the API [${model_name}]
+  --model_name NAME         model id of the API [${model_name:-cosyvoice2 or cosyvoice3, by the model}]
   --api_key KEY             required Bearer key [${api_key:-\$COSYVOICE_API_KEY, else none}]
   --max_input_chars N       longest input text [${max_input_chars}]
   --max_upload_mb X         largest voice upload, MB [${max_upload_mb}]
@@ -53,19 +59,20 @@ no_arguments "$@"
 log "${cmdline}"
 . "${root}/path.sh"
 
-if [ -z "${model_dir}" ]; then
-  if [ -f "${exp_dir}/model/cosyvoice2.yaml" ]; then
-    model_dir=${exp_dir}/model
-  else
-    model_dir=${pretrained_model_dir}
-  fi
-fi
-[ -d "${model_dir}" ] || die "model dir ${model_dir} not found: run the recipe (bash run.sh), give --model_dir, or write the stand-in with python tools/make_tiny_pretrained.py --out_dir ${model_dir}"
+. "${root}/tools/experiment.sh"
+resolve_experiment
+[ -d "${model_dir}" ] || die "model dir ${model_dir} not found: run the recipe (bash run.sh), give --model_dir, or write the stand-in with: . path.sh && python tools/make_tiny_pretrained.py --out_dir ${model_dir} (CosyVoice3: add --version cosyvoice3)"
 
-log "Serving ${model_dir} on ${host}:${port}"
+char_args=()
+if [ -n "${characters}" ]; then
+  IFS=: read -r -a char_dirs <<< "${characters}"
+  char_args=(--characters "${char_dirs[@]}")
+fi
+
+log "Serving ${model_dir}${characters:+ with the characters ${characters}} on ${host}:${port}"
 # the key travels in the environment, not on the python command line (which any user can read in the process list)
 [ -z "${api_key}" ] || export COSYVOICE_API_KEY="${api_key}"
 exec python3 -m cosyvoice.bin.serve --model_dir "${model_dir}" --host "${host}" --port "${port}" \
   --model_name "${model_name}" --max_input_chars "${max_input_chars}" --max_upload_mb "${max_upload_mb}" \
   --max_queue "${max_queue}" --default_format "${default_format}" --text_frontend "${text_frontend}" \
-  --fp16 "${fp16}" --warmup "${warmup}"
+  --fp16 "${fp16}" --warmup "${warmup}" "${char_args[@]}"

@@ -116,6 +116,55 @@ def stand_in3_dir(tmp_path_factory, make_tiny_pretrained) -> Path:
     return out
 
 
+def _random_adapter(stand_in_dir, settings, seed):
+    """An llm adapter of ``settings`` for the stand-in's llm with random (non-zero) A and B, as a state_dict."""
+    import torch
+
+    from cosyvoice.utils import lora
+    from cosyvoice.utils.common import load_checkpoint_strict
+    from cosyvoice.utils.config import load_config
+
+    cfg = load_config(str(stand_in_dir / "cosyvoice2.yaml"),
+                      {"qwen_pretrain_path": str(stand_in_dir / "CosyVoice-BlankEN")}, keys=["llm"])
+    llm = cfg["llm"]
+    load_checkpoint_strict(llm, stand_in_dir / "llm.pt")
+    lora.add_adapter(llm, settings, trainable=False)
+    g = torch.Generator().manual_seed(seed)
+    state = lora.adapter_state_dict(llm)
+    return {k: 0.3 * torch.randn(v.shape, generator=g) for k, v in state.items()}
+
+
+@pytest.fixture(scope="session")
+def stand_in_characters(tmp_path_factory, stand_in_dir) -> Path:
+    """A folder of two characters made for the stand-in (read-only for the tests): alice (llm adapter, base flow)
+    and bob (another adapter, its own flow, a speaker tag)."""
+    import torch
+
+    from cosyvoice.cli.character import write_character
+    from cosyvoice.utils import lora
+
+    root = tmp_path_factory.mktemp("characters")
+    files = root / "files"
+    files.mkdir()
+    a_set = lora.LoraSettings(("q_proj", "v_proj", "llm_decoder"), r=4, alpha=8.0, dropout=0.0)
+    b_set = lora.LoraSettings(("k_proj", "o_proj", "up_proj", "speech_embedding"), r=2, alpha=4.0, dropout=0.0)
+    torch.save(_random_adapter(stand_in_dir, a_set, 1), files / "a.pt")
+    torch.save(_random_adapter(stand_in_dir, b_set, 2), files / "b.pt")
+    flow = torch.load(stand_in_dir / "flow.pt", weights_only=True)
+    g = torch.Generator().manual_seed(3)
+    torch.save({k: v + 0.05 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
+                for k, v in flow.items()}, files / "flow.pt")
+    g = torch.Generator().manual_seed(4)
+    out = root / "characters"
+    write_character(str(out / "alice"), "alice", str(stand_in_dir), {"embedding": torch.randn(1, 192, generator=g)},
+                    llm_adapter=str(files / "a.pt"), llm_lora=a_set.to_dict())
+    write_character(str(out / "bob"), "bob", str(stand_in_dir),
+                    {"embedding": torch.randn(1, 192, generator=g), "speaker_tag": "bob<|endofprompt|>"},
+                    llm_adapter=str(files / "b.pt"), llm_lora=b_set.to_dict(), flow_file=str(files / "flow.pt"),
+                    flow_kind="full")
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_flow(fixtures_dir):
     """The tiny flow of fixtures/cosyvoice2/tiny.yaml with its golden flow.pt loaded (strict), in eval mode."""

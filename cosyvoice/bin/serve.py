@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Serve a CosyVoice2 model dir over HTTP: OpenAI's speech API, a voice list, a try-it page.
+"""Serve a CosyVoice2 or CosyVoice3 model dir over HTTP: OpenAI's speech API, a voice list, a try-it page.
 
     python -m cosyvoice.bin.serve --model_dir exp/demo_voice/model --host 127.0.0.1 --port 8000
 
 Then ``curl -o out.wav http://127.0.0.1:8000/v1/audio/speech -H 'Content-Type: application/json'
 -d '{"model": "cosyvoice2", "voice": "demo", "input": "你好"}'``, an OpenAI client with ``base_url`` set to
 ``http://127.0.0.1:8000/v1``, or a browser on http://127.0.0.1:8000/. The voices are the speakers of the model
-dir's spk2info.pt and the zero-shot voices registered with ``POST /v1/voices`` (kept until the server stops).
+dir's spk2info.pt, the characters of ``--characters`` (a LoRA run's character folders, loaded onto the model dir they
+were trained on) and the zero-shot voices registered with ``POST /v1/voices`` (kept until the server stops).
 It binds to loopback unless told otherwise; ``--port 0`` takes a free port (the log says which). The API key
 comes from ``--api_key`` or, when that is empty, the environment variable COSYVOICE_API_KEY (so that it need not
 appear in the process list).
@@ -23,7 +24,7 @@ import time
 
 import uvicorn
 
-from cosyvoice.cli.cosyvoice import CosyVoice2
+from cosyvoice.cli.cosyvoice import AutoModel
 from cosyvoice.server.app import ServerConfig, create_app
 from cosyvoice.server.worker import SpeechSpec, synthesize
 from cosyvoice.utils.cli import entry_point, setup_logging
@@ -36,12 +37,17 @@ logger = logging.getLogger("serve")
 
 def get_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model_dir", required=True, help="CosyVoice2 model dir (fine-tuned, pretrained or stand-in)")
+    p.add_argument("--model_dir", required=True, help="CosyVoice2 or CosyVoice3 model dir (fine-tuned, pretrained "
+                                                       "or stand-in)")
+    p.add_argument("--characters", nargs="*", default=[],
+                   help="character folders (a LoRA run's <exp>/characters or <exp>/characters/<spk>) served as "
+                        "voices on --model_dir, the base model they were trained on")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback; 0.0.0.0: every "
                                                        "interface, then set an API key)")
     p.add_argument("--port", type=int, default=8000, help="port to bind (0: a free one, logged)")
-    p.add_argument("--model_name", default="cosyvoice2", help="model id clients send (OpenAI's tts-1, tts-1-hd "
-                                                              "and gpt-4o-mini-tts are accepted too)")
+    p.add_argument("--model_name", default="", help="model id clients send (empty: cosyvoice2 or cosyvoice3, the "
+                                                    "model's; OpenAI's tts-1, tts-1-hd and gpt-4o-mini-tts are "
+                                                    "accepted too)")
     p.add_argument("--api_key", default="", help=f"require 'Authorization: Bearer KEY' on /v1/* (empty: "
                                                  f"${API_KEY_ENV} if set, else no key)")
     p.add_argument("--max_input_chars", type=int, default=4096, help="longest input text, in characters")
@@ -109,8 +115,8 @@ def main(argv=None) -> int:
         logging.getLogger("cosyvoice.cli.cosyvoice").setLevel(logging.WARNING)
     try:
         sock = bind(args.host, args.port)  # first: a taken port fails before the model loads
-        cosyvoice = CosyVoice2(args.model_dir, fp16=args.fp16)
-        config = ServerConfig(model_name=args.model_name, api_key=args.api_key,
+        cosyvoice = AutoModel(model_dir=args.model_dir, fp16=args.fp16, characters=args.characters)
+        config = ServerConfig(model_name=args.model_name or cosyvoice.VERSION.name, api_key=args.api_key,
                               max_input_chars=args.max_input_chars,
                               max_upload_bytes=int(args.max_upload_mb * (1 << 20)), max_queue=args.max_queue,
                               default_format=args.default_format, text_frontend=args.text_frontend)
@@ -126,8 +132,10 @@ def main(argv=None) -> int:
     if not is_loopback(args.host) and not args.api_key:
         logger.warning("listening on %s without an API key: anyone who can reach this address can use the model "
                        "(set --api_key or $%s)", args.host, API_KEY_ENV)
-    logger.info("model %s: voices %s; formats %s; API key %s", args.model_dir,
-                ", ".join(v["id"] for v in app.state.voices.list()) or "none",
+    logger.info("model %s (%s, model id %s): voices %s; formats %s; API key %s", args.model_dir,
+                cosyvoice.VERSION.title, config.model_name,
+                ", ".join(v["id"] + (" (character)" if v["source"] == "character" else "")
+                          for v in app.state.voices.list()) or "none",
                 ", ".join(app.state.formats), "required" if args.api_key else "not required")
     logger.info("listening on http://%s:%d (page /, API /v1/audio/speech, /v1/voices, /healthz)", shown, port)
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level=args.log_level, access_log=True,

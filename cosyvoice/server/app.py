@@ -1,4 +1,4 @@
-"""An OpenAI-compatible speech server over one loaded :class:`~cosyvoice.cli.cosyvoice.CosyVoice2`.
+"""An OpenAI-compatible speech server over one loaded :class:`~cosyvoice.cli.cosyvoice.CosyVoice2` (or CosyVoice3).
 
     app = create_app(CosyVoice2("exp/demo_voice/model"), ServerConfig(api_key="..."))
 
@@ -78,7 +78,7 @@ class ApiError(Exception):
 class Voices:
     """The voices requests may name, readable from the event loop while the worker thread adds to them."""
 
-    def __init__(self, spk2info: dict, sample_rate: int):
+    def __init__(self, spk2info: dict, sample_rate: int, characters=()):
         self._lock = threading.Lock()
         self.sample_rate = sample_rate
         self._table: Dict[str, dict] = {}
@@ -88,7 +88,7 @@ class Voices:
                 logger.warning("speaker '%s' of spk2info.pt has neither an SFT embedding nor a zero-shot prompt; "
                                "not served", spk)
                 continue
-            self.add(spk, kind, "model")
+            self.add(spk, kind, "character" if spk in characters else "model")
 
     def add(self, voice_id: str, kind: str, source: str) -> dict:
         entry = {"id": voice_id, "object": "voice", "kind": kind, "sample_rate": self.sample_rate, "source": source}
@@ -234,7 +234,7 @@ def create_app(cosyvoice, config: Optional[ServerConfig] = None) -> FastAPI:
     if config.default_format not in formats:
         raise ValueError(f"default_format {config.default_format!r} is not one of {', '.join(formats)}")
     sample_rate = cosyvoice.sample_rate
-    voices = Voices(cosyvoice.frontend.spk2info, sample_rate)
+    voices = Voices(cosyvoice.frontend.spk2info, sample_rate, getattr(cosyvoice, "characters", {}))
     worker = SynthesisWorker(cosyvoice, config.max_queue)
     page = PAGE.read_text(encoding="utf-8")
 
@@ -250,7 +250,7 @@ def create_app(cosyvoice, config: Optional[ServerConfig] = None) -> FastAPI:
         finally:
             await asyncio.to_thread(worker.stop)
 
-    app = FastAPI(title="CosyVoice2 speech server", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app = FastAPI(title="CosyVoice speech server", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.worker, app.state.voices, app.state.config, app.state.formats = worker, voices, config, formats
 
     @app.exception_handler(ApiError)

@@ -97,7 +97,8 @@ class SpeechSpec:
 
 
 def synthesize(cosyvoice, spec: SpeechSpec):
-    """The ``CosyVoice2`` generator that speaks ``spec`` (a direct API call; tests compare the server with it)."""
+    """The ``CosyVoice2`` / ``CosyVoice3`` generator that speaks ``spec`` (a direct API call; tests compare the
+    server with it)."""
     common = dict(stream=spec.stream, speed=spec.speed, text_frontend=spec.text_frontend, seed=spec.seed)
     if spec.mode == "sft":
         return cosyvoice.inference_sft(spec.text, spec.voice, **common)

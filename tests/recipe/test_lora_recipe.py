@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -77,9 +79,33 @@ def test_lora_run_writes_adapter_only_checkpoints_and_a_character_per_speaker(ru
     # the printed inference command: the experiment's model dir, which inference.sh reads as a LoRA experiment (its
     # characters on the pretrained model) and whose inference/ dir gets the audio, as the line before it says
     lines = multi.stdout.splitlines()
-    assert lines[-3].endswith("into exp/alice-bob_lora/inference:")
+    assert lines[-3].endswith("into exp/alice-bob_lora/inference (or serve it over HTTP: "
+                              f"bash {ROOT}/serve.sh --model_dir exp/alice-bob_lora/model):")
     assert lines[-2] == (f"bash {ROOT}/inference.sh --model_dir exp/alice-bob_lora/model --spk_id alice "
                          "--test_data_dir data/alice-bob/test")
+
+
+def test_the_printed_serve_command_serves_the_characters(runs):
+    """The server command of the run's last lines, as a user copies it (plus a free port): the experiment's
+    characters are its voices, on the pretrained model."""
+    import httpx2 as httpx
+
+    from process_helpers import Served
+
+    cwd, multi, _ = runs
+    command = re.search(r"\(or serve it over HTTP: (bash .*)\):$", multi.stdout.splitlines()[-3]).group(1)
+    served = Served([*shlex.split(command), "--port", "0", "--warmup", "false"], cwd=cwd)
+    try:
+        url = served.url()
+        voices = httpx.get(url + "/v1/voices").json()["data"]
+        assert sorted((v["id"], v["source"]) for v in voices) == [("alice", "character"), ("bob", "character")]
+        r = httpx.post(url + "/v1/audio/speech", json={"model": "cosyvoice2", "voice": "bob", "input": "你好"},
+                       timeout=120)
+        assert r.status_code == 200, r.text
+    finally:
+        served.stop()
+    assert re.search(r"characters in \S*exp/alice-bob_lora/characters on the pretrained model "
+                     r"\S*exp/pretrained/CosyVoice2-0.5B-tiny$", served.log(), re.M), served.log()
 
 
 def test_lora_models_go_to_their_own_experiment_dir_and_the_data_is_shared(runs):

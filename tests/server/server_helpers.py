@@ -1,5 +1,6 @@
 """Helpers for the speech server tests: run an app under uvicorn on a free loopback port, the direct-API audio a
-request must equal, a gate that holds the model between chunks, and decoding of the audio that came back."""
+request must equal, a gate that holds the model between chunks, and decoding of the audio that came back (a server
+process started as a user starts one: tests/process_helpers.py, Served)."""
 from __future__ import annotations
 
 import contextlib

@@ -3,7 +3,6 @@ to be valid audio equal to the direct API's audio of its voice and seed. Prints 
 figures belong to tools/benchmark_server.py; nothing here is timed against a goal)."""
 from __future__ import annotations
 
-import io
 import time
 
 import httpx2 as httpx
