@@ -162,6 +162,8 @@ case "${merge}" in true | false) ;; *) die "--merge must be true or false, got '
 [ "${merge}" = false ] || [ "${finetune}" = lora ] || \
   die "--merge true merges the LoRA adapter of a --finetune lora run; a full run's llm.pt is a plain llm.pt already"
 [ "${stage}" -le "${stop_stage}" ] || die "--stage ${stage} is after --stop_stage ${stop_stage}"
+[ -z "${gpus}" ] || [[ ${gpus} =~ ^[0-9]+(,[0-9]+)*$ ]] \
+  || die "--gpus takes GPU ids separated by commas, e.g. 0 or 0,1 (empty: every visible GPU), got '${gpus}'"
 if [ -n "${raw_pack_dir}" ] && [ "${data_dir}" != "${root}/local/demo_voice" ]; then
   die "give --raw_pack_dir or --data_dir, not both: stage -1 writes <data_root>/pack_pairs and stage 0 reads it"
 fi
@@ -588,6 +590,18 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
   python3 -m cosyvoice.utils.config "${config}" || exit 2  # strict: an unknown key is one line, before torchrun
   [ -z "${gpus}" ] || export CUDA_VISIBLE_DEVICES=${gpus}
   num_gpus=$(python3 -c "import torch; print(torch.cuda.device_count())")
+  if [ -n "${gpus}" ]; then  # GPUs asked for by id: train on exactly those, never quietly on fewer or on the CPU
+    asked=$(tr ',' '\n' <<< "${gpus}" | grep -c .)
+    if [ "${num_gpus}" -lt "${asked}" ]; then
+      build=$(python3 -c "import torch; print(torch.__version__, 'CUDA', torch.version.cuda or 'none')")
+      if [[ ${build} == *"CUDA none" ]]; then
+        why="this torch (${build% CUDA none}) is a CPU-only build: install a CUDA build of torch (see README, How the environment is set up)"
+      else
+        why="torch ${build} sees ${num_gpus} of them (check nvidia-smi and the ids)"
+      fi
+      die "stage 5: --gpus ${gpus} asks for ${asked} GPU(s), but ${why}; or leave --gpus empty to train on what there is (the CPU when there is no GPU)"
+    fi
+  fi
   if [ "${num_gpus}" -gt 0 ]; then
     nproc=${num_gpus}; backend=nccl; workers=${num_workers:-4}; where="${num_gpus} GPU(s)"
   else

@@ -54,6 +54,8 @@ def test_bad_values_fail_clearly(run_recipe):
         ("--train_engine", "horovod"): "run.sh: error: --train_engine must be torch_ddp or deepspeed, got 'horovod'",
         ("extra",): "run.sh: error: unexpected argument 'extra' (options are --name value; see --help)",
         ("--force", "1"): "run.sh: option --force takes true or false, got '1'",
+        ("--gpus", "cuda:0"): "run.sh: error: --gpus takes GPU ids separated by commas, e.g. 0 or 0,1 (empty: every "
+                              "visible GPU), got 'cuda:0'",
     }
     for args, message in cases.items():
         r = run_recipe(*args)
@@ -235,6 +237,22 @@ def test_unknown_training_yaml_key_stops_stage_5_in_one_line(demo_run, run_recip
     assert r.stderr.splitlines() == [f"cosyvoice.utils.config: error: {bad}: unknown key 'max_epochz' in train_conf (the trainer does not "
                                      "read it); did you mean 'max_epoch'?"]
     assert (exp / "llm" / "config.yaml").read_text(encoding="utf-8") == before  # the finished run is untouched
+
+
+def test_gpus_that_torch_does_not_see_stop_stage_5_instead_of_training_on_the_cpu(demo_run, run_recipe):
+    """--gpus 99: no machine has a GPU with that id, so torch sees none; stage 5 must not fall back to the CPU (or
+    to fewer GPUs) quietly, and the finished run stays as it was."""
+    cwd, _ = demo_run
+    exp = cwd / "exp" / "demo_voice"
+    before = (exp / "llm" / "config.yaml").read_text(encoding="utf-8")
+    r = run_recipe("--stage", "5", "--stop_stage", "5", "--force", "true", "--gpus", "99", cwd=cwd)
+    assert r.returncode == 2
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith("run.sh: error: stage 5: --gpus 99 asks for 1 GPU(s), but ") and \
+        line.endswith("or leave --gpus empty to train on what there is (the CPU when there is no GPU)")
+    assert "CPU-only build" in line or "sees 0 of them" in line
+    assert "Stage 5: train" not in r.stdout
+    assert (exp / "llm" / "config.yaml").read_text(encoding="utf-8") == before
 
 
 def test_pretrained_dir_missing_a_file_fails_at_once_naming_it(run_recipe, tmp_path):
