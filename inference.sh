@@ -69,7 +69,6 @@ log "${cmdline}"
 
 . "${root}/tools/experiment.sh"
 resolve_experiment
-[ -d "${model_dir}" ] || die "model dir ${model_dir} not found: run the recipe (bash run.sh), give --model_dir, or write the stand-in with: . path.sh && python tools/make_tiny_pretrained.py --out_dir ${model_dir} (CosyVoice3: add --version cosyvoice3)"
 if [ -z "${result_dir}" ]; then
   if [ -n "${exp_dir}" ]; then result_dir=${exp_dir}/inference; else result_dir=exp/inference/$(basename "${model_dir%/}"); fi
   # a command-line line goes beside, not over, the text json's wavs

@@ -61,7 +61,6 @@ log "${cmdline}"
 
 . "${root}/tools/experiment.sh"
 resolve_experiment
-[ -d "${model_dir}" ] || die "model dir ${model_dir} not found: run the recipe (bash run.sh), give --model_dir, or write the stand-in with: . path.sh && python tools/make_tiny_pretrained.py --out_dir ${model_dir} (CosyVoice3: add --version cosyvoice3)"
 
 char_args=()
 if [ -n "${characters}" ]; then

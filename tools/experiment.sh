@@ -8,7 +8,7 @@
 #   characters            empty, for a LoRA experiment: the character folders stage 6 wrote (model_dir then
 #                         becomes the pretrained model they were trained on)
 # and sets recipe_spk_id and recipe_test_data_dir: what stage 4 recorded in <exp_dir>/recipe_data.conf for the
-# experiment's own model dir (empty otherwise).
+# experiment's own model dir (empty otherwise). It ends with one line (die) when the model dir does not exist.
 
 resolve_experiment() {
   recipe_spk_id=""
@@ -24,7 +24,14 @@ resolve_experiment() {
     exp_dir=$(dirname "${model_dir%/}")
   fi
   local conf=${exp_dir:+${exp_dir}/recipe_data.conf}
-  [ -n "${conf}" ] && [ -f "${conf}" ] && [ "${model_dir%/}" = "${exp_dir%/}/model" ] || return 0
+  if [ -n "${conf}" ] && [ -f "${conf}" ] && [ "${model_dir%/}" = "${exp_dir%/}/model" ]; then
+    read_recipe_conf "${conf}"
+  fi
+  [ -d "${model_dir}" ] || die "model dir ${model_dir} not found: $(how_to_get_model_dir)"
+}
+
+# read_recipe_conf FILE: the speaker, test set and (a LoRA run) characters stage 4 recorded for the experiment.
+read_recipe_conf() {
   local key value recipe_characters="" recipe_base=""
   while IFS='=' read -r key value; do
     case "${key}" in
@@ -33,12 +40,20 @@ resolve_experiment() {
       characters) recipe_characters=${value} ;;
       pretrained_model_dir) recipe_base=${value} ;;
     esac
-  done < "${conf}"
+  done < "$1"
   # a LoRA experiment: its voices are the characters of stage 6, on the pretrained model they were trained from
   if [ -z "${characters}" ] && [ -n "${recipe_characters}" ] \
       && compgen -G "${recipe_characters}/*/character.json" >/dev/null; then
     characters=${recipe_characters}
     model_dir=${recipe_base}
     log "LoRA experiment ${exp_dir}: the characters in ${characters} on the pretrained model ${model_dir}"
+  fi
+}
+
+how_to_get_model_dir() {
+  if [ "$(basename "${model_dir%/}")" = model ]; then  # an experiment's: stage 4 writes it
+    echo "run the recipe that writes it (bash run.sh with that experiment's options; stage 4 writes <exp_dir>/model), or give another --model_dir"
+  else
+    echo "run the recipe (bash run.sh), give --model_dir, or write the stand-in with: . path.sh && python tools/make_tiny_pretrained.py --out_dir ${model_dir} (CosyVoice3: add --version cosyvoice3)"
   fi
 }

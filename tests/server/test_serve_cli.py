@@ -73,6 +73,12 @@ def test_start_up_errors_are_one_line(model_dir, tmp_path):
     r = subprocess.run(["bash", "serve.sh", "--model_dir", str(tmp_path / "missing")], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip().startswith("serve.sh: error: model dir")
+    assert "make_tiny_pretrained.py --out_dir" in r.stderr
+    r = subprocess.run(["bash", "serve.sh", "--model_dir", str(tmp_path / "exp" / "alice" / "model")], cwd=ROOT,
+                       capture_output=True, text=True)  # an experiment's model dir: the recipe writes it
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
+        f"serve.sh: error: model dir {tmp_path}/exp/alice/model not found: run the recipe that writes it (bash "
+        "run.sh with that experiment's options; stage 4 writes <exp_dir>/model), or give another --model_dir")
 
 
 @pytest.mark.parametrize("host,loopback", [("127.0.0.1", True), ("localhost", True), ("::1", True),
