@@ -12,9 +12,9 @@ model_dir=""            # model dir to serve; empty: <exp_dir>/model if it exist
 exp_dir=""              # the recipe's experiment dir (run.sh's exp/<tag>); empty: the one holding --model_dir
                         # (<exp_dir>/model), else the demo's (exp/demo_voice)
 pretrained_model_dir=exp/pretrained/CosyVoice2-0.5B-tiny  # fallback model dir (as in run.sh)
-host=127.0.0.1          # address to bind: loopback; 0.0.0.0 serves every interface (then set an API key)
 characters=""           # character folders served on --model_dir (a LoRA run's <exp_dir>/characters, or one
                         # <exp_dir>/characters/<spk>; several: A:B); empty: the experiment's, for a LoRA run
+host=127.0.0.1          # address to bind: loopback; 0.0.0.0 serves every interface (then set an API key)
 port=8000               # port to bind; 0: a free one (the log says which)
 model_name=""           # model id clients send; empty: cosyvoice2 or cosyvoice3, the model's (OpenAI's tts-1,
                         # tts-1-hd and gpt-4o-mini-tts are accepted too)

@@ -1,1 +1,1 @@
-"""The speech server: an OpenAI-compatible HTTP API over one loaded CosyVoice2 or CosyVoice3 (see cosyvoice.bin.serve)."""
+"""The speech server: an OpenAI-compatible HTTP API over one loaded CosyVoice2 or CosyVoice3 (cosyvoice.bin.serve)."""
