@@ -4,9 +4,11 @@
     python -m cosyvoice.bin.inference --model_dir exp/cosyvoice2_sft/model --mode all \\
         --text_json local/tts_text.json --prompt_wav p.wav --prompt_text "..." --result_dir out
 
-or speak one line given on the command line (``--text``, in ``--mode``; ``all``: every mode that can speak it)::
+or speak one line given on the command line (``--text``, in ``--mode``; ``all``: every mode that can speak it), or
+every line of a plain UTF-8 text file (``--text_file``: one line per utterance, blank lines skipped)::
 
     python -m cosyvoice.bin.inference --model_dir exp/alice/model --mode sft --text "你好" --result_dir out
+    python -m cosyvoice.bin.inference --model_dir exp/alice/model --mode sft --text_file script.txt --result_dir out
 
 The text json maps a speaker to its lines, per mode::
     {"demo": {"sft_inference": ["..."], "zero-shot": ["..."], "cross-lingual": ["..."],
@@ -58,6 +60,7 @@ class Job:
     index: int
     text: str
     instruction: str = ""
+    where: str = ""         # where the line comes from, for errors ("script.txt line 4"); empty: "<mode> line <index>"
 
     @property
     def name(self) -> str:
@@ -73,7 +76,10 @@ def get_args(argv=None):
     p.add_argument("--text", default="", help="one line to speak instead of the json's (--mode all: in sft when the "
                                               "model knows the speaker, zero-shot, cross-lingual, and instruct when "
                                               "--instruction is given)")
-    p.add_argument("--instruction", default="", help="instruction of --text in instruct mode (e.g. 用开心的语气说)")
+    p.add_argument("--text_file", default="", help="a UTF-8 text file, one line to speak per line (blank lines "
+                                                   "skipped), spoken like --text instead of the json's lines")
+    p.add_argument("--instruction", default="", help="instruction of --text (--text_file: of every line) in "
+                                                     "instruct mode (e.g. 用开心的语气说)")
     p.add_argument("--spk_id", default="", help="speaker: the SFT speaker of spk2info.pt and the json section it "
                                                "speaks (empty: the model dir's only speaker, else the json's only one)")
     p.add_argument("--prompt_wav", default="", help="prompt audio for zero-shot / cross-lingual / instruct")
@@ -94,14 +100,18 @@ def get_args(argv=None):
     args = p.parse_args(argv)
     if args.text and not args.text.strip():
         p.error("--text is empty: give the line to speak")
-    if not args.text_json and not args.text:
-        p.error("give the lines to speak: --text_json FILE or --text LINE")
-    if args.instruction and not args.text:
-        p.error("--instruction goes with --text (a text json gives each instruct line its instruction)")
+    if args.text and args.text_file:
+        p.error("give --text LINE or --text_file FILE, not both")
+    own = "--text_file" if args.text_file else "--text" if args.text else ""
+    if not args.text_json and not own:
+        p.error("give the lines to speak: --text_json FILE, --text LINE or --text_file FILE")
+    if args.instruction and not own:
+        p.error("--instruction goes with --text or --text_file (a text json gives each instruct line its "
+                "instruction)")
     if args.instruction and args.mode not in ("instruct", "all"):
         p.error(f"--instruction is for --mode instruct (or all), not {args.mode}")
-    if args.text and args.mode == "instruct" and not args.instruction.strip():
-        p.error("--mode instruct with --text needs --instruction (e.g. --instruction 用开心的语气说)")
+    if own and args.mode == "instruct" and not args.instruction.strip():
+        p.error(f"--mode instruct with {own} needs --instruction (e.g. --instruction 用开心的语气说)")
     return args
 
 
@@ -253,11 +263,34 @@ def check_prompt_wav(path: str) -> None:
         raise InputError(f"prompt wav {path} is {info.duration:.1f} s long; at most 30 s (3-10 s is typical)")
 
 
-def text_jobs(text: str, instruction: str, mode: str) -> Dict[str, List[Job]]:
-    """{mode: [job]} speaking one command-line line: in ``mode``, or for ``all`` in every mode (instruct only
-    with an instruction)."""
+def text_jobs(lines, instruction: str, mode: str) -> Dict[str, List[Job]]:
+    """{mode: [job per line]} speaking a command-line line (a str) or a text file's lines (``(where, line)`` pairs,
+    see :func:`read_text_file`): in ``mode``, or for ``all`` in every mode (instruct only with an instruction)."""
+    lines = [("", lines)] if isinstance(lines, str) else lines
     modes = [m for m in MODES if m != "instruct" or instruction.strip()] if mode == "all" else [mode]
-    return {m: [Job(m, 0, text.strip(), instruction.strip() if m == "instruct" else "")] for m in modes}
+    return {m: [Job(m, i, line.strip(), instruction.strip() if m == "instruct" else "", where)
+                for i, (where, line) in enumerate(lines)] for m in modes}
+
+
+def read_text_file(path: str) -> List[Tuple[str, str]]:
+    """``("<path> line <n>", line)`` for each non-blank line of a UTF-8 text file (a byte-order mark is dropped), or
+    one line naming the problem."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise InputError(f"text file not found: {path} (give --text_file: one line to speak per line)")
+    except OSError as e:
+        raise InputError(f"cannot read text file {path}: {e.strerror or e}")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise InputError(f"{path} line {line} is not UTF-8: save the file as UTF-8")
+    lines = [(f"{path} line {n}", line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if not lines:
+        raise InputError(f"{path} holds no line to speak (one line per utterance)")
+    return lines
 
 
 def requested_modes(mode: str, jobs: Dict[str, List[Job]], spk_id: str, text_json: str) -> List[str]:
@@ -295,11 +328,12 @@ def plan_jobs(mode: str, jobs: Dict[str, List[Job]], spk_id: str, known_spks: Li
 def check_texts(cosyvoice, jobs: List[Job], text_frontend: bool) -> None:
     for job in jobs:
         problem = text_problem(job.text)
+        where = job.where or f"{job.mode} line {job.index}"
         if problem and problem[0] != "no_speakable_text":
-            raise InputError(f"{job.mode} line {job.index} ({job.text!r}) holds {problem[0].replace('_', ' ')} "
+            raise InputError(f"{where} ({job.text!r}) holds {problem[0].replace('_', ' ')} "
                              f"{problem[1]!r}, which would be read out literally: replace it by the words to say")
         if not [p for p in cosyvoice.frontend.text_normalize(job.text, True, text_frontend) if p.strip()]:
-            raise InputError(f"{job.mode} line {job.index} ({job.text!r}) leaves nothing to say after normalization")
+            raise InputError(f"{where} ({job.text!r}) leaves nothing to say after normalization")
 
 
 # ------------------------------------------------------------------------------------------------- synthesis
@@ -334,11 +368,11 @@ def prepare(args):
     if args.speed <= 0 or (args.stream == "true" and args.speed != 1.0):
         raise InputError(f"--speed {args.speed}: must be > 0, and 1.0 when --stream true")
     spk_id = args.spk_id or default_speaker(args.model_dir, args.characters)
-    if args.text:
-        jobs = text_jobs(args.text, args.instruction, args.mode)
+    if args.text or args.text_file:
+        jobs = text_jobs(read_text_file(args.text_file) if args.text_file else args.text, args.instruction, args.mode)
     else:
         spk_id, jobs = load_text_json(args.text_json, spk_id)
-    source = "--text" if args.text else args.text_json
+    source = args.text_file or ("--text" if args.text else args.text_json)
     modes = requested_modes(args.mode, jobs, spk_id, source)
     prompt = ("", "")
     if set(modes) - {"sft"}:

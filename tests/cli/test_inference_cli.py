@@ -187,8 +187,10 @@ def test_inference_sh_speaks_one_command_line_text_beside_the_json_results(tmp_p
 
 @pytest.mark.parametrize("argv, message", [
     (["--text", "  "], "--text is empty: give the line to speak"),
-    ([], "give the lines to speak: --text_json FILE or --text LINE"),
-    (["--text_json", "t.json", "--instruction", "x"], "--instruction goes with --text"),
+    ([], "give the lines to speak: --text_json FILE, --text LINE or --text_file FILE"),
+    (["--text_json", "t.json", "--instruction", "x"], "--instruction goes with --text or --text_file"),
+    (["--text", "hi", "--text_file", "f.txt"], "give --text LINE or --text_file FILE, not both"),
+    (["--text_file", "f.txt", "--mode", "instruct"], "--mode instruct with --text_file needs --instruction"),
     (["--text", "hi", "--mode", "sft", "--instruction", "x"], "--instruction is for --mode instruct (or all), not sft"),
     (["--text", "hi", "--mode", "instruct"], "--mode instruct with --text needs --instruction"),
 ])
@@ -208,6 +210,54 @@ def test_command_line_text_jobs():
         cli.plan_jobs("sft", cli.text_jobs("你好", "", "sft"), "", [], "--text")
     with pytest.raises(cli.InputError, match="sft needs a speaker: give --spk_id \\(the model dir knows: a, b\\)"):
         cli.plan_jobs("sft", cli.text_jobs("你好", "", "sft"), "", ["a", "b"], "--text")
+
+
+def test_inference_sh_speaks_every_line_of_a_text_file_into_a_folder_of_its_name(tmp_path, model_dir, pair_dir):
+    """--text_file script.txt: each non-blank line (UTF-8, a byte-order mark dropped) in --mode, into
+    <exp_dir>/inference/script/, numbered in file order, with its text in index.tsv."""
+    script = tmp_path / "script.txt"
+    script.write_bytes("\ufeff旅行者，走吧\n\n  今天天气很好。  \r\nPaimon is hungry.\n".encode("utf-8"))
+    r = subprocess.run(["bash", os.path.join(ROOT, "inference.sh"), "--model_dir", str(model_dir), "--text_file",
+                        str(script), "--mode", "zero-shot", "--test_data_dir", str(pair_dir)],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result_dir = model_dir.parent / "inference" / "script"
+    rows = [line.split("\t") for line in (result_dir / "index.tsv").read_text(encoding="utf-8").splitlines()[1:]]
+    assert [(row[0], row[5]) for row in rows] == [("zero-shot_00.wav", "旅行者，走吧"),
+                                                  ("zero-shot_01.wav", "今天天气很好。"),
+                                                  ("zero-shot_02.wav", "Paimon is hungry.")]
+    assert sorted(os.listdir(result_dir)) == sorted([row[0] for row in rows] + ["index.tsv"])
+    assert f"Synthesis (zero-shot): {script} with {model_dir} -> {result_dir}/" in r.stdout
+
+
+def test_a_bad_text_file_is_one_line_naming_it(tmp_path):
+    with pytest.raises(cli.InputError, match=re.escape(f"text file not found: {tmp_path}/none.txt")):
+        cli.read_text_file(str(tmp_path / "none.txt"))
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("hello\nwie geht's, Jürgen?\n".encode("latin-1"))
+    with pytest.raises(cli.InputError, match=re.escape(f"{latin} line 2 is not UTF-8: save the file as UTF-8")):
+        cli.read_text_file(str(latin))
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n   \n", encoding="utf-8")
+    with pytest.raises(cli.InputError, match=re.escape(f"{blank} holds no line to speak")):
+        cli.read_text_file(str(blank))
+    lines = tmp_path / "lines.txt"
+    lines.write_text("你好\n\n{NICKNAME}，你好。\n", encoding="utf-8")
+    assert cli.read_text_file(str(lines)) == [(f"{lines} line 1", "你好"), (f"{lines} line 3", "{NICKNAME}，你好。")]
+
+    class Frontend:
+        @staticmethod
+        def text_normalize(text, split, text_frontend):
+            return [text]
+
+    class Model:
+        frontend = Frontend()
+
+    jobs = cli.text_jobs(cli.read_text_file(str(lines)), "", "sft")["sft"]
+    assert [(j.name, j.text) for j in jobs] == [("sft_00.wav", "你好"), ("sft_01.wav", "{NICKNAME}，你好。")]
+    with pytest.raises(cli.InputError, match=re.escape(f"{lines} line 3 ('{{NICKNAME}}，你好。') holds template "
+                                                       "variable '{NICKNAME}'")):
+        cli.check_texts(Model(), jobs, True)
 
 
 def test_markup_in_a_line_is_refused_before_synthesis(tmp_path):
