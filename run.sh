@@ -13,9 +13,10 @@ setup_env=true          # true: create/refresh the project's .venv first (tools/
 # data
 raw_pack_dir=""         # stage -1: raw character pack (nested <name>.wav + <name>.lab, or clips + an LJSpeech or
                         # audiofolder metadata.csv) to convert; empty: no stage -1;
-                        # several packs (one speaker each, trained together): P1:P2
+                        # several packs (one speaker each, trained together): P1:P2; every folder of a dataset
+                        # root (a cast, experiment <root>-cast): "ROOT/*"
 data_dir=${root}/local/demo_voice  # stage 0 input: pair folders <data_dir>/<train_set>/ and <data_dir>/<test_set>/;
-                        # several datasets (trained together, multi-speaker): D1:D2
+                        # several datasets (trained together, multi-speaker): D1:D2, or a pattern "ROOT/*"
 tag=""                  # experiment name: the default --data_root data/<tag> and --exp_dir exp/<tag>; empty: --spk_id,
                         # else the name of --raw_pack_dir or --data_dir (so a second dataset never mixes with the first)
 data_root=""            # where the recipe writes its data (Kaldi tables <data_root>/<set>/, converted packs); empty: data/<tag>
@@ -95,9 +96,9 @@ Options (default in brackets):
   --stop_stage N            last stage to run [${stop_stage}]
   --force BOOL              redo finished stages [${force}]
   --setup_env BOOL          create/refresh .venv first [${setup_env}]
-  --raw_pack_dir DIR        raw character pack for stage -1; several: P1:P2 [${raw_pack_dir:-none}]
+  --raw_pack_dir DIR        raw character pack for stage -1; several: P1:P2; every folder of ROOT: \"ROOT/*\" [${raw_pack_dir:-none}]
   --data_dir DIR            pair folders <DIR>/<train_set>/, <DIR>/<test_set>/ (or one flat folder, split by
-                            --num_test/--test_ratio); several datasets: D1:D2 [${data_dir}]
+                            --num_test/--test_ratio); several datasets: D1:D2 or \"ROOT/*\" [${data_dir}]
   --tag NAME                experiment name for the default --data_root/--exp_dir [${tag:-the speaker or data folder name}]
   --data_root DIR           where data is written [${data_root:-data/<tag>}]
   --train_set NAME          training set name [${train_set}]
@@ -172,9 +173,38 @@ fi
 # sets model_version, model_title, config_file, speech_tokenizer_file and stand_in_dir (cosyvoice/utils/pretrained.py)
 model_vars=$(PYTHONPATH=${root} python3 -m cosyvoice.utils.pretrained --shell "${pretrained_model_dir}") || exit 2
 eval "${model_vars}"
-# several datasets or packs (one speaker each, trained together) are separated by ':', as their speaker ids
+# several datasets or packs (one speaker each, trained together) are separated by ':', as their speaker ids; a
+# folder pattern (P/*) stands for every folder it matches, in byte order: a whole cast from one dataset root
+# expand_patterns OPTION ENTRY...: sets `expanded` to the entries, each pattern replaced by the folders it matches
+expand_patterns() {
+  local option=$1 entry d
+  local -a matches
+  shift
+  expanded=()
+  for entry in "$@"; do
+    case "${entry}" in
+      *[*?[]*)
+        matches=()
+        while IFS= read -r d; do
+          [ ! -d "${d}" ] || matches+=("${d%/}")
+        done < <(compgen -G "${entry}" | LC_ALL=C sort)
+        [ "${#matches[@]}" -gt 0 ] || die "${option} ${entry}: the pattern matches no folder"
+        expanded+=("${matches[@]}")
+        cast_name=$(basename "$(dirname "${entry}")")-cast ;;
+      *) expanded+=("${entry}") ;;
+    esac
+  done
+}
+cast_name=""            # <parent>-cast when a pattern gave the datasets: the experiment's default tag
 IFS=: read -r -a data_dirs <<< "${data_dir}"
 IFS=: read -r -a pack_dirs <<< "${raw_pack_dir}"
+if [ -n "${raw_pack_dir}" ]; then
+  expand_patterns --raw_pack_dir "${pack_dirs[@]}"; pack_dirs=("${expanded[@]}")
+  raw_pack_dir=$(IFS=:; echo "${pack_dirs[*]}")
+else
+  expand_patterns --data_dir "${data_dirs[@]}"; data_dirs=("${expanded[@]}")
+  data_dir=$(IFS=:; echo "${data_dirs[*]}")
+fi
 IFS=: read -r -a spk_ids <<< "${spk_id}"
 if [ -n "${raw_pack_dir}" ]; then n_sets=${#pack_dirs[@]}; else n_sets=${#data_dirs[@]}; fi
 [ "${n_sets}" -ge 1 ] || die "--data_dir is empty: give a pair folder (several: D1:D2)"
@@ -186,13 +216,17 @@ if [ -n "${raw_pack_dir}" ]; then n_sets=${#pack_dirs[@]}; else n_sets=${#data_d
 # ---- the experiment: one tag per speaker/dataset, so a second dataset never reuses the first one's data or models ----
 exp_suffix=""           # a LoRA run of the default experiment keeps its models apart (exp/<tag>_lora) and shares its data
 if [ -z "${tag}" ]; then
-  if [ -n "${spk_id}" ]; then
-    tag=${spk_id}
-  else
-    names=()
+  names=("${spk_ids[@]}")
+  if [ -z "${spk_id}" ]; then
     if [ -n "${raw_pack_dir}" ]; then sets=("${pack_dirs[@]}"); else sets=("${data_dirs[@]}"); fi
     for d in "${sets[@]}"; do names+=("$(basename "${d%/}")"); done
+  fi
+  if [ -z "${spk_id}" ] && [ -n "${cast_name}" ]; then
+    tag=${cast_name}
+  else
     tag=$(IFS=-; echo "${names[*]}")
+    # a long cast would make a name too long for the file system: the first one and how many others
+    [ "${#tag}" -le 80 ] || [ "${n_sets}" -eq 1 ] || tag=${names[0]}-and-$((n_sets - 1))-more
   fi
   [ "${model_version}" = cosyvoice2 ] || tag=${tag}_${model_version}  # a v3 run never mixes with the v2 one
   tag=$(python3 -c 'import re, sys; print(re.sub(r"[^\w.-]+", "-", sys.argv[1]).strip("-.") or "exp")' "${tag}")
@@ -367,7 +401,8 @@ if [ "${stage}" -le -1 ] && [ "${stop_stage}" -ge -1 ]; then
     run_once "Stage -1" "${out}/.stage-1.done" "${fp}" outs \
       python3 "${root}/local/convert_raw_pack.py" --pack_dir "${pack}" --out_dir "${out}" \
         --spk_id "${spk}" --train_set "${train_set}" --test_set "${test_set}" \
-        --num_test "${num_test}" --test_ratio "${test_ratio}" --seed "${seed}"
+        --num_test "${num_test}" --test_ratio "${test_ratio}" --seed "${seed}" \
+        --in_cast "$([ "${n_sets}" -gt 1 ] && echo true || echo false)"
   done
 fi
 

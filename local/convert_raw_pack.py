@@ -63,7 +63,23 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num_test", type=int, default=0, help="clips held out for the test set (0: use --test_ratio)")
     p.add_argument("--test_ratio", type=float, default=0.05, help="share of clips held out for the test set")
     p.add_argument("--seed", type=int, default=1234, help="seed of the train/test split")
+    p.add_argument("--in_cast", default="false", choices=("true", "false"),
+                   help="true: the pack is one of several trained together (no hint to split it into a cast)")
     return p.parse_args(argv)
+
+
+def cast_hint(pack: Path, wavs: dict[str, list[Path]], spk: str) -> str:
+    """A note when the clips sit in two or more top-level folders of the pack (a dataset root of several
+    characters, e.g. <lang>/<character>/): they would all become one speaker. Empty otherwise."""
+    folders = Counter(paths[0].relative_to(pack).parts[0] for paths in wavs.values()
+                      if len(paths[0].relative_to(pack).parts) > 1)
+    if len(folders) < 2:
+        return ""
+    shown = ", ".join(f"{name} {n}" for name, n in sorted(folders.items(), key=lambda kv: byte_key(kv[0]))[:4])
+    more = f", and {len(folders) - 4} more" if len(folders) > 4 else ""
+    return (f"note: the clips are in {len(folders)} folders of {pack} ({shown}{more} clips), and all of them "
+            f"become speaker {spk!r}; if each folder is one character, train them as a cast, one speaker per "
+            f"folder: --raw_pack_dir \"{pack}/*\"")
 
 
 def speaker_from_name(name: str) -> str:
@@ -201,6 +217,9 @@ def main(argv=None) -> int:
 
     counts = Counter(reason for reason, _ in dropped.values())
     print(f"{prog}: {pack}: {len(wavs)} clips, kept {len(kept)}, dropped {len(wavs) - len(kept)}")
+    hint = "" if args.in_cast == "true" else cast_hint(pack, wavs, spk)
+    if hint:
+        print(f"{prog}: {hint}")
     for reason in REASONS:
         if counts[reason]:
             print(f"{prog}:   {reason:18s} {counts[reason]:6d}  {REASONS[reason]}")

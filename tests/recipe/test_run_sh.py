@@ -167,6 +167,43 @@ def test_raw_pack_to_tables(run_recipe, tmp_path, raw_pack):
     assert "Stage 0: already done with these inputs; skipped" in again.stdout
 
 
+def test_a_folder_pattern_trains_every_character_folder_of_a_dataset_root_as_a_cast(run_recipe, tmp_path):
+    """--raw_pack_dir "ROOT/*": one pack (and speaker) per character folder, in byte order, experiment ROOT-cast; the
+    root given as one pack gets a note saying how to do that instead of silently making one speaker of everyone."""
+    root = tmp_path / "Chinese"
+    for name in ("Zhongli", "Hu Tao"):
+        for i in range(4):
+            write_wav(root / name / f"vo_{i}.wav", 0.8 + 0.1 * i)
+            write_text(root / name / f"vo_{i}.lab", f"第{i}句话。")
+    write_text(root / "README.txt", "not a character")
+    r = run_recipe("--raw_pack_dir", f"{root}/*", "--stage", "-1", "--stop_stage", "0", "--num_test", "1", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "Experiment 'Chinese-cast': data in data/Chinese-cast" in r.stdout
+    assert f"Stage -1: convert raw character pack: {root}/Hu Tao -> data/Chinese-cast/pack_pairs/1/" in r.stdout
+    assert f"Stage -1: convert raw character pack: {root}/Zhongli -> data/Chinese-cast/pack_pairs/2/" in r.stdout
+    assert "note:" not in r.stdout  # each pack is one character of the cast
+    spk2utt = dict(read_table(tmp_path / "data" / "Chinese-cast" / "train" / "spk2utt"))
+    assert sorted(spk2utt) == ["Hu-Tao", "Zhongli"] and all(len(u.split()) == 3 for u in spk2utt.values())
+
+    one = run_recipe("--raw_pack_dir", root, "--stage", "-1", "--stop_stage", "-1", "--num_test", "1", cwd=tmp_path)
+    assert one.returncode == 0, one.stderr
+    assert (f"convert_raw_pack.py: note: the clips are in 2 folders of {root} (Hu Tao 4, Zhongli 4 clips), and all of "
+            f"them become speaker 'Chinese'; if each folder is one character, train them as a cast, one speaker per "
+            f"folder: --raw_pack_dir \"{root}/*\"") in one.stdout.splitlines()
+
+    r = run_recipe("--raw_pack_dir", f"{tmp_path}/nowhere/*", "--stage", "-1", cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"run.sh: error: --raw_pack_dir {tmp_path}/nowhere/*: the pattern matches no folder"
+
+
+def test_a_long_cast_gets_a_short_experiment_name(run_recipe, tmp_path):
+    names = [f"character-with-a-long-name-{k}" for k in range(5)]
+    r = run_recipe("--data_dir", ":".join(str(tmp_path / n) for n in names), "--stage", "-1", "--stop_stage", "-1",
+                   cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "Experiment 'character-with-a-long-name-0-and-4-more'" in r.stdout
+
+
 def test_raw_pack_and_data_dir_exclude_each_other(run_recipe, tmp_path, raw_pack):
     r = run_recipe("--raw_pack_dir", raw_pack, "--data_dir", tmp_path, "--stage", "-1")
     assert r.returncode == 2
