@@ -321,6 +321,8 @@ layout_hint() {
     echo " (its metadata.csv makes it an LJSpeech or Hugging Face audiofolder dataset: give it as --raw_pack_dir $1 --stage -1)"
   elif [ -f "$1/wav.scp" ]; then
     echo " (it looks like a Kaldi data dir; give the folder of the audio files and their <utt>.normalized.txt)"
+  elif find "$1" -mindepth 2 -maxdepth 2 -name '*.normalized.txt' -print -quit 2>/dev/null | grep -q .; then
+    echo " (its folders hold pairs: give each one as a dataset of its own, all of them with --data_dir \"$1/*\")"
   elif find "$1" -mindepth 2 -maxdepth 4 -iname '*.lab' -print -quit 2>/dev/null | grep -q .; then
     echo " (it holds .lab transcripts in subfolders: a raw character pack is read with --raw_pack_dir $1 --stage -1)"
   fi

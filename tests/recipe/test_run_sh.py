@@ -326,6 +326,9 @@ def test_stage0_reads_a_flat_folder_of_flac_ogg_and_mp3_clips(run_recipe, tmp_pa
     ({"metadata.csv": "a_1|Hello.|Hello.\n", "wavs/a_1.wav": None}, "LJSpeech or Hugging Face audiofolder dataset: give it as --raw_pack_dir"),
     ({"wav.scp": "a_1 /x/a_1.wav\n", "text": "a_1 hi\n"}, "it looks like a Kaldi data dir"),
     ({"Hu Tao/vo/a_1.wav": None, "Hu Tao/vo/a_1.lab": "hi"}, "a raw character pack is read with --raw_pack_dir"),
+    ({"alice/alice_1.wav": None, "alice/alice_1.normalized.txt": "hi", "bob/bob_1.wav": None,
+      "bob/bob_1.normalized.txt": "hi"}, "its folders hold pairs: give each one as a dataset of its own, all of them "
+                                         "with --data_dir \"{d}/*\""),
 ])
 def test_stage0_names_the_layout_of_a_folder_that_holds_no_pairs(run_recipe, tmp_path, layout, hint):
     d = tmp_path / "D"
@@ -337,4 +340,5 @@ def test_stage0_names_the_layout_of_a_folder_that_holds_no_pairs(run_recipe, tmp
     r = run_recipe("--data_dir", d, "--data_root", tmp_path / "data", "--stop_stage", "0")
     assert r.returncode == 2
     line, = r.stderr.strip().splitlines()
-    assert line.startswith(f"run.sh: error: stage 0: {d} holds neither train/ and test/ folders nor") and hint in line
+    assert line.startswith(f"run.sh: error: stage 0: {d} holds neither train/ and test/ folders nor")
+    assert hint.format(d=d) in line
