@@ -381,7 +381,7 @@ def prepare(args):
         if "zero-shot" in modes and not prompt[1].strip():
             raise InputError("zero-shot needs the prompt's transcript: give --prompt_text")
     # a bad model dir or character: a one-line UserError
-    cosyvoice = AutoModel(model_dir=args.model_dir, fp16=args.fp16 == "true", characters=args.characters)
+    cosyvoice = AutoModel(model_dir=args.model_dir, fp16=args.fp16 == "true", characters=args.characters or None)
     todo = plan_jobs(args.mode, jobs, spk_id, cosyvoice.list_available_spks(), source)
     check_texts(cosyvoice, todo, args.text_frontend == "true")
     if prompt[0]:  # the front end's own checks (too short, silent, ...) before any synthesis

@@ -115,7 +115,7 @@ def main(argv=None) -> int:
         logging.getLogger("cosyvoice.cli.cosyvoice").setLevel(logging.WARNING)
     try:
         sock = bind(args.host, args.port)  # first: a taken port fails before the model loads
-        cosyvoice = AutoModel(model_dir=args.model_dir, fp16=args.fp16, characters=args.characters)
+        cosyvoice = AutoModel(model_dir=args.model_dir, fp16=args.fp16, characters=args.characters or None)
         config = ServerConfig(model_name=args.model_name or cosyvoice.VERSION.name, api_key=args.api_key,
                               max_input_chars=args.max_input_chars,
                               max_upload_bytes=int(args.max_upload_mb * (1 << 20)), max_queue=args.max_queue,

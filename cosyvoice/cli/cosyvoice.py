@@ -22,7 +22,9 @@ none, it becomes the prompt text), and an instruction becomes ``'You are a helpf
 ending with ``<|endofprompt|>``, the form the official instructions have.
 Additions: ``characters=[...]`` / ``add_character(path)`` load character folders (cosyvoice/cli/character.py: a
 LoRA adapter of the llm, a flow, a speaker entry) onto this one base model; ``inference_sft(text, spk_id)`` then
-speaks as that character, switching adapters per call without reloading anything.
+speaks as that character, switching adapters per call without reloading anything. A LoRA experiment's own model
+dir (``<exp>/model``, whose llm.pt is the pretrained one, linked), loaded without them, logs a warning naming its
+characters (``characters=[]`` says there are none to load).
 """
 from __future__ import annotations
 
@@ -95,6 +97,25 @@ class CosyVoice2:
         self._base_sha256: Dict[str, str] = {}
         for path in find_characters(characters or []):
             self.add_character(path)
+        if characters is None:  # not [] (a caller that knows there are none, e.g. training's per-epoch samples)
+            self._warn_if_lora_model_dir()
+
+    def _warn_if_lora_model_dir(self) -> None:
+        """A LoRA experiment's model dir (<exp>/model beside <exp>/characters) keeps the pretrained llm.pt, linked;
+        its speakers speak as themselves only with their characters loaded, so loading it alone is worth a word."""
+        folder = os.path.join(os.path.dirname(os.path.abspath(self.model_dir)), "characters")
+        if not os.path.islink(os.path.join(self.model_dir, "llm.pt")) or not os.path.isdir(folder):
+            return
+        try:
+            spks = {read_character(path, verify=False).spk_id: path for path in find_characters([folder])}
+        except CharacterError:
+            return
+        mine = sorted(set(spks) & set(self.frontend.spk2info))
+        if mine:
+            base = os.path.dirname(os.path.realpath(os.path.join(self.model_dir, "llm.pt")))
+            logger.warning("%s is the model dir of a LoRA run: its llm.pt is the pretrained one, so %s speak(s) with "
+                           "the base llm here; load the characters for the fine-tuned voices: %s(%r, characters=[%r])",
+                           self.model_dir, ", ".join(mine), type(self).__name__, base, folder)
 
     # ------------------------------------------------------------------------------------------------ characters
     def add_character(self, path: PathLike) -> str:

@@ -89,7 +89,7 @@ class EpochModel:
     def cosyvoice(self):
         if self._cosyvoice is None:
             with rng_scope(self.seed):  # building the model draws random numbers too
-                self._cosyvoice = AutoModel(model_dir=self.model_dir)
+                self._cosyvoice = AutoModel(model_dir=self.model_dir, characters=[])  # the trained modules come in
         return self._cosyvoice
 
     def speakers(self) -> List[str]:

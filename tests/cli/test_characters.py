@@ -3,6 +3,7 @@ switched per call, bit for bit the same audio as the character alone, never hear
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 
@@ -126,3 +127,31 @@ def test_bad_characters_are_one_line_errors(tmp_path, model_dir, characters, sta
     (twin / "character.json").write_text(json.dumps(manifest))
     with pytest.raises(CharacterError, match=r"llm.finetune 'full' is not one of lora, base"):
         read_character(str(twin))
+
+
+def test_a_lora_experiments_model_dir_loaded_alone_warns_that_its_llm_is_the_base_one(tmp_path, stand_in_dir,
+                                                                                      stand_in_characters, caplog):
+    """<exp>/model of a LoRA run links the pretrained llm.pt; its speaker speaks as itself only with the character
+    of <exp>/characters loaded, so loading the dir alone says so (and loading it as intended says nothing)."""
+    exp = tmp_path / "alice_lora"
+    (exp / "model").mkdir(parents=True)
+    for entry in sorted(os.listdir(stand_in_dir)):
+        if entry != "spk2info.pt":
+            os.symlink(stand_in_dir / entry, exp / "model" / entry)
+    shutil.copy(stand_in_characters / "alice" / "spk2info.pt", exp / "model" / "spk2info.pt")
+    shutil.copytree(stand_in_characters / "alice", exp / "characters" / "alice")
+    with caplog.at_level("WARNING", logger="cosyvoice.cli.cosyvoice"):
+        CosyVoice2(str(exp / "model"))
+    warned = [r.getMessage() for r in caplog.records if "is the model dir of a LoRA run" in r.getMessage()]
+    assert warned == [f"{exp}/model is the model dir of a LoRA run: its llm.pt is the pretrained one, so alice "
+                      f"speak(s) with the base llm here; load the characters for the fine-tuned voices: "
+                      f"CosyVoice2({str(stand_in_dir)!r}, characters=[{str(exp / 'characters')!r}])"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="cosyvoice.cli.cosyvoice"):
+        CosyVoice2(str(exp / "model"), characters=[str(exp / "characters")])
+        CosyVoice2(str(exp / "model"), characters=[])
+        os.remove(exp / "model" / "llm.pt")  # a merged llm.pt (stage 7 --merge true) is a file of its own
+        shutil.copy(stand_in_dir / "llm.pt", exp / "model" / "llm.pt")
+        CosyVoice2(str(exp / "model"))
+    assert not [r for r in caplog.records if "LoRA run" in r.getMessage()]
+
