@@ -182,6 +182,7 @@ expand_patterns() {
   shift
   expanded=()
   for entry in "$@"; do
+    [ ! -d "${entry}" ] || { expanded+=("${entry}"); continue; }  # a folder whose name has * ? or [ is itself
     case "${entry}" in
       *[*?[]*)
         matches=()
@@ -308,11 +309,8 @@ fingerprint() {
 
 # holds_pairs DIR: true when DIR itself holds pair files: <utt>.normalized.txt, or audio stage 0 reads (any case).
 holds_pairs() {
-  local g
-  for g in '*.normalized.txt' '*.[wW][aA][vV]' '*.[fF][lL][aA][cC]' '*.[oO][gG][gG]' '*.[mM][pP]3'; do
-    compgen -G "$1/${g}" >/dev/null && return 0
-  done
-  return 1
+  has_file "$1" -maxdepth 1 \( -name '*.normalized.txt' -o -iname '*.wav' -o -iname '*.flac' -o -iname '*.ogg' \
+    -o -iname '*.mp3' \)
 }
 
 # layout_hint DIR: what a folder that is not a pair folder looks like it is, and what to do with it ('' if unknown).
@@ -321,9 +319,9 @@ layout_hint() {
     echo " (its metadata.csv makes it an LJSpeech or Hugging Face audiofolder dataset: give it as --raw_pack_dir $1 --stage -1)"
   elif [ -f "$1/wav.scp" ]; then
     echo " (it looks like a Kaldi data dir; give the folder of the audio files and their <utt>.normalized.txt)"
-  elif find "$1" -mindepth 2 -maxdepth 2 -name '*.normalized.txt' -print -quit 2>/dev/null | grep -q .; then
+  elif has_file "$1" -mindepth 2 -maxdepth 2 -name '*.normalized.txt'; then
     echo " (its folders hold pairs: give each one as a dataset of its own, all of them with --data_dir \"$1/*\")"
-  elif find "$1" -mindepth 2 -maxdepth 4 -iname '*.lab' -print -quit 2>/dev/null | grep -q .; then
+  elif has_file "$1" -mindepth 2 -maxdepth 4 -iname '*.lab'; then
     echo " (it holds .lab transcripts in subfolders: a raw character pack is read with --raw_pack_dir $1 --stage -1)"
   fi
 }
@@ -683,7 +681,7 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     resume_opt=()
     if [ "${resume}" = true ]; then
       resume_opt=(--resume)  # train.py refuses checkpoints made from other data
-    elif compgen -G "${out}/*.ckpt.json" >/dev/null; then
+    elif has_file "${out}" -maxdepth 1 -name '*.ckpt.json'; then
       [ "${force}" = true ] || [ "${finished}" = true ] || die "stage 5: ${out} holds checkpoints of an unfinished run:" \
         "--resume true continues it, --force true starts ${m} over (the old run is kept in ${out}.prev until the new one succeeds)"
       if [ -d "${out}.prev" ]; then
@@ -810,7 +808,7 @@ if [ "${stop_stage}" -ge 4 ] && [ -f "${model_dir}/spk2info.pt" ]; then
   where="model dir ${model_dir}"
   if [ "${lora_run}" = true ]; then
     where="characters ${characters_dir}/<spk>/ (on ${pretrained_model_dir}); model dir ${model_dir}"
-    if compgen -G "${exp_dir}/llm/epoch_*.pt" >/dev/null; then
+    if has_file "${exp_dir}/llm" -maxdepth 1 -name 'epoch_*.pt'; then
       log "LoRA llm checkpoints (adapter only): $(du -h "$(ls -t "${exp_dir}"/llm/epoch_*.pt | head -1)" | cut -f1) each"
     fi
   fi

@@ -43,7 +43,7 @@ read_recipe_conf() {
   done < "$1"
   # a LoRA experiment: its voices are the characters of stage 6, on the pretrained model they were trained from
   if [ -z "${characters}" ] && [ -n "${recipe_characters}" ] \
-      && compgen -G "${recipe_characters}/*/character.json" >/dev/null; then
+      && has_file "${recipe_characters}" -mindepth 2 -maxdepth 2 -name character.json; then
     characters=${recipe_characters}
     model_dir=${recipe_base}
     log "LoRA experiment ${exp_dir}: the characters in ${characters} on the pretrained model ${model_dir}"

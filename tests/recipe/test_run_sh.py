@@ -196,6 +196,17 @@ def test_a_folder_pattern_trains_every_character_folder_of_a_dataset_root_as_a_c
     assert r.stderr.strip() == f"run.sh: error: --raw_pack_dir {tmp_path}/nowhere/*: the pattern matches no folder"
 
 
+def test_a_folder_whose_name_holds_pattern_characters_is_read_as_it_is(run_recipe, tmp_path):
+    """"take [2]" is a folder, not a pattern: stage 0 reads its pairs (a glob of its name would find none)."""
+    d = tmp_path / "take [2]"
+    for i in range(3):
+        write_wav(d / f"eve_{i}.wav", 0.8)
+        write_text(d / f"eve_{i}.normalized.txt", f"第{i}句。")
+    r = run_recipe("--data_dir", d, "--stop_stage", "0", "--num_test", "1", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "Experiment 'take-2'" in r.stdout and f"{d}: kept 3 utterances" in r.stdout
+
+
 def test_a_long_cast_gets_a_short_experiment_name(run_recipe, tmp_path):
     names = [f"character-with-a-long-name-{k}" for k in range(5)]
     r = run_recipe("--data_dir", ":".join(str(tmp_path / n) for n in names), "--stage", "-1", "--stop_stage", "-1",
