@@ -2,7 +2,8 @@
 # Synthesize speech with a CosyVoice2 or CosyVoice3 model dir: the fine-tuned one the recipe wrote, a downloaded
 # CosyVoice2-0.5B or Fun-CosyVoice3-0.5B, or a tiny stand-in (the version is told by the dir's yaml).
 # `bash inference.sh` speaks the lines of local/tts_text.json in every mode; `bash inference.sh --text "..."` speaks
-# one line, `--text_file script.txt` every line of a text file; `bash inference.sh --help` lists the options. Every option below can be given as `--name value`.
+# one line, `--text_file script.txt` every line of a text file; `bash inference.sh --help` lists the options.
+# Every option below can be given as `--name value`.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -86,11 +87,6 @@ fi
 # What run.sh stage 4 recorded for this experiment: its speaker and its test set (the zero-shot prompts).
 [ -n "${spk_id}" ] || spk_id=${recipe_spk_id}
 [ -n "${test_data_dir}" ] || [ -n "${prompt_wav}" ] || test_data_dir=${recipe_test_data_dir}
-char_args=()
-if [ -n "${characters}" ]; then
-  IFS=: read -r -a char_dirs <<< "${characters}"
-  char_args=(--characters "${char_dirs[@]}")
-fi
 if [ -z "${prompt_wav}" ] && [ -z "${test_data_dir}" ]; then
   case "${spk_id}" in
     "" | demo) test_data_dir=${root}/local/demo_voice/test ;;

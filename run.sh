@@ -390,6 +390,8 @@ if [ "${stage}" -le -1 ] && [ "${stop_stage}" -ge -1 ]; then
   if [ -z "${raw_pack_dir}" ]; then
     log "Stage -1: nothing to convert (no --raw_pack_dir given)"
   fi
+  in_cast=false  # one pack of several: convert_raw_pack.py need not suggest splitting it into a cast
+  [ "${n_sets}" -eq 1 ] || in_cast=true
   for k in "${!pack_dirs[@]}"; do
     pack=${pack_dirs[$k]} out=${data_dirs[$k]} spk=${spk_ids[$k]:-}
     log "Stage -1: convert raw character pack: ${pack} -> ${out}/{${train_set},${test_set}}"
@@ -402,7 +404,7 @@ if [ "${stage}" -le -1 ] && [ "${stop_stage}" -ge -1 ]; then
       python3 "${root}/local/convert_raw_pack.py" --pack_dir "${pack}" --out_dir "${out}" \
         --spk_id "${spk}" --train_set "${train_set}" --test_set "${test_set}" \
         --num_test "${num_test}" --test_ratio "${test_ratio}" --seed "${seed}" \
-        --in_cast "$([ "${n_sets}" -gt 1 ] && echo true || echo false)"
+        --in_cast "${in_cast}"
   done
 fi
 
@@ -624,18 +626,16 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
   [ -f "${config}" ] || die "stage 5: training config ${config} not found (--train_config)"
   python3 -m cosyvoice.utils.config "${config}" || exit 2  # strict: an unknown key is one line, before torchrun
   [ -z "${gpus}" ] || export CUDA_VISIBLE_DEVICES=${gpus}
-  num_gpus=$(python3 -c "import torch; print(torch.cuda.device_count())")
-  if [ -n "${gpus}" ]; then  # GPUs asked for by id: train on exactly those, never quietly on fewer or on the CPU
-    asked=$(tr ',' '\n' <<< "${gpus}" | grep -c .)
-    if [ "${num_gpus}" -lt "${asked}" ]; then
-      build=$(python3 -c "import torch; print(torch.__version__, 'CUDA', torch.version.cuda or 'none')")
-      if [[ ${build} == *"CUDA none" ]]; then
-        why="this torch (${build% CUDA none}) is a CPU-only build: install a CUDA build of torch (see README, How the environment is set up)"
-      else
-        why="torch ${build} sees ${num_gpus} of them (check nvidia-smi and the ids)"
-      fi
-      die "stage 5: --gpus ${gpus} asks for ${asked} GPU(s), but ${why}; or leave --gpus empty to train on what there is (the CPU when there is no GPU)"
+  read -r num_gpus torch_version torch_cuda < <(python3 -c \
+    "import torch; print(torch.cuda.device_count(), torch.__version__, torch.version.cuda or 'none')")
+  IFS=, read -r -a gpu_ids <<< "${gpus}"
+  if [ "${num_gpus}" -lt "${#gpu_ids[@]}" ]; then  # GPUs asked for by id: never quietly fewer, or the CPU
+    if [ "${torch_cuda}" = none ]; then
+      why="this torch (${torch_version}) is a CPU-only build: install a CUDA build of torch (see README, How the environment is set up)"
+    else
+      why="torch ${torch_version} CUDA ${torch_cuda} sees ${num_gpus} of them (check nvidia-smi and the ids)"
     fi
+    die "stage 5: --gpus ${gpus} asks for ${#gpu_ids[@]} GPU(s), but ${why}; or leave --gpus empty to train on what there is (the CPU when there is no GPU)"
   fi
   if [ "${num_gpus}" -gt 0 ]; then
     nproc=${num_gpus}; backend=nccl; workers=${num_workers:-4}; where="${num_gpus} GPU(s)"

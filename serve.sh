@@ -62,12 +62,6 @@ log "${cmdline}"
 . "${root}/tools/experiment.sh"
 resolve_experiment
 
-char_args=()
-if [ -n "${characters}" ]; then
-  IFS=: read -r -a char_dirs <<< "${characters}"
-  char_args=(--characters "${char_dirs[@]}")
-fi
-
 log "Serving ${model_dir}${characters:+ with the characters ${characters}} on ${host}:${port}"
 # the key travels in the environment, not on the python command line (which any user can read in the process list)
 [ -z "${api_key}" ] || export COSYVOICE_API_KEY="${api_key}"

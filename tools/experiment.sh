@@ -7,6 +7,7 @@
 #                         empty otherwise); with no --model_dir either, the demo's exp/demo_voice
 #   characters            empty, for a LoRA experiment: the character folders stage 6 wrote (model_dir then
 #                         becomes the pretrained model they were trained on)
+#   char_args             set: the Python entry points' `--characters DIR...` for characters (A:B), or nothing
 # and sets recipe_spk_id and recipe_test_data_dir: what stage 4 recorded in <exp_dir>/recipe_data.conf for the
 # experiment's own model dir (empty otherwise). It ends with one line (die) when the model dir does not exist.
 
@@ -28,6 +29,12 @@ resolve_experiment() {
     read_recipe_conf "${conf}"
   fi
   [ -d "${model_dir}" ] || die "model dir ${model_dir} not found: $(how_to_get_model_dir)"
+  char_args=()
+  if [ -n "${characters}" ]; then
+    local -a dirs
+    IFS=: read -r -a dirs <<< "${characters}"
+    char_args=(--characters "${dirs[@]}")
+  fi
 }
 
 # read_recipe_conf FILE: the speaker, test set and (a LoRA run) characters stage 4 recorded for the experiment.

@@ -107,10 +107,10 @@ class CosyVoice2:
         if not os.path.islink(os.path.join(self.model_dir, "llm.pt")) or not os.path.isdir(folder):
             return
         try:
-            spks = {read_character(path, verify=False).spk_id: path for path in find_characters([folder])}
+            spks = {read_character(path, verify=False).spk_id for path in find_characters([folder])}
         except CharacterError:
             return
-        mine = sorted(set(spks) & set(self.frontend.spk2info))
+        mine = sorted(spks & set(self.frontend.spk2info))
         if mine:
             base = os.path.dirname(os.path.realpath(os.path.join(self.model_dir, "llm.pt")))
             logger.warning("%s is the model dir of a LoRA run: its llm.pt is the pretrained one, so %s speak(s) with "
