@@ -73,13 +73,17 @@ class CosyVoice2Model:
     """Streaming-capable CosyVoice2 inference over an ``llm`` (Qwen2LM), a ``flow`` (CausalMaskedDiffWithXvec)
     and a ``hift`` (HiFTGenerator). Runs on CUDA when available, else on the CPU.
 
-    Beyond the official arguments, two keyword-only switches of this toolkit's speed changes (same numbers either
-    way; BENCHMARKS.md has their before/after): ``flow_cache_max_frames`` (0: every streaming chunk re-runs the
-    flow on the whole prefix, as the official code does) and ``first_chunk_alone`` (False: the LLM keeps decoding
-    while the first streaming chunk is made on a CPU, as official)."""
+    Beyond the official arguments, two keyword-only switches of this toolkit's speed changes (BENCHMARKS.md has their
+    before/after): ``first_chunk_alone`` (default True; False: the LLM keeps decoding while the first streaming chunk
+    is made on a CPU, as official; same audio either way) and ``flow_cache_max_frames`` (default 0: every streaming
+    chunk re-runs the flow on the whole prefix, as the official code does, so the audio is the official one; N > 0:
+    chunks ending within N mel frames reuse the earlier frames' flow state and compute only their new frames, which
+    saves up to a third of the streaming flow work on long utterances but moves the audio by float rounding, up to
+    about 5e-5: the earlier frames' attention saw fewer keys when they were made than the official recomputation
+    does)."""
 
     def __init__(self, llm: torch.nn.Module, flow: torch.nn.Module, hift: torch.nn.Module, fp16: bool = False, *,
-                 flow_cache_max_frames: int = 1000, first_chunk_alone: bool = True):
+                 flow_cache_max_frames: int = 0, first_chunk_alone: bool = True):
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.llm = llm
         self.flow = flow
@@ -104,7 +108,7 @@ class CosyVoice2Model:
         # Streaming: the flow's per-layer state after the frames made so far (see flow.inference_chunk), so a chunk
         # costs its new frames only. It takes 2 x 10 Euler steps x 56 transformer blocks x 2 x 512 floats per mel
         # frame at full size (4.6 MB/frame in float32); chunks ending past this many frames are not cached
-        # (0: never cache, every chunk recomputes the whole prefix as the official code does).
+        # (0, the default: never cache, every chunk recomputes the whole prefix as the official code does).
         self.flow_cache_dict: Dict[str, object] = {}
         self.flow_cache_max_frames = int(flow_cache_max_frames)
         self._jobs: Dict[str, _LLMJob] = {}

@@ -171,7 +171,7 @@ def _stream(model, x, seed=0):
 
 
 def test_model_streaming_audio_unchanged_by_the_cache(tiny_flow, tiny_hift):
-    model = CosyVoice2Model(None, tiny_flow, tiny_hift)
+    model = CosyVoice2Model(None, tiny_flow, tiny_hift, flow_cache_max_frames=1000)
     x = _inputs(7, 260, seed=3)
     calls = []
     real = tiny_flow.inference_chunk
@@ -188,8 +188,9 @@ def test_model_streaming_audio_unchanged_by_the_cache(tiny_flow, tiny_hift):
     # chunks of 43, 50 and 100 tokens (prompt 7 padded to 25); the second and third reuse the cache
     assert calls == [(0, False, True), (43, True, True), (93, True, True)]
     assert not model.flow_cache_dict
-    model.flow_cache_max_frames = 0                     # the official computation, whole prefix each chunk
-    plain = _stream(model, x)
+    calls.clear()
+    plain = _stream(CosyVoice2Model(None, tiny_flow, tiny_hift), x)  # the default: the official computation
+    assert calls == []                                  # whole prefix each chunk, no cache
     assert [c.shape for c in cached] == [p.shape for p in plain]
     assert len(cached) == 4
     for c, p in zip(cached, plain):
