@@ -59,7 +59,7 @@ import soundfile as sf
 import torch
 from cosyvoice.audio.resample import resample, resample_filters
 from cosyvoice.cli.cosyvoice import AutoModel
-from cosyvoice.cli.model import CosyVoice2Model, CosyVoice3Model
+from cosyvoice.cli.model import FLOW_CACHE_FRAMES, CosyVoice2Model, CosyVoice3Model
 from cosyvoice.dataset.processor import padding
 from cosyvoice.utils import lora
 from cosyvoice.utils.config import load_config
@@ -78,7 +78,7 @@ RESAMPLE_PAIRS = ((48000, 16000), (48000, 24000), (44100, 16000))
 # the figure with and without it (BENCHMARKS.md; the changes without a switch have their figures there too).
 UNDO = {
     "stream_cache": "each streaming chunk re-runs the flow on the whole prefix (official token2wav and the "
-                    "default, CosyVoice2Model(flow_cache_max_frames=0); the benchmark otherwise opts in with 1000)",
+                    "default, CosyVoice2Model(flow_cache_max_frames=0); the benchmark otherwise opts in)",
     "fused_adam": "training uses torch's default Adam implementation instead of the fused one (optim_conf fused: "
                   "false)",
     "first_chunk_alone": "the LLM keeps decoding while the first streaming chunk is made on a CPU "
@@ -315,7 +315,7 @@ def build_models(args, workdir: Path):
     for module in (model.llm, model.flow, model.hift):
         module.to(model.device).eval()
     # the stream cache is opt-in (it moves the audio by float rounding); the benchmark measures it switched on
-    model.flow_cache_max_frames = 0 if "stream_cache" in args.undo_list else 1000
+    model.flow_cache_max_frames = 0 if "stream_cache" in args.undo_list else FLOW_CACHE_FRAMES
     if "first_chunk_alone" in args.undo_list:
         model.first_chunk_alone = False
     if args.dtype != "fp32":
