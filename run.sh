@@ -386,12 +386,14 @@ if [ -n "${raw_pack_dir}" ]; then
   data_dir=$(IFS=:; echo "${data_dirs[*]}")
 fi
 
+# several datasets trained together (a cast): one with too few usable clips adds what it has (a note, no error)
+in_cast=false
+[ "${n_sets}" -eq 1 ] || in_cast=true
+
 if [ "${stage}" -le -1 ] && [ "${stop_stage}" -ge -1 ]; then
   if [ -z "${raw_pack_dir}" ]; then
     log "Stage -1: nothing to convert (no --raw_pack_dir given)"
   fi
-  in_cast=false  # one pack of several: convert_raw_pack.py need not suggest splitting it into a cast
-  [ "${n_sets}" -eq 1 ] || in_cast=true
   for k in "${!pack_dirs[@]}"; do
     pack=${pack_dirs[$k]} out=${data_dirs[$k]} spk=${spk_ids[$k]:-}
     log "Stage -1: convert raw character pack: ${pack} -> ${out}/{${train_set},${test_set}}"
@@ -411,7 +413,7 @@ fi
 # stage0_one DIR FLAT SPK OUT: the train and test sets of one dataset into OUT/<set> (FLAT: split DIR itself).
 stage0_one() {
   local d=$1 out=$4 x
-  local common=(--spk_id "$3" --min_dur "${min_dur}" --max_dur "${max_dur}")
+  local common=(--spk_id "$3" --min_dur "${min_dur}" --max_dur "${max_dur}" --in_cast "${in_cast}")
   if [ "$2" = true ]; then
     run python3 "${root}/local/prepare_data.py" --src_dir "${d}" --des_dir "${out}/${train_set}" \
       --test_des_dir "${out}/${test_set}" --num_test "${num_test}" --test_ratio "${test_ratio}" \

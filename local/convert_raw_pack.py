@@ -223,15 +223,23 @@ def main(argv=None) -> int:
     for reason in REASONS:
         if counts[reason]:
             print(f"{prog}:   {reason:18s} {counts[reason]:6d}  {REASONS[reason]}")
-    if not kept:
+    in_cast = args.in_cast == "true"
+    if not kept and not in_cast:
         raise UserError(f"no usable clip in {pack}")
+    if not kept:
+        print(f"{prog}: note: no usable clip in {pack}: speaker {spk!r} is left out of the cast")
 
     width = max(4, len(str(len(kept))))
     ids = {stem: f"{spk}_{i:0{width}d}" for i, (stem, _) in enumerate(kept, start=1)}
     try:
-        train, test = split_test(list(ids.values()), args.num_test, args.test_ratio, args.seed)
+        train, test = split_test(list(ids.values()), args.num_test, args.test_ratio, args.seed, in_cast=in_cast)
     except ValueError as e:
         raise UserError(f"{pack}: {e}")
+    if len(kept) == 1:
+        print(f"{prog}: note: {pack} has 1 usable clip: speaker {spk!r} trains on it and has no test clip")
+    elif args.num_test > len(test):
+        print(f"{prog}: note: {pack} has {len(kept)} usable clips: {len(test)} held out for the test set, not "
+              f"--num_test {args.num_test}, so that one is left to train on")
     set_of = {u: args.train_set for u in train} | {u: args.test_set for u in test}
 
     # everything is written aside and swapped in at the end: a failure leaves the previous output as it was

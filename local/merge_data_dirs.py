@@ -6,6 +6,8 @@
 Each input holds wav.scp, text, utt2spk, utt2dur (and rejected.tsv); the output holds them all, byte-sorted, with
 spk2utt rebuilt from utt2spk and the rejected utterances of every input. An utterance id in two inputs is an error
 naming both (each dataset's ids must differ: e.g. give each its own speaker id, which prefixes its file names).
+An input holding only rejected.tsv is empty (prepare_data.py --in_cast true: a cast member without a usable
+clip); all of them empty is an error.
 """
 from __future__ import annotations
 
@@ -36,7 +38,8 @@ def main(argv=None) -> int:
     tables = {name: {} for name in TABLES}
     owner, rejected = {}, {}
     for d, label in zip(map(Path, args.inputs), labels):
-        part = {name: dict(read_table(d / name)) for name in TABLES}
+        empty = not (d / "wav.scp").exists() and (d / "rejected.tsv").is_file()  # prepare_data.py --in_cast true
+        part = {name: {} if empty else dict(read_table(d / name)) for name in TABLES}
         for utt in part["wav.scp"]:
             if utt in owner:
                 raise UserError(f"utterance {utt!r} is in both {owner[utt]} and {label}: the datasets need "
@@ -46,6 +49,10 @@ def main(argv=None) -> int:
             tables[name].update(part[name])
         rejected.update(read_rejected(d / "rejected.tsv"))
     out = Path(args.out_dir)
+    if not owner:
+        shown = ", ".join(labels[:3]) + (f" and {len(labels) - 3} more" if len(labels) > 3 else "")
+        raise UserError(f"no utterance for the {out.name} set in any of the {len(labels)} datasets ({shown}): a "
+                        "dataset gives the test set one only when it has 2 or more usable clips")
     out.mkdir(parents=True, exist_ok=True)
     for name in TABLES:
         write_table(out / name, tables[name])

@@ -66,6 +66,9 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num_test", type=int, default=0, help="utterances for the test dir (0: use --test_ratio)")
     p.add_argument("--test_ratio", type=float, default=0.05, help="share of utterances for the test dir")
     p.add_argument("--seed", type=int, default=1234, help="seed of the train/test split")
+    p.add_argument("--in_cast", default="false", choices=("true", "false"),
+                   help="true: one of several datasets trained together: a dataset with no usable utterance is "
+                        "written empty (a note, not an error), and a split keeps at least one for training")
     args = p.parse_args(argv)
     if args.spk_id and any(c.isspace() for c in args.spk_id):
         p.error(f"--spk_id must be one token without spaces, got {args.spk_id!r}")
@@ -74,16 +77,23 @@ def get_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def split_test(ids: list[str], num_test: int, test_ratio: float, seed: int) -> tuple[list[str], list[str]]:
-    """Deterministically hold out `num_test` ids (or a `test_ratio` share, at least one) -> (train, test)."""
+def split_test(ids: list[str], num_test: int, test_ratio: float, seed: int,
+               in_cast: bool = False) -> tuple[list[str], list[str]]:
+    """Deterministically hold out `num_test` ids (or a `test_ratio` share, at least one) -> (train, test).
+
+    ``in_cast``: the ids are one speaker of several trained together, whose test sets are joined, so a speaker too
+    small for the split keeps at least one utterance for training instead of failing (one utterance: no test)."""
     n = len(ids)
-    if n < 2:
-        raise ValueError(f"need at least 2 usable utterances to split off a test set, have {n}")
     if num_test < 0 or not 0 < test_ratio < 1:
         raise ValueError(f"need --num_test >= 0 and 0 < --test_ratio < 1, got {num_test} and {test_ratio}")
+    if n < 2 and not in_cast:
+        raise ValueError(f"need at least 2 usable utterances to split off a test set, have {n}: add clips")
     k = num_test if num_test > 0 else max(1, round(n * test_ratio))
     if k >= n:
-        raise ValueError(f"--num_test {k} leaves no training utterance (only {n} usable)")
+        if not in_cast:
+            raise ValueError(f"--num_test {k} leaves no training utterance (only {n} usable): give a smaller "
+                             "--num_test")
+        k = max(n - 1, 0)
     order = sorted(ids, key=byte_key)
     random.Random(seed).shuffle(order)
     test = set(order[:k])
@@ -276,20 +286,34 @@ def main(argv=None) -> int:
     if other_text:
         print(f"{prog}:   {len(other_text)} of them look like the transcripts of audio here (e.g. {other_text[0]}): a transcript must be "
               f"named <utt>{TEXT_SUFFIX}; a pack of <name>.wav + <name>.lab clips is read with --raw_pack_dir")
-    if not kept:
+    in_cast = args.in_cast == "true"
+    if not kept and not in_cast:
         raise UserError(f"no usable utterance in {src} (reasons in {des / 'rejected.tsv'})")
+    if not kept:
+        why = f" (reasons in {des / 'rejected.tsv'})" if rejected else ""
+        print(f"{prog}: note: no usable utterance in {src}{why}: it adds nothing to the cast")
 
     if args.test_des_dir:
         try:
-            train_ids, test_ids = split_test([u.utt for u in kept], args.num_test, args.test_ratio, args.seed)
+            train_ids, test_ids = split_test([u.utt for u in kept], args.num_test, args.test_ratio, args.seed,
+                                             in_cast=in_cast)
         except ValueError as e:
             raise UserError(f"{src}: {e}")
+        if kept and len(train_ids) == 1 and not test_ids:
+            print(f"{prog}: note: {src} has 1 usable utterance: it is trained on, and none is held out for the "
+                  "test set")
+        elif in_cast and args.num_test > len(test_ids):
+            print(f"{prog}: note: {src} has {len(kept)} usable utterances: {len(test_ids)} held out for the test "
+                  f"set, not --num_test {args.num_test}, so that one is left to train on")
         test_set = set(test_ids)
         parts = [(des, [u for u in kept if u.utt not in test_set]), (sets[1], [u for u in kept if u.utt in test_set])]
         write_rejected(sets[1] / "rejected.tsv", {})
     else:
         parts = [(des, kept)]
     for d, utts in parts:
+        if not utts:  # in a cast: rejected.tsv alone says the set is empty (Kaldi tables are never empty)
+            print(f"{prog}: wrote {d} (no utterance: rejected.tsv only)")
+            continue
         write_data_dir(d, utts, args.spk_id)
         info = validate_data_dir(d)
         print(f"{prog}: wrote {d} ({info['utterances']} utterances, {info['speakers']} speaker(s), "

@@ -71,17 +71,17 @@ def get_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def check_inputs(args, speakers) -> None:
+def check_inputs(args, speakers) -> List[str]:
     """Fail before any synthesis: model dirs complete, every speaker known to the fine-tuned model (its spk2info.pt
-    or a character)."""
+    or a character). Returns the speakers of its spk2info.pt (none without one)."""
 
     check_pretrained_dir(args.pretrained_model_dir)
     check_pretrained_dir(args.model_dir, version=model_version(args.pretrained_model_dir))  # one model, two weights
     known = {read_character(c, verify=False).spk_id: c for c in find_characters(args.characters)}
     table = os.path.join(args.model_dir, SPK2INFO_FILE)
-    if os.path.isfile(table):
-        known.update({spk: table for spk in torch.load(table, map_location="cpu", weights_only=True)
-                      if spk not in known})
+    in_table = list(torch.load(table, map_location="cpu", weights_only=True)) if os.path.isfile(table) else []
+    if in_table:
+        known.update({spk: table for spk in in_table if spk not in known})
     elif not known:
         raise EvalInputError(f"{table} not found: run stage 4 first (it writes the fine-tuned model dir)")
     for spk in speakers:
@@ -89,6 +89,7 @@ def check_inputs(args, speakers) -> None:
             raise EvalInputError(f"speaker '{spk}' is not in {table if os.path.isfile(table) else args.model_dir}"
                                  f"{' or the characters' if args.characters else ''} (it has: "
                                  f"{', '.join(sorted(known))}); pass --spk_id or rerun stage 4")
+    return in_table
 
 
 def evaluate(args) -> dict:
@@ -99,7 +100,11 @@ def evaluate(args) -> dict:
         raise runner.EvalInputError(f"--prompt_utt {args.prompt_utt}: {args.test_data_dir} has several speakers "
                                     f"({', '.join(speakers)}): choose one with --spk_id")
     prompts = {spk: runner.choose_prompt(args.prompt_data_dir, spk, args.prompt_utt) for spk in speakers}
-    check_inputs(args, speakers)
+    trained = check_inputs(args, speakers)
+    untested = [spk for spk in trained if spk not in speakers]
+    if untested and not args.spk_id:  # a cast member too small to hold a clip out (local/prepare_data.py --in_cast)
+        logger.info("speaker(s) %s: no test text in %s, so not evaluated here", ", ".join(untested),
+                    args.test_data_dir)
     items = sorted((it for its in speakers.values() for it in its), key=lambda it: it.utt)
     for spk, its in speakers.items():
         logger.info("speaker %s: %d test text(s); zero-shot prompt %s", spk, len(its), prompts[spk].utt)

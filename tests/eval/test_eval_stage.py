@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
 
 import pytest
 import soundfile as sf
+import torch
 
 from cosyvoice.bin import evaluate
 from eval_helpers import PROMPT_UTTS, SPK, TEST_UTTS
@@ -45,6 +48,22 @@ def test_stage8_writes_metrics_and_report(stand_in_dir, sft_model_dir, eval_data
     assert f"CER/WER skipped: ASR model dir {missing_asr} does not exist" in page
     assert len(re.findall(r"src='data:image/png;base64,", page)) == 1   # the summary bars; no training dirs
     assert (exp / "report_plots" / "summary.png").is_file()
+
+
+def test_a_trained_speaker_without_test_texts_is_named(stand_in_dir, sft_model_dir, eval_data, tmp_path, caplog):
+    """A cast member with one clip trained on it and has no test text: stage 8 says it is not evaluated."""
+    model = tmp_path / "model"
+    model.mkdir()
+    for entry in sorted(os.listdir(sft_model_dir)):
+        if entry != "spk2info.pt":
+            os.symlink(sft_model_dir / entry, model / entry)
+    table = torch.load(sft_model_dir / "spk2info.pt")
+    torch.save({**table, "lisa": table[SPK]}, model / "spk2info.pt")
+    with caplog.at_level(logging.INFO, logger="cosyvoice.bin.evaluate"):
+        assert evaluate.main(args(stand_in_dir, model, eval_data, tmp_path / "exp", "--max_utts", "1")) == 0
+    assert f"speaker(s) lisa: no test text in {eval_data / 'test'}, so not evaluated here" in caplog.messages
+    m = json.loads((tmp_path / "exp" / "metrics.json").read_text(encoding="utf-8"))
+    assert m["speaker"] == SPK and len(m["utterances"]) == 1
 
 
 def test_unknown_speaker_fails_before_synthesis(stand_in_dir, sft_model_dir, eval_data, tmp_path, capsys):

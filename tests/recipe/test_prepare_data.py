@@ -138,6 +138,26 @@ def test_split_sizes(n, num_test, ratio, expected):
     assert len(test) == expected and sorted(train + test) == ids
 
 
+@pytest.mark.parametrize("n, num_test, expected", [(1, 0, 0), (1, 3, 0), (2, 2, 1), (3, 5, 2), (5, 2, 2)])
+def test_split_in_a_cast_keeps_one_utterance_to_train_on(n, num_test, expected):
+    ids = [f"u{i}" for i in range(n)]
+    train, test = prepare_data.split_test(ids, num_test, 0.05, seed=1, in_cast=True)
+    assert len(test) == expected and sorted(train + test) == ids and train
+
+
+def test_an_empty_cast_member_writes_rejected_tsv_only(tmp_path, capsys):
+    src = tmp_path / "src"
+    write_wav(src / "a_1.wav", 0.1)  # shorter than --min_dur
+    write_text(src / "a_1.normalized.txt", "x")
+    des = tmp_path / "des"
+    assert prepare_data.main(["--src_dir", str(src), "--des_dir", str(des), "--in_cast", "true"]) == 0
+    assert sorted(p.name for p in des.iterdir()) == ["rejected.tsv"]
+    assert read_rejected(des / "rejected.tsv") == {"a_1": "too_short"}
+    assert (f"prepare_data.py: note: no usable utterance in {src} (reasons in {des / 'rejected.tsv'}): it adds "
+            "nothing to the cast") in capsys.readouterr().out.splitlines()
+    assert prepare_data.main(["--src_dir", str(src), "--des_dir", str(des)]) == 2  # alone: an error, as before
+
+
 def test_split_refuses_to_leave_no_training_data():
     with pytest.raises(ValueError, match="--num_test 3 leaves no training utterance"):
         prepare_data.split_test(["a", "b", "c"], 3, 0.05, seed=1)

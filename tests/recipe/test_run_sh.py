@@ -196,6 +196,61 @@ def test_a_folder_pattern_trains_every_character_folder_of_a_dataset_root_as_a_c
     assert r.stderr.strip() == f"run.sh: error: --raw_pack_dir {tmp_path}/nowhere/*: the pattern matches no folder"
 
 
+def test_a_cast_member_with_too_few_clips_adds_what_it_has(run_recipe, tmp_path):
+    """In a cast a character with one usable clip trains on it (no test clip) and one with none is left out, each
+    with a note, instead of stopping the whole cast; alone, the same packs are still errors naming the fix."""
+    root = tmp_path / "Chinese"
+    for i in range(3):
+        write_wav(root / "Amber" / f"vo_{i}.wav", 0.8 + 0.1 * i)
+        write_text(root / "Amber" / f"vo_{i}.lab", f"第{i}句话。")
+    for i in range(2):
+        write_wav(root / "Kaeya" / f"vo_{i}.wav", 0.8 + 0.1 * i)
+        write_text(root / "Kaeya" / f"vo_{i}.lab", f"第{i}句。")
+    write_wav(root / "Lisa" / "vo_0.wav", 0.9)
+    write_text(root / "Lisa" / "vo_0.lab", "只有一句。")
+    write_wav(root / "Npc" / "vo_0.wav", 0.9)
+    write_text(root / "Npc" / "vo_0.lab", "{NICKNAME}，你好。")
+    r = run_recipe("--raw_pack_dir", f"{root}/*", "--stage", "-1", "--stop_stage", "0", "--num_test", "2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert not any(line.startswith(f"convert_raw_pack.py: note: {root}/Amber") for line in lines)  # split as asked
+    assert (f"convert_raw_pack.py: note: {root}/Kaeya has 2 usable clips: 1 held out for the test set, not "
+            "--num_test 2, so that one is left to train on") in lines
+    assert f"convert_raw_pack.py: note: {root}/Lisa has 1 usable clip: speaker 'Lisa' trains on it and has no test clip" in lines
+    assert f"convert_raw_pack.py: note: no usable clip in {root}/Npc: speaker 'Npc' is left out of the cast" in lines
+    data = tmp_path / "data" / "Chinese-cast"
+    train, test = dict(read_table(data / "train" / "spk2utt")), dict(read_table(data / "test" / "spk2utt"))
+    assert {spk: len(u.split()) for spk, u in train.items()} == {"Amber": 1, "Kaeya": 1, "Lisa": 1}
+    assert {spk: len(u.split()) for spk, u in test.items()} == {"Amber": 2, "Kaeya": 1}
+    assert dict(read_table(data / "train" / "text"))["Lisa_0001"] == "只有一句。"
+
+    alone = run_recipe("--raw_pack_dir", root / "Lisa", "--stage", "-1", "--stop_stage", "-1", cwd=tmp_path)
+    assert alone.returncode == 2
+    assert alone.stderr.strip() == (f"convert_raw_pack.py: error: {root}/Lisa: need at least 2 usable utterances to "
+                                    "split off a test set, have 1: add clips")
+
+    lisa = run_recipe("--raw_pack_dir", f"{root}/Lisa:{root}/Npc", "--stage", "-1", "--stop_stage", "0", cwd=tmp_path)
+    assert lisa.returncode == 2
+    assert lisa.stderr.strip() == (
+        "merge_data_dirs.py: error: no utterance for the test set in any of the 2 datasets (data/Lisa-Npc/pack_pairs/1, "
+        "data/Lisa-Npc/pack_pairs/2): a dataset gives the test set one only when it has 2 or more usable clips")
+    assert not (tmp_path / "data" / "Lisa-Npc" / "train").exists()  # stage 0 wrote nothing half
+
+
+def test_a_flat_pair_folder_of_one_clip_joins_a_cast_without_a_test_clip(run_recipe, tmp_path):
+    for spk, n in (("eve", 3), ("bob", 1)):
+        for i in range(n):
+            write_wav(tmp_path / spk / f"{spk}_{i}.wav", 0.8)
+            write_text(tmp_path / spk / f"{spk}_{i}.normalized.txt", f"第{i}句。")
+    r = run_recipe("--data_dir", f"{tmp_path}/eve:{tmp_path}/bob", "--stop_stage", "0", "--num_test", "1", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (f"prepare_data.py: note: {tmp_path}/bob has 1 usable utterance: it is trained on, and none is held out "
+            "for the test set") in r.stdout.splitlines()
+    data = tmp_path / "data" / "eve-bob"
+    assert sorted(dict(read_table(data / "train" / "spk2utt"))) == ["bob", "eve"]
+    assert sorted(dict(read_table(data / "test" / "spk2utt"))) == ["eve"]
+
+
 def test_a_folder_whose_name_holds_pattern_characters_is_read_as_it_is(run_recipe, tmp_path):
     """"take [2]" is a folder, not a pattern: stage 0 reads its pairs (a glob of its name would find none)."""
     d = tmp_path / "take [2]"
