@@ -237,7 +237,7 @@ def main(argv=None) -> int:
         raise UserError(f"{pack}: {e}")
     if len(kept) == 1:
         print(f"{prog}: note: {pack} has 1 usable clip: speaker {spk!r} trains on it and has no test clip")
-    elif args.num_test > len(test):
+    elif kept and args.num_test > len(test):
         print(f"{prog}: note: {pack} has {len(kept)} usable clips: {len(test)} held out for the test set, not "
               f"--num_test {args.num_test}, so that one is left to train on")
     set_of = {u: args.train_set for u in train} | {u: args.test_set for u in test}

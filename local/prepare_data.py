@@ -302,7 +302,7 @@ def main(argv=None) -> int:
         if kept and len(train_ids) == 1 and not test_ids:
             print(f"{prog}: note: {src} has 1 usable utterance: it is trained on, and none is held out for the "
                   "test set")
-        elif in_cast and args.num_test > len(test_ids):
+        elif kept and in_cast and args.num_test > len(test_ids):
             print(f"{prog}: note: {src} has {len(kept)} usable utterances: {len(test_ids)} held out for the test "
                   f"set, not --num_test {args.num_test}, so that one is left to train on")
         test_set = set(test_ids)

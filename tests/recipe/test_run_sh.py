@@ -218,6 +218,7 @@ def test_a_cast_member_with_too_few_clips_adds_what_it_has(run_recipe, tmp_path)
             "--num_test 2, so that one is left to train on") in lines
     assert f"convert_raw_pack.py: note: {root}/Lisa has 1 usable clip: speaker 'Lisa' trains on it and has no test clip" in lines
     assert f"convert_raw_pack.py: note: no usable clip in {root}/Npc: speaker 'Npc' is left out of the cast" in lines
+    assert sum("note:" in line for line in lines) == 6  # and stage 0 on Lisa's empty test set, Npc's empty sets
     data = tmp_path / "data" / "Chinese-cast"
     train, test = dict(read_table(data / "train" / "spk2utt")), dict(read_table(data / "test" / "spk2utt"))
     assert {spk: len(u.split()) for spk, u in train.items()} == {"Amber": 1, "Kaeya": 1, "Lisa": 1}
