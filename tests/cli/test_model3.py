@@ -10,6 +10,11 @@ from cosyvoice.cli.model import CosyVoice3Model, _LLMJob
 from cosyvoice.utils.config import load_config
 
 ATOL = 1e-5
+# HiFT's harmonic source is a sine whose phase sums f0 over every sample, so the last-bit differences one machine's
+# float kernels leave in the flow's mel (1.7e-6 on an AMD EPYC; 0 on the Intel Xeon that made the fixtures) reach
+# the f0 and grow along the stream: 5.7e-5 in source and 1.3e-5 in speech after 134,400 samples on that EPYC.
+# The waveforms are held to this bound; the flow and the mel to ATOL.
+WAVE_ATOL = 2e-4
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +67,9 @@ def test_tts_matches_official(model3, load_io3, name, stream):
     for k, (feat, (mel, speech, source)) in enumerate(zip(rec.flow, rec.hift)):
         torch.testing.assert_close(feat, io[f"call{k}_flow_feat"], atol=ATOL, rtol=0)
         torch.testing.assert_close(mel, io[f"call{k}_hift_mel"], atol=ATOL, rtol=0)
-        torch.testing.assert_close(speech, io[f"call{k}_hift_speech"], atol=ATOL, rtol=0)
-        torch.testing.assert_close(source, io[f"call{k}_hift_source"], atol=ATOL, rtol=0)
-    torch.testing.assert_close(torch.cat(chunks, dim=1), io["speech"], atol=ATOL, rtol=0)
+        torch.testing.assert_close(speech, io[f"call{k}_hift_speech"], atol=WAVE_ATOL, rtol=0)
+        torch.testing.assert_close(source, io[f"call{k}_hift_source"], atol=WAVE_ATOL, rtol=0)
+    torch.testing.assert_close(torch.cat(chunks, dim=1), io["speech"], atol=WAVE_ATOL, rtol=0)
     assert not model3.hift_cache_dict and not model3.tts_speech_token_dict and not model3._jobs
 
 

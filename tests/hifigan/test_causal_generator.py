@@ -115,7 +115,10 @@ def test_f0_in_float64_matches_official(hift3, ref, call):
     f0 = hift3.predict_f0(ref[f"{mel}_mel"], finalize=finalize)
     assert f0.dtype == torch.float64 and f0.shape == ref[f"{call}_f0_float64"].shape
     assert _maxdiff(f0, ref[f"{call}_f0_float64"]) < 1e-8
-    assert torch.equal(f0.float(), ref[f"{call}_f0"])
+    # the float32 f0 HiFT goes on with: the cast of float64 values that agree to ~2e-13 (their float64 kernels round
+    # differently from one machine to another: 0 on the fixtures' Intel Xeon, 1.9e-13 on an AMD EPYC) can still fall
+    # on either side of a float32 rounding boundary, so within one unit in the last place
+    torch.testing.assert_close(f0.float(), ref[f"{call}_f0"], atol=0, rtol=2 ** -23)
 
 
 @pytest.mark.parametrize("call", list(CALLS))
