@@ -92,7 +92,7 @@ class PreLookaheadLayer(nn.Module):
             out = torch.cat([out, context.transpose(1, 2)], dim=2)
         out = F.leaky_relu(self.conv1(out))
         out = self.conv2(F.pad(out, (self.conv2.kernel_size[0] - 1, 0), value=0.0))
-        return out.transpose(1, 2) + inputs
+        return out.transpose(1, 2).contiguous() + inputs  # contiguous as the official: the next GEMMs see its layout
 
 
 class UpsampleConformerEncoder(nn.Module):
@@ -203,8 +203,10 @@ class UpsampleConformerEncoder(nn.Module):
         xs = self.pre_lookahead_layer(xs, context=context)
         xs = self.forward_layers(xs, chunk_masks, pos_emb, masks)
 
-        xs, xs_lens = self.up_layer(xs.transpose(1, 2), xs_lens)
-        xs = xs.transpose(1, 2)
+        # contiguous as the official code keeps them: a GEMM over a transposed view can round differently (1e-6
+        # for utterances of a few tokens)
+        xs, xs_lens = self.up_layer(xs.transpose(1, 2).contiguous(), xs_lens)
+        xs = xs.transpose(1, 2).contiguous()
         masks = ~make_pad_mask(xs_lens, xs.size(1)).unsqueeze(1)
         xs, pos_emb, masks = self.up_embed(xs, masks)
         chunk = self.static_chunk_size * self.up_layer.stride if streaming else 0

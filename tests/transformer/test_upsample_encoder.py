@@ -21,6 +21,32 @@ def test_encoder_matches_official(tiny_encoder, encoder_io, flow_state_dict, mod
     torch.testing.assert_close(h_proj, encoder_io[f"h_proj_{mode}"], atol=ATOL, rtol=0)
 
 
+@pytest.mark.parametrize("tokens", [1, 4, 30])
+def test_the_layers_after_each_transpose_get_contiguous_input_as_in_the_official_code(tiny_encoder, tokens):
+    """The official encoder makes the tensor contiguous after each (B, T, C) <-> (B, C, T) transpose. The values
+    are the same either way, but a GEMM over a transposed view can round differently: the flow of a 1-token
+    utterance differed from the official one by 1.5e-6 (its up_embed linear saw a view) until they were contiguous."""
+    seen = []
+
+    def record(module, args):
+        seen.append((type(module).__name__, args[0].is_contiguous()))
+
+    def record_out(module, args, out):
+        seen.append((type(module).__name__ + " output", out.is_contiguous()))
+
+    hooks = [tiny_encoder.up_layer.register_forward_pre_hook(record),
+             tiny_encoder.up_embed.register_forward_pre_hook(record),
+             tiny_encoder.pre_lookahead_layer.register_forward_hook(record_out)]
+    try:
+        with torch.no_grad():
+            tiny_encoder(torch.randn(1, tokens, 64), torch.tensor([tokens], dtype=torch.int32))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert seen == [("PreLookaheadLayer output", True), ("Upsample1D", True),
+                    (type(tiny_encoder.up_embed).__name__, True)]
+
+
 def test_streaming_differs_from_full_context(encoder_io):
     """The recorded streaming and full-context outputs differ, so the chunk masks are being exercised."""
     assert (encoder_io["h_stream"] - encoder_io["h_nonstream"]).abs().max() > 1e-3
