@@ -117,14 +117,34 @@ def test_label_smoothing_and_batch_normalisation(tiny_llm, llm_fixture):
     keep = flat_t != -1
     q = torch.full((flat_t.numel(), vocab), eps / (vocab - 1))
     q.scatter_(1, flat_t.clamp(min=0)[:, None], 1 - eps)
-    kl = F.kl_div(torch.log_softmax(logits.reshape(-1, vocab), 1), q, reduction="none").sum(1)
-    want_len = kl[keep].sum() / keep.sum()
-    want_batch = kl[keep].sum() / target.size(0)
+    kl = F.kl_div(torch.log_softmax(logits.reshape(-1, vocab), 1), q, reduction="none")
+    total = kl.masked_fill(~keep[:, None], 0).sum()  # the official LabelSmoothingLoss: one sum over the matrix
     got_len = _label_smoothing_loss(logits, target, eps, True)
     got_batch = _label_smoothing_loss(logits, target, eps, False)
-    assert abs(got_len.item() - want_len.item()) < 1e-4
-    assert abs(got_batch.item() - want_batch.item()) < 1e-3
+    assert torch.equal(got_len, total / int(keep.sum())) and torch.equal(got_batch, total / target.size(0))
+    assert abs(got_len.item() - kl.sum(1)[keep].sum().item() / int(keep.sum())) < 1e-4  # the same KL per token
     assert abs(_label_smoothing_loss(logits, target, 0.0, True).item() - d["loss"].item()) < TOL
+
+
+def test_loss_is_summed_over_the_matrix_as_the_official_one():
+    """Without smoothing the loss is the mean negative log-likelihood, but summed in the official order (over the
+    (tokens, V) matrix, zeros included), not per token: the two orders differ in the last bits."""
+    import torch.nn.functional as F
+    from cosyvoice.llm.llm import _label_smoothing_loss
+
+    g = torch.Generator().manual_seed(11)
+    logits = 4 * torch.randn(3, 40, 6564, generator=g)
+    target = torch.randint(0, 6564, (3, 40), generator=g)
+    target[1, 17:] = -1
+    target[2, 21:] = -1
+    keep = target.reshape(-1) != -1
+    logp = torch.log_softmax(logits.reshape(-1, 6564), 1)
+    onehot = torch.zeros_like(logp).scatter_(1, target.reshape(-1).clamp(min=0)[:, None], 1.0)
+    official = F.kl_div(logp, onehot, reduction="none").masked_fill(~keep[:, None], 0).sum() / int(keep.sum())
+    got = _label_smoothing_loss(logits, target, 0.0, True)
+    assert torch.equal(got, official)
+    per_token = -logp.gather(1, target.reshape(-1).clamp(min=0)[:, None])[keep].sum() / int(keep.sum())
+    assert abs(got.item() - per_token.item()) < 1e-5
 
 
 def _one_utt_batch(t_len, s_len):
