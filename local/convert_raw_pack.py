@@ -216,7 +216,8 @@ def main(argv=None) -> int:
         dropped[stem] = ("no_wav", "")
 
     counts = Counter(reason for reason, _ in dropped.values())
-    print(f"{prog}: {pack}: {len(wavs)} clips, kept {len(kept)}, dropped {len(wavs) - len(kept)}")
+    print(f"{prog}: {pack}: {len(wavs)} clip{'' if len(wavs) == 1 else 's'}, kept {len(kept)}, "
+          f"dropped {len(wavs) - len(kept)}")
     hint = "" if args.in_cast == "true" else cast_hint(pack, wavs, spk)
     if hint:
         print(f"{prog}: {hint}")

@@ -217,6 +217,7 @@ def test_a_cast_member_with_too_few_clips_adds_what_it_has(run_recipe, tmp_path)
     assert (f"convert_raw_pack.py: note: {root}/Kaeya has 2 usable clips: 1 held out for the test set, not "
             "--num_test 2, so that one is left to train on") in lines
     assert f"convert_raw_pack.py: note: {root}/Lisa has 1 usable clip: speaker 'Lisa' trains on it and has no test clip" in lines
+    assert f"convert_raw_pack.py: {root}/Lisa: 1 clip, kept 1, dropped 0" in lines
     assert f"convert_raw_pack.py: note: no usable clip in {root}/Npc: speaker 'Npc' is left out of the cast" in lines
     assert sum("note:" in line for line in lines) == 6  # and stage 0 on Lisa's empty test set, Npc's empty sets
     data = tmp_path / "data" / "Chinese-cast"
