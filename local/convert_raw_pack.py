@@ -30,7 +30,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from prepare_data import TEXT_SUFFIX, byte_key, split_test
+from prepare_data import TEXT_SUFFIX, byte_key, short_split_note, split_test
 
 from cosyvoice.dataset.datadir import audio_suffix
 from cosyvoice.text.checks import TEXT_REASONS, text_problem
@@ -236,11 +236,11 @@ def main(argv=None) -> int:
         train, test = split_test(list(ids.values()), args.num_test, args.test_ratio, args.seed, in_cast=in_cast)
     except ValueError as e:
         raise UserError(f"{pack}: {e}")
+    note = short_split_note(pack, len(kept), len(test), args.num_test, "clip")
     if len(kept) == 1:
-        print(f"{prog}: note: {pack} has 1 usable clip: speaker {spk!r} trains on it and has no test clip")
-    elif kept and args.num_test > len(test):
-        print(f"{prog}: note: {pack} has {len(kept)} usable clips: {len(test)} held out for the test set, not "
-              f"--num_test {args.num_test}, so that one is left to train on")
+        note = f"note: {pack} has 1 usable clip: speaker {spk!r} trains on it and has no test clip"
+    if note:
+        print(f"{prog}: {note}")
     set_of = {u: args.train_set for u in train} | {u: args.test_set for u in test}
 
     # everything is written aside and swapped in at the end: a failure leaves the previous output as it was

@@ -100,6 +100,15 @@ def split_test(ids: list[str], num_test: int, test_ratio: float, seed: int,
     return [u for u in sorted(ids, key=byte_key) if u not in test], sorted(test, key=byte_key)
 
 
+def short_split_note(where: object, n: int, n_test: int, num_test: int, noun: str) -> str:
+    """The note for a cast member of ``n`` usable ``noun``s that held out fewer than --num_test (``split_test``
+    with ``in_cast``), or ""; a member of one has its own note."""
+    if n < 2 or num_test <= n_test:
+        return ""
+    return (f"note: {where} has {n} usable {noun}s: {n_test} held out for the test set, not --num_test {num_test}, "
+            "so that one is left to train on")
+
+
 def read_text(path: Path) -> tuple[str | None, str]:
     """Return (reason, text): reason is None when the transcript is usable."""
     try:
@@ -299,12 +308,11 @@ def main(argv=None) -> int:
                                              in_cast=in_cast)
         except ValueError as e:
             raise UserError(f"{src}: {e}")
-        if kept and len(train_ids) == 1 and not test_ids:
-            print(f"{prog}: note: {src} has 1 usable utterance: it is trained on, and none is held out for the "
-                  "test set")
-        elif kept and in_cast and args.num_test > len(test_ids):
-            print(f"{prog}: note: {src} has {len(kept)} usable utterances: {len(test_ids)} held out for the test "
-                  f"set, not --num_test {args.num_test}, so that one is left to train on")
+        note = short_split_note(src, len(kept), len(test_ids), args.num_test, "utterance")
+        if len(kept) == 1:
+            note = f"note: {src} has 1 usable utterance: it is trained on, and none is held out for the test set"
+        if note:
+            print(f"{prog}: {note}")
         test_set = set(test_ids)
         parts = [(des, [u for u in kept if u.utt not in test_set]), (sets[1], [u for u in kept if u.utt in test_set])]
         write_rejected(sets[1] / "rejected.tsv", {})

@@ -2,13 +2,12 @@
 a tiny random Whisper dir, and a small data set of demo-voice clips (each built once per session)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
-from eval_helpers import DEMO, PROMPT_UTTS, SPK, TEST_UTTS, make_tiny_whisper, write_data_dir
+from eval_helpers import DEMO, PROMPT_UTTS, SPK, TEST_UTTS, link_model_dir, make_tiny_whisper, write_data_dir
 
 
 @pytest.fixture(scope="session")
@@ -34,13 +33,9 @@ def eval_data(tmp_path_factory, stand_in_dir) -> Path:
 @pytest.fixture(scope="session")
 def sft_model_dir(tmp_path_factory, stand_in_dir, eval_data) -> Path:
     """A fine-tuned-style model dir (stage 4 layout): links to the stand-in + spk2info.pt with speaker 'demo'."""
-    out = tmp_path_factory.mktemp("exp") / "model"
-    out.mkdir()
-    for entry in sorted(os.listdir(stand_in_dir)):
-        os.symlink(stand_in_dir / entry, out / entry)
     emb = torch.load(eval_data / "train" / "spk2embedding.pt")[SPK]
-    torch.save({SPK: {"embedding": torch.tensor([emb])}}, out / "spk2info.pt")
-    return out
+    table = {SPK: {"embedding": torch.tensor([emb])}}
+    return link_model_dir(stand_in_dir, tmp_path_factory.mktemp("exp") / "model", table)
 
 
 @pytest.fixture(scope="session")

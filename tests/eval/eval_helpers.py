@@ -28,6 +28,19 @@ def load_tool(name: str):
     return module
 
 
+def link_model_dir(stand_in_dir: Path, out: Path, spk2info: dict) -> Path:
+    """A fine-tuned-style model dir (stage 4 layout): links to the stand-in's files plus its own spk2info.pt."""
+    import os
+
+    import torch
+
+    out.mkdir()
+    for entry in sorted(os.listdir(stand_in_dir)):
+        os.symlink(stand_in_dir / entry, out / entry)
+    torch.save(spk2info, out / "spk2info.pt")
+    return out
+
+
 def make_tiny_whisper(out: Path, seed: int = 0) -> Path:
     """A Whisper dir with random tiny weights and a byte-level BPE trained on two lines: loads offline through
     WhisperProcessor / WhisperForConditionalGeneration like a real one (its transcripts are noise)."""

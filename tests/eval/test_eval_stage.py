@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 
 import pytest
@@ -11,7 +10,7 @@ import soundfile as sf
 import torch
 
 from cosyvoice.bin import evaluate
-from eval_helpers import PROMPT_UTTS, SPK, TEST_UTTS
+from eval_helpers import PROMPT_UTTS, SPK, TEST_UTTS, link_model_dir
 
 
 def args(stand_in_dir, sft_model_dir, eval_data, exp, *extra):
@@ -52,13 +51,8 @@ def test_stage8_writes_metrics_and_report(stand_in_dir, sft_model_dir, eval_data
 
 def test_a_trained_speaker_without_test_texts_is_named(stand_in_dir, sft_model_dir, eval_data, tmp_path, caplog):
     """A cast member with one clip trained on it and has no test text: stage 8 says it is not evaluated."""
-    model = tmp_path / "model"
-    model.mkdir()
-    for entry in sorted(os.listdir(sft_model_dir)):
-        if entry != "spk2info.pt":
-            os.symlink(sft_model_dir / entry, model / entry)
     table = torch.load(sft_model_dir / "spk2info.pt")
-    torch.save({**table, "lisa": table[SPK]}, model / "spk2info.pt")
+    model = link_model_dir(stand_in_dir, tmp_path / "model", {**table, "lisa": table[SPK]})
     with caplog.at_level(logging.INFO, logger="cosyvoice.bin.evaluate"):
         assert evaluate.main(args(stand_in_dir, model, eval_data, tmp_path / "exp", "--max_utts", "1")) == 0
     assert f"speaker(s) lisa: no test text in {eval_data / 'test'}, so not evaluated here" in caplog.messages
